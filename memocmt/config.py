@@ -1,0 +1,74 @@
+"""Model dimensions and encoder names, stored inside every checkpoint and ONNX bundle."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+
+IEMOCAP_4 = ("angry", "happy", "sad", "neutral")
+
+
+@dataclass
+class MemoCMTConfig:
+    audio_encoder: str = "whisper-tiny.en"  # built-in name, local directory or hub id
+    text_encoder: str = "minilm-l6"  # built-in name, local directory or hub id
+    labels: list[str] = field(default_factory=lambda: list(IEMOCAP_4))  # class names, logit order
+    modalities: str = "both"  # both | audio | text (the paper's ablations)
+    d_model: int = 384  # width of the cross-modal transformer
+    n_heads: int = 8  # attention heads per branch
+    head_dims: list[int] = field(default_factory=lambda: [128])  # MLP hidden sizes before the classifier
+    dropout: float = 0.1
+    pooling: str = "mean"  # cls | mean | max | min
+    layer_mix: bool = False  # learn a softmax-weighted sum of encoder layers instead of the last one
+    freeze_audio: bool = True  # the paper keeps both encoders frozen
+    freeze_text: bool = True
+    max_text_tokens: int = 128
+    # Filled in from the encoders when the model is built; lets the head be rebuilt alone.
+    audio_hidden_size: int = 0
+    audio_num_layers: int = 0
+    text_hidden_size: int = 0
+    text_num_layers: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "MemoCMTConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"Unknown model config fields {sorted(unknown)}; this checkpoint needs a newer memocmt.")
+        return cls(**data)
+
+    def replace(self, **changes) -> "MemoCMTConfig":
+        return replace(self, **changes)
+
+
+PRESETS: dict[str, MemoCMTConfig] = {
+    # The paper's model: HuBERT-base + BERT-base, 768-d, 8 heads, one 128-unit MLP layer.
+    "paper": MemoCMTConfig(
+        audio_encoder="facebook/hubert-base-ls960",
+        text_encoder="bert-base-uncased",
+        d_model=768,
+        n_heads=8,
+        head_dims=[128],
+        pooling="min",
+        layer_mix=False,
+    ),
+    # Offline default: Whisper tiny.en encoder + MiniLM-L6, both shipped in PyPI wheels.
+    "edge": MemoCMTConfig(
+        audio_encoder="whisper-tiny.en",
+        text_encoder="minilm-l6",
+        d_model=384,
+        n_heads=8,
+        head_dims=[128],
+        pooling="mean",
+        layer_mix=True,
+    ),
+}
+
+
+def preset(name: str, **overrides) -> MemoCMTConfig:
+    """A copy of a named preset with optional field overrides."""
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
+    return MemoCMTConfig.from_dict({**PRESETS[name].to_dict(), **overrides})

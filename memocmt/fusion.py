@@ -1,0 +1,168 @@
+"""The MemoCMT cross-modal transformer head, with padding masks.
+
+Audio queries attend to text and text queries attend to audio (the paper's roles); each
+branch is projected, layer-normed and dropped out; the two sequences are concatenated
+(text first, so position 0 is the text [CLS] query), pooled over valid positions, and
+classified by an MLP with LeakyReLU. With one modality the same branch runs as
+self-attention over that modality: the paper's text-only and audio-only ablations.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+POOLINGS = ("cls", "mean", "max", "min")
+MODALITIES = ("both", "audio", "text")
+
+
+def lengths_to_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    """(B,) lengths -> (B, max_len) bool mask, True at valid positions."""
+    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
+class LayerMix(nn.Module):
+    """Softmax-weighted sum over an encoder's layers; weights start equal."""
+
+    def __init__(self, n_layers: int, enabled: bool):
+        super().__init__()
+        self.n_layers = n_layers
+        self.weights = nn.Parameter(torch.zeros(n_layers)) if enabled and n_layers > 1 else None
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        assert states.dim() == 4, "expected stacked hidden states (B, L, T, D)"
+        if self.weights is None:
+            return states[:, -1]
+        assert states.shape[1] == self.n_layers, f"expected {self.n_layers} layers, got {states.shape[1]}"
+        w = torch.softmax(self.weights, dim=0)
+        return torch.einsum("bltd,l->btd", states, w)
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention of queries over keys/values with a key padding mask."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float):
+        super().__init__()
+        assert d_model % n_heads == 0, f"d_model {d_model} must be divisible by n_heads {n_heads}"
+        self.n_heads = n_heads
+        self.dropout = dropout
+        self.q = nn.Linear(d_model, d_model)
+        self.k = nn.Linear(d_model, d_model)
+        self.v = nn.Linear(d_model, d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, key_valid: torch.Tensor) -> torch.Tensor:
+        b, tq, d = query.shape
+        tk = key.shape[1]
+        h = self.n_heads
+        q = self.q(query).view(b, tq, h, d // h).transpose(1, 2)
+        k = self.k(key).view(b, tk, h, d // h).transpose(1, 2)
+        v = self.v(key).view(b, tk, h, d // h).transpose(1, 2)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=key_valid[:, None, None, :], dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.out(y.transpose(1, 2).reshape(b, tq, d))
+
+
+class FusionBranch(nn.Module):
+    """Attention, then linear projection, LayerNorm and dropout."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.attn = CrossAttention(d_model, n_heads, dropout)
+        self.proj = nn.Linear(d_model, d_model)
+        self.norm = nn.LayerNorm(d_model)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, key_valid: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.norm(self.proj(self.attn(query, key, key_valid))))
+
+
+def masked_pool(x: torch.Tensor, valid: torch.Tensor, mode: str) -> torch.Tensor:
+    """Pool (B, T, D) over valid positions only: cls (position 0), mean, max or min."""
+    if mode == "cls":
+        return x[:, 0]
+    m = valid[:, :, None]
+    if mode == "mean":
+        return (x * m).sum(dim=1) / m.sum(dim=1).clamp(min=1)
+    if mode == "max":
+        return x.masked_fill(~m, float("-inf")).amax(dim=1)
+    if mode == "min":
+        return x.masked_fill(~m, float("inf")).amin(dim=1)
+    raise ValueError(f"Unknown pooling {mode!r}; choose one of {', '.join(POOLINGS)}.")
+
+
+class FusionHead(nn.Module):
+    """Stacked encoder states of both modalities -> class logits (B, n_classes).
+
+    Takes plain numbers (encoder widths and layer counts, model width, heads, classes);
+    `forward` always returns logits.
+    """
+
+    def __init__(
+        self,
+        audio_dim: int,
+        text_dim: int,
+        audio_layers: int,
+        text_layers: int,
+        d_model: int,
+        n_heads: int,
+        n_classes: int,
+        head_dims: tuple[int, ...] = (128,),
+        dropout: float = 0.1,
+        pooling: str = "mean",
+        modalities: str = "both",
+        layer_mix: bool = False,
+    ):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"Unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}.")
+        if modalities not in MODALITIES:
+            raise ValueError(f"Unknown modalities {modalities!r}; choose one of {', '.join(MODALITIES)}.")
+        self.pooling = pooling
+        self.modalities = modalities
+        self.use_audio = modalities in ("both", "audio")
+        self.use_text = modalities in ("both", "text")
+        if self.use_audio:
+            self.audio_mix = LayerMix(audio_layers, layer_mix)
+            self.audio_in = nn.Linear(audio_dim, d_model) if audio_dim != d_model else nn.Identity()
+            self.audio_branch = FusionBranch(d_model, n_heads, dropout)  # audio queries
+        if self.use_text:
+            self.text_mix = LayerMix(text_layers, layer_mix)
+            self.text_in = nn.Linear(text_dim, d_model) if text_dim != d_model else nn.Identity()
+            self.text_branch = FusionBranch(d_model, n_heads, dropout)  # text queries
+        layers: list[nn.Module] = []
+        width = d_model
+        for hidden in head_dims:
+            layers += [nn.Linear(width, hidden), nn.LeakyReLU(), nn.Dropout(dropout)]
+            width = hidden
+        layers.append(nn.Linear(width, n_classes))
+        self.classifier = nn.Sequential(*layers)
+
+    def forward(
+        self,
+        audio_states: torch.Tensor | None,
+        audio_lengths: torch.Tensor | None,
+        text_states: torch.Tensor | None,
+        text_lengths: torch.Tensor | None,
+    ) -> torch.Tensor:
+        parts, valids = [], []
+        if self.use_audio:
+            assert audio_states is not None and audio_lengths is not None, "this head needs audio states"
+            audio = self.audio_in(self.audio_mix(audio_states))
+            audio_valid = lengths_to_mask(audio_lengths, audio.shape[1])
+        if self.use_text:
+            assert text_states is not None and text_lengths is not None, "this head needs text states"
+            text = self.text_in(self.text_mix(text_states))
+            text_valid = lengths_to_mask(text_lengths, text.shape[1])
+        if self.modalities == "both":
+            parts = [self.text_branch(text, audio, audio_valid), self.audio_branch(audio, text, text_valid)]
+            valids = [text_valid, audio_valid]
+        elif self.use_text:
+            parts, valids = [self.text_branch(text, text, text_valid)], [text_valid]
+        else:
+            parts, valids = [self.audio_branch(audio, audio, audio_valid)], [audio_valid]
+        fused = torch.cat(parts, dim=1)
+        pooled = masked_pool(fused, torch.cat(valids, dim=1), self.pooling)
+        return self.classifier(pooled)

@@ -1,0 +1,261 @@
+"""MemoCMT: encoders + cross-modal fusion head, and its checkpoints.
+
+    from memocmt.model import MemoCMT
+    model = MemoCMT.from_preset("edge")          # real pretrained encoders, no network
+    prediction = model.predict(audio, "I can't believe you did that")
+
+Checkpoints are safetensors files: the config as JSON metadata, the head's weights (and the
+encoders' only when they were fine-tuned). Loading never executes code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .audio import check_audio
+from .config import MemoCMTConfig, preset
+from .encoders import AudioEncoder, TextEncoder, load_audio_encoder, load_text_encoder
+from .features import extract_features, pad_batch
+from .fusion import FusionHead
+from .results import Prediction
+
+logger = logging.getLogger("memocmt")
+
+CHECKPOINT_FORMAT = "memocmt-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be loaded as this model."""
+
+
+@dataclass
+class Batch:
+    """Model inputs for a padded batch; any modality may be absent."""
+
+    audio_features: torch.Tensor | None = None  # (B, n_mels, T) or (B, samples)
+    audio_lengths: torch.Tensor | None = None  # (B,) valid feature frames / samples
+    input_ids: torch.Tensor | None = None  # (B, tokens)
+    text_mask: torch.Tensor | None = None  # (B, tokens), 1 at real tokens
+
+    def to(self, device) -> "Batch":
+        return Batch(*(None if t is None else t.to(device) for t in
+                       (self.audio_features, self.audio_lengths, self.input_ids, self.text_mask)))
+
+
+class MemoCMT(nn.Module):
+    """The paper's model with optional modalities; forward(batch) returns logits (B, classes)."""
+
+    def __init__(self, config: MemoCMTConfig, audio_encoder: AudioEncoder | None = None,
+                 text_encoder: TextEncoder | None = None):
+        super().__init__()
+        self.config = config
+        use_audio = config.modalities in ("both", "audio")
+        use_text = config.modalities in ("both", "text")
+        self.audio_encoder = audio_encoder if use_audio else None
+        self.text_encoder = text_encoder if use_text else None
+        if use_audio and audio_encoder is None:
+            self.audio_encoder = load_audio_encoder(config.audio_encoder)
+        if use_text and text_encoder is None:
+            self.text_encoder = load_text_encoder(config.text_encoder)
+        self._check_encoder_dims()
+        if self.audio_encoder is not None and config.freeze_audio:
+            self.audio_encoder.freeze()
+        if self.text_encoder is not None and config.freeze_text:
+            self.text_encoder.freeze()
+        self.head = build_head(config)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "MemoCMT":
+        return cls(preset(name, **overrides))
+
+    def _check_encoder_dims(self) -> None:
+        """Fill the config's encoder dimensions, or check them against a stored config."""
+        cfg = self.config
+        for kind, enc in (("audio", self.audio_encoder), ("text", self.text_encoder)):
+            if enc is None:
+                continue
+            size_field, layers_field = f"{kind}_hidden_size", f"{kind}_num_layers"
+            stored = (getattr(cfg, size_field), getattr(cfg, layers_field))
+            actual = (enc.hidden_size, enc.num_layers)
+            if stored == (0, 0):
+                setattr(cfg, size_field, actual[0])
+                setattr(cfg, layers_field, actual[1])
+            elif stored != actual:
+                raise CheckpointError(
+                    f"The model was built for a {kind} encoder with {stored[0]}-d states and {stored[1]} layers, "
+                    f"but {enc.name!r} gives {actual[0]}-d and {actual[1]} layers; use the encoder it was trained with."
+                )
+
+    def train(self, mode: bool = True) -> "MemoCMT":
+        super().train(mode)
+        # Frozen encoders stay in eval mode (no dropout), as they were pretrained.
+        if self.audio_encoder is not None and self.config.freeze_audio:
+            self.audio_encoder.eval()
+        if self.text_encoder is not None and self.config.freeze_text:
+            self.text_encoder.eval()
+        return self
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.config.labels)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.head.parameters()).device
+
+    # ------------------------------------------------------------------ inputs
+
+    def prepare(self, audios: list[np.ndarray] | None, texts: list[str] | None) -> Batch:
+        """Validate, featurise, tokenize and pad raw inputs (float32 16 kHz mono audio, strings)."""
+        batch = Batch()
+        if self.audio_encoder is not None:
+            if audios is None:
+                raise ValueError("This model uses audio; pass the utterances' audio.")
+            spec = self.audio_encoder.feature_spec
+            feats = [extract_features(check_audio(a, name=f"audio[{i}]"), spec) for i, a in enumerate(audios)]
+            padded, lengths = pad_batch(feats)
+            batch.audio_features, batch.audio_lengths = torch.from_numpy(padded), torch.from_numpy(lengths)
+        if self.text_encoder is not None:
+            if texts is None:
+                raise ValueError("This model uses text; pass the utterances' transcripts.")
+            if not all(isinstance(t, str) for t in texts):
+                raise ValueError("Transcripts must be strings (use '' when nothing was said).")
+            batch.input_ids, batch.text_mask = self.text_encoder.tokenize(texts, self.config.max_text_tokens)
+        return batch
+
+    # ------------------------------------------------------------------ compute
+
+    def encode_audio(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_audio):
+            return self.audio_encoder(features, lengths)
+
+    def encode_text(self, input_ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_text):
+            return self.text_encoder(input_ids, mask), mask.sum(dim=1)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        audio_states = audio_lengths = text_states = text_lengths = None
+        if self.audio_encoder is not None:
+            audio_states, audio_lengths = self.encode_audio(batch.audio_features, batch.audio_lengths)
+        if self.text_encoder is not None:
+            text_states, text_lengths = self.encode_text(batch.input_ids, batch.text_mask)
+        return self.head(audio_states, audio_lengths, text_states, text_lengths)
+
+    @torch.inference_mode()
+    def predict_batch(self, audios: list[np.ndarray] | None, texts: list[str] | None) -> list[Prediction]:
+        was_training = self.training
+        self.eval()
+        try:
+            logits = self(self.prepare(audios, texts).to(self.device))
+        finally:
+            self.train(was_training)
+        probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        return [Prediction.from_probabilities(self.labels, p) for p in probs]
+
+    def predict(self, audio: np.ndarray | None, text: str | None) -> Prediction:
+        """Emotion of one utterance: float32 16 kHz mono audio in [-1, 1] and its transcript."""
+        return self.predict_batch(None if audio is None else [audio], None if text is None else [text])[0]
+
+
+def build_head(config: MemoCMTConfig) -> FusionHead:
+    """The fusion head alone, from a config whose encoder dimensions are filled in."""
+    uses_audio = config.modalities in ("both", "audio")
+    uses_text = config.modalities in ("both", "text")
+    if (uses_audio and not config.audio_hidden_size) or (uses_text and not config.text_hidden_size):
+        raise ValueError("The config lacks encoder dimensions; build the full model once to fill them in.")
+    return FusionHead(
+        audio_dim=config.audio_hidden_size,
+        text_dim=config.text_hidden_size,
+        audio_layers=config.audio_num_layers,
+        text_layers=config.text_num_layers,
+        d_model=config.d_model,
+        n_heads=config.n_heads,
+        n_classes=len(config.labels),
+        head_dims=tuple(config.head_dims),
+        dropout=config.dropout,
+        pooling=config.pooling,
+        modalities=config.modalities,
+        layer_mix=config.layer_mix,
+    )
+
+
+# ---------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_tensors(model: MemoCMT) -> dict[str, torch.Tensor]:
+    """What a checkpoint stores: the head, plus any encoder that was fine-tuned."""
+    keep = ["head."]
+    if model.audio_encoder is not None and not model.config.freeze_audio:
+        keep.append("audio_encoder.")
+    if model.text_encoder is not None and not model.config.freeze_text:
+        keep.append("text_encoder.")
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k.startswith(tuple(keep))}
+
+
+def save_checkpoint(model: MemoCMT, path: str | Path, extra: dict | None = None) -> Path:
+    """Write the model to a safetensors file, atomically (a crash never leaves half a file)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {
+        "format": CHECKPOINT_FORMAT,
+        "version": str(CHECKPOINT_VERSION),
+        "config": json.dumps(model.config.to_dict()),
+        "extra": json.dumps(extra or {}),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(checkpoint_tensors(model), str(tmp), metadata=metadata)
+    tmp.replace(path)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> tuple[MemoCMTConfig, dict[str, torch.Tensor], dict]:
+    """Config, tensors and extra metadata of a checkpoint, without building encoders."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a MemoCMT checkpoint (safetensors file): {e}") from e
+    if metadata.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is a safetensors file but not a MemoCMT checkpoint.")
+    if int(metadata.get("version", 0)) > CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path} was written by a newer memocmt (format {metadata['version']}); upgrade to load it.")
+    config = MemoCMTConfig.from_dict(json.loads(metadata["config"]))
+    return config, tensors, json.loads(metadata.get("extra", "{}"))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> MemoCMT:
+    """Rebuild the exact model a checkpoint was saved from (encoders come from their sources)."""
+    config, tensors, _ = read_checkpoint(path)
+    model = MemoCMT(config)
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    head_missing = [k for k in missing if k.startswith("head.")]
+    if head_missing or unexpected:
+        raise CheckpointError(
+            f"{path} does not match its own config (missing {head_missing[:3]}, unexpected {unexpected[:3]})."
+        )
+    return model.to(map_location).eval()
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
