@@ -1,0 +1,93 @@
+import pytest
+import torch
+
+from memocmt.fusion import MODALITIES, POOLINGS, FusionHead, masked_pool
+
+
+def make_head(pooling="mean", modalities="both", layer_mix=True):
+    torch.manual_seed(0)
+    return FusionHead(audio_dim=24, text_dim=16, audio_layers=3, text_layers=2, d_model=32, n_heads=4,
+                      n_classes=4, head_dims=(16,), dropout=0.1, pooling=pooling, modalities=modalities,
+                      layer_mix=layer_mix).eval()
+
+
+def random_items(n=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    items = []
+    for i in range(n):
+        ta, tt = 5 + 4 * i, 3 + 2 * i
+        items.append((torch.randn(3, ta, 24, generator=g), torch.randn(2, tt, 16, generator=g)))
+    return items
+
+
+def pad(tensors):
+    t_max = max(t.shape[1] for t in tensors)
+    out = torch.zeros(len(tensors), tensors[0].shape[0], t_max, tensors[0].shape[2])
+    out.fill_(7.0)  # garbage in the padding must not matter
+    for i, t in enumerate(tensors):
+        out[i, :, : t.shape[1]] = t
+    return out, torch.tensor([t.shape[1] for t in tensors])
+
+
+@pytest.mark.parametrize("modalities", MODALITIES)
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_padded_batch_equals_items_one_by_one(pooling, modalities):
+    head = make_head(pooling, modalities)
+    items = random_items()
+    audio, a_len = pad([a for a, _ in items])
+    text, t_len = pad([t for _, t in items])
+    with torch.no_grad():
+        batched = head(audio, a_len, text, t_len)
+        single = torch.cat([head(a[None], torch.tensor([a.shape[1]]), t[None], torch.tensor([t.shape[1]]))
+                            for a, t in items])
+    assert batched.shape == (3, 4)
+    torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)
+
+
+def test_pooling_modes_on_known_values():
+    x = torch.tensor([[[1.0, -1.0], [3.0, 5.0], [100.0, 100.0]]])
+    valid = torch.tensor([[True, True, False]])
+    assert masked_pool(x, valid, "cls").tolist() == [[1.0, -1.0]]
+    assert masked_pool(x, valid, "mean").tolist() == [[2.0, 2.0]]
+    assert masked_pool(x, valid, "max").tolist() == [[3.0, 5.0]]
+    assert masked_pool(x, valid, "min").tolist() == [[1.0, -1.0]]
+    with pytest.raises(ValueError, match="cls, mean, max, min"):
+        masked_pool(x, valid, "median")
+
+
+def test_ablations_ignore_the_missing_modality():
+    audio_only, text_only = make_head(modalities="audio"), make_head(modalities="text")
+    (a, t), = random_items(1)
+    n_a, n_t = torch.tensor([a.shape[1]]), torch.tensor([t.shape[1]])
+    with torch.no_grad():
+        assert audio_only(a[None], n_a, None, None).shape == (1, 4)
+        assert text_only(None, None, t[None], n_t).shape == (1, 4)
+    assert not hasattr(audio_only, "text_branch") and not hasattr(text_only, "audio_branch")
+
+
+def test_layer_mix_weights_learn_and_fallback_uses_last_layer():
+    head = make_head(layer_mix=False)
+    states = torch.randn(1, 3, 4, 24)
+    assert torch.equal(head.audio_mix(states), states[:, -1])
+    mixed = make_head(layer_mix=True)
+    assert mixed.audio_mix.weights is not None and mixed.audio_mix.weights.requires_grad
+
+
+def test_text_queries_attend_to_audio():
+    """Changing only the audio changes the text branch's output (cross attention, not self)."""
+    head = make_head()
+    (a, t), = random_items(1)
+    with torch.no_grad():
+        text = head.text_in(head.text_mix(t[None]))
+        audio = head.audio_in(head.audio_mix(a[None]))
+        valid = torch.ones(1, audio.shape[1], dtype=torch.bool)
+        out1 = head.text_branch(text, audio, valid)
+        out2 = head.text_branch(text, audio + 1.0, valid)
+    assert out1.shape == text.shape and not torch.allclose(out1, out2)
+
+
+def test_bad_options_are_refused():
+    with pytest.raises(ValueError, match="pooling"):
+        make_head(pooling="avg")
+    with pytest.raises(ValueError, match="modalities"):
+        make_head(modalities="video")
