@@ -225,15 +225,20 @@ def _utterance_from_json(obj: object, base: Path, where: str, lineno: int) -> Ut
 
 
 def utterance_to_json(u: Utterance, base: Path | None = None) -> dict:
-    """The JSON object for one utterance; the audio path is made relative to `base` when given."""
+    """The JSON object for one utterance.
+
+    With `base`, the audio path is written relative to it when the two share a directory below
+    the filesystem root (a corpus next to the project stays portable), else absolute.
+    """
     audio = Path(u.audio).absolute()
+    audio_str = str(audio)
     if base is not None:
         try:
+            common = Path(os.path.commonpath([audio, base]))
+        except ValueError:  # another drive on Windows
+            common = None
+        if common is not None and common.parent != common:  # share more than the filesystem root
             audio_str = os.path.relpath(audio, base)
-        except ValueError:  # another drive on Windows: keep it absolute
-            audio_str = str(audio)
-    else:
-        audio_str = str(audio)
     obj: dict = {}
     if u.id:
         obj["id"] = u.id
@@ -246,7 +251,8 @@ def utterance_to_json(u: Utterance, base: Path | None = None) -> dict:
 
 
 def write_manifest(path: str | os.PathLike, manifest: Manifest, *, relative: bool = True) -> Path:
-    """Write a JSONL manifest atomically; audio paths are relative to its directory unless `relative=False`."""
+    """Write a JSONL manifest atomically; audio paths are relative to its directory (see
+    utterance_to_json) unless `relative=False`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     base = path.resolve().parent if relative else None

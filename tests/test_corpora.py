@@ -329,3 +329,40 @@ def test_real_asr_on_ravdess_clips(tmp_path):
         assert heard.text.lower().split()[:1] == statement.text.lower().split()[:1], heard.text  # "kids"/"dogs"
     again = transcribe_manifest(clips, tmp_path / "asr.json", transcriber=lambda p: pytest.fail("not cached"))
     assert [u.text for u in again] == [u.text for u in out]
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def test_cli_lists_builds_and_reports_errors(tmp_path, wav_bytes, capsys):
+    from memocmt.manifest import read_manifest
+    from memocmt.prepare import cli
+
+    assert cli(["--list"]) == 0
+    listing = capsys.readouterr().out
+    assert all(name in listing for name in (*CORPORA, "synthetic"))
+
+    root = _ravdess(tmp_path / "R", wav_bytes, actors=range(1, 7))
+    out = tmp_path / "m" / "ravdess.jsonl"
+    assert cli(["ravdess", str(root), "--out", str(out), "--classes", "8", "--test-speakers", "1,2", "--val-speakers", "3"]) == 0
+    m = read_manifest(out)
+    assert len(m) == 6 * 16 and {u.speaker for u in m.split("test")} == {"Actor_01", "Actor_02"}
+    assert "total" in capsys.readouterr().out
+
+    assert cli(["cremad", str(tmp_path / "absent"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("memocmt-prepare: error: CREMA-D root") and err.count("\n") == 1 and "Traceback" not in err
+    (root / "Actor_04" / "03-01-05-01-01-01-04.flac").write_bytes(b"not audio")
+    assert cli(["ravdess", str(root), "--out", str(out)]) == 2
+    assert "1 bad row(s)" in capsys.readouterr().err
+    assert cli(["ravdess", str(root), "--out", str(out), "--skip-bad", "--split", "random"]) == 0
+    assert len(read_manifest(out)) == 6 * 8 - 1
+
+    for bad in (["ravdess", str(root), "--out", str(out), "--fold", "2"],
+                ["ravdess", str(root), "--out", str(out), "--classes", "5"],
+                ["ravdess", str(root)],
+                ["esd"]):
+        with pytest.raises(SystemExit) as exit_info:
+            cli(bad)
+        assert exit_info.value.code == 2
+    capsys.readouterr()
