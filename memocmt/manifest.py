@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Literal, Mapping, Sequence
 
+from memocmt.audio import AudioError, check_audio, load_audio
+
 logger = logging.getLogger("memocmt")
 
 SPLITS = ("train", "val", "test")
@@ -354,8 +356,6 @@ def _audio_problem(path: Path, decode: bool) -> str:
         return "audio file not found"
     if not os.access(path, os.R_OK):
         return "audio file is not readable (permissions)"
-    from memocmt.audio import AudioError, check_audio, load_audio
-
     if not decode:
         import soundfile as sf
 

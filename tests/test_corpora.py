@@ -366,3 +366,16 @@ def test_cli_lists_builds_and_reports_errors(tmp_path, wav_bytes, capsys):
             cli(bad)
         assert exit_info.value.code == 2
     capsys.readouterr()
+
+
+def test_cli_iemocap_loso(tmp_path, wav_bytes, capsys):
+    from memocmt.manifest import read_manifest
+    from memocmt.prepare import cli
+
+    root = _iemocap(tmp_path / "IEMOCAP", wav_bytes)
+    out = tmp_path / "iemocap.jsonl"
+    assert cli(["iemocap", str(root), "--out", str(out), "--classes", "4", "--split", "loso", "--fold", "2"]) == 0
+    m = read_manifest(out)
+    assert {u.speaker for u in m.split("test")} == {"Ses02F", "Ses02M"} and {u.speaker for u in m.split("val")} == {"Ses03M"}
+    assert cli(["iemocap", str(root), "--out", str(out)]) == 0  # random split: shared speakers are allowed
+    capsys.readouterr()

@@ -24,7 +24,7 @@ _SPEAKER_LISTS = ("test_speakers", "val_speakers")
 
 CORPORA: dict[str, CorpusAdapter] = {
     "iemocap": CorpusAdapter("iemocap", build_iemocap, "IEMOCAP, 5 sessions, 4 classes (hap+exc merged)",
-                             ("4",), iemocap.SPLITS, ("split", "fold", "seed")),
+                             iemocap.CLASSES, iemocap.SPLITS, ("classes", "split", "fold", "seed")),
     "esd": CorpusAdapter("esd", build_esd, "ESD English speakers 0011-0020, 4 or 5 classes",
                          tuple(esd.CLASSES), esd.SPLITS, ("classes", "split", "seed")),
     "ravdess": CorpusAdapter("ravdess", build_ravdess, "RAVDESS speech, Actor_XX folders, 4 or 8 classes",

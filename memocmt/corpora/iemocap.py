@@ -28,14 +28,18 @@ logger = logging.getLogger("memocmt")
 N_SESSIONS = 5
 LABELS = {"ang": "angry", "hap": "happy", "exc": "happy", "sad": "sad", "neu": "neutral"}  # others dropped
 SPLITS = ("random", "loso")
+CLASSES = ("4",)
 
 _EVAL_LINE = re.compile(r"^\[\s*[\d.]+\s*-\s*[\d.]+\s*\]\t(\S+)\t(\S+)\t")
 _TRANSCRIPT_LINE = re.compile(r"^(Ses\d{2}[FM]_\S+) \[[\d.]+-[\d.]+\]:\s?(.*)$")
 _UTT_ID = re.compile(r"^(Ses\d{2})[FM]_.*_([FM])[^_]*$")
 
 
-def build_iemocap(root: str | os.PathLike, *, split: str = "random", fold: int = 1, seed: int = 0) -> Manifest:
+def build_iemocap(
+    root: str | os.PathLike, *, classes: str = "4", split: str = "random", fold: int = 1, seed: int = 0
+) -> Manifest:
     root = require_dir(root, "IEMOCAP")
+    check_choice(classes, CLASSES, "class set", "IEMOCAP")
     split = check_choice(split, SPLITS, "split", "IEMOCAP")
     sessions = [root / f"Session{k}" for k in range(1, N_SESSIONS + 1) if (root / f"Session{k}").is_dir()]
     if not sessions:
