@@ -1,0 +1,207 @@
+"""`memocmt-live`: speech emotion recognition from a microphone, a file or stdin.
+
+Every problem a user can fix (no microphone, no PortAudio, a bad rate, a missing file or
+model) ends the program with one sentence on stderr and exit status 2; the session's own
+end (end of input, Ctrl-C) prints a summary and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+
+from memocmt.audio import AudioError
+from memocmt.live.errors import LiveError
+
+log = logging.getLogger("memocmt")
+
+PROG = "memocmt-live"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Realtime speech emotion recognition: microphone/file -> VAD -> Whisper -> MemoCMT.",
+    )
+    src = p.add_argument_group("input")
+    src.add_argument("--list-devices", action="store_true", help="list the audio input devices and exit")
+    src.add_argument("--device", help="input device: index or part of its name (default: the system default)")
+    src.add_argument("--capture-rate", type=int, help="capture at this rate in Hz (default: 16000 if the device supports it, else its default rate)")
+    src.add_argument("--input", metavar="FILE", help="read an audio file instead of the microphone; '-' reads raw int16 mono PCM from stdin")
+    src.add_argument("--input-rate", type=int, default=16000, help="sample rate of --input - in Hz (default: 16000)")
+    pace = src.add_mutually_exclusive_group()
+    pace.add_argument("--realtime", dest="realtime", action="store_true", default=None,
+                      help="release file/stdin audio at real-time speed, as a microphone would (default for files)")
+    pace.add_argument("--fast", dest="realtime", action="store_false",
+                      help="process file/stdin audio as fast as possible, losing nothing (default for stdin)")
+
+    vad = p.add_argument_group("voice activity detection")
+    vad.add_argument("--vad", choices=["webrtc", "silero"], default="webrtc", help="VAD model (silero is more robust in noise; default: webrtc)")
+    vad.add_argument("--vad-aggressiveness", type=int, choices=[0, 1, 2, 3], default=2, help="webrtcvad aggressiveness, 3 rejects most non-speech (default: 2)")
+    vad.add_argument("--vad-frame-ms", type=int, choices=[10, 20, 30], default=30, help="webrtcvad frame length (default: 30)")
+    vad.add_argument("--vad-threshold", type=float, default=0.5, help="silero speech probability threshold (default: 0.5)")
+    vad.add_argument("--pre-roll-ms", type=int, default=300, help="audio kept before speech starts (default: 300)")
+    vad.add_argument("--hangover-ms", type=int, default=300, help="silence that ends an utterance (default: 300)")
+    vad.add_argument("--min-speech-ms", type=int, default=250, help="drop utterances with less speech (default: 250)")
+    vad.add_argument("--max-utterance-s", type=float, default=15.0, help="force-split longer utterances (default: 15)")
+    vad.add_argument("--speculate-ms", type=int, default=120,
+                     help="start recognising after this much silence, before the hangover ends; 0 turns it off (default: 120)")
+
+    asr = p.add_argument_group("speech recognition")
+    asr.add_argument("--asr-model", help="faster-whisper model size (e.g. base.en) or local directory (default: offline tiny.en)")
+    asr.add_argument("--asr-device", choices=["auto", "cpu", "cuda"], default="auto", help="where Whisper runs (default: auto)")
+    asr.add_argument("--compute-type", choices=["auto", "int8", "int8_float16", "int8_float32", "float16", "float32"], default="auto",
+                     help="CTranslate2 compute type (default: int8 on CPU, float16 on CUDA)")
+    asr.add_argument("--beam-size", type=int, default=1, help="Whisper beam size; 1 is greedy and fastest (default: 1)")
+    asr.add_argument("--language", help="spoken language code (default: en for .en models, else detected)")
+    asr.add_argument("--asr-threads", type=int, default=0, help="CPU threads for Whisper (default: one per core, at most 4)")
+
+    emo = p.add_argument_group("emotion")
+    emo.add_argument("--model", metavar="PATH", help="exported MemoCMT bundle directory (default: the runtime's default bundle)")
+    emo.add_argument("--no-emotion", action="store_true", help="transcripts only, no emotion model")
+    emo.add_argument("--emotion-device", choices=["auto", "cpu", "cuda"], default="auto", help="ONNX Runtime device for the emotion model (default: auto)")
+
+    out = p.add_argument_group("output")
+    out.add_argument("--jsonl", metavar="PATH", help="append one JSON object per utterance to PATH ('-': stdout; the view then goes to stderr)")
+    out.add_argument("--save-audio", metavar="DIR", help="save each utterance as a WAV file in DIR")
+    out.add_argument("--plain", action="store_true", help="print plain lines even on a terminal")
+    out.add_argument("--max-lag-s", type=float, default=3.0, help="drop the oldest audio when capture falls this far behind (default: 3)")
+    out.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v: info, -vv: debug)")
+    return p
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """Entry point: returns the exit status (and exits with it when run as a script)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.input is None and args.realtime is not None:
+        parser.error("--realtime and --fast apply to --input only")
+    if args.input is not None and (args.device is not None or args.capture_rate is not None):
+        parser.error("--device and --capture-rate apply to the microphone, not to --input")
+    if args.no_emotion and args.model:
+        parser.error("--model and --no-emotion cannot be used together")
+    _configure_logging(args.verbose)
+    try:
+        return _run(args)
+    except (LiveError, AudioError) as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # Ctrl-C while models load, before the session starts
+        print(f"{PROG}: interrupted before the session started.", file=sys.stderr)
+        return 130
+
+
+def _configure_logging(verbosity: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG)
+    log.propagate = False
+
+
+def _list_devices() -> int:
+    from memocmt.live.capture import import_sounddevice, input_devices
+
+    sd = import_sounddevice()
+    devices = input_devices()
+    if not devices:
+        print("No audio input devices found.")
+        return 0
+    try:
+        default = sd.query_devices(kind="input")["name"]
+    except (sd.PortAudioError, ValueError):
+        default = None
+    for d in devices:
+        mark = "*" if d["name"] == default else " "
+        print(f"{mark} {d['index']:3d}  {d['name']}  ({d['max_input_channels']} ch, default {d['default_samplerate']:.0f} Hz)")
+    return 0
+
+
+def _make_source(args):
+    from memocmt.live import capture
+
+    if args.input == "-":
+        return capture.StdinSource(args.input_rate, realtime=bool(args.realtime))
+    if args.input is not None:
+        return capture.FileSource(args.input, realtime=args.realtime is not False)
+    if args.capture_rate is not None:
+        capture.check_rate(args.capture_rate, "--capture-rate")
+    info = capture.resolve_device(args.device)  # fail on a bad device before loading models
+    capture.choose_rate(info["index"], info["default_samplerate"], args.capture_rate)
+    return capture.MicrophoneSource(args.device, args.capture_rate)
+
+
+def _run(args) -> int:
+    if args.list_devices:
+        return _list_devices()
+    from memocmt.live.asr import AsrConfig, Transcriber
+    from memocmt.live.capture import Capture, MicrophoneSource
+    from memocmt.live.display import AudioSaver, JsonlWriter, make_view
+    from memocmt.live.pipeline import Pipeline, PipelineConfig, load_emotion_model
+    from memocmt.live.vad import Segmenter, VadConfig, make_classifier
+
+    if args.beam_size < 1:
+        raise LiveError(f"--beam-size must be at least 1, not {args.beam_size}.")
+    vad_config = VadConfig(
+        backend=args.vad, aggressiveness=args.vad_aggressiveness, frame_ms=args.vad_frame_ms,
+        threshold=args.vad_threshold, pre_roll_ms=args.pre_roll_ms, hangover_ms=args.hangover_ms,
+        min_speech_ms=args.min_speech_ms, max_utterance_s=args.max_utterance_s, speculate_ms=args.speculate_ms,
+    )
+    vad_config.validate()
+    source = _make_source(args)
+    live = isinstance(source, MicrophoneSource) or bool(getattr(source, "realtime", False))
+    segmenter = Segmenter(make_classifier(vad_config), vad_config)
+    transcriber = Transcriber(AsrConfig(
+        model=args.asr_model, device=args.asr_device, compute_type=args.compute_type,
+        beam_size=args.beam_size, language=args.language, cpu_threads=args.asr_threads,
+    ))
+    emotion = None
+    if not args.no_emotion:
+        device = None if args.emotion_device == "auto" else args.emotion_device
+        emotion = load_emotion_model(args.model, device)
+    transcriber.warm_up()
+
+    pipeline = Pipeline(Capture(source), segmenter, transcriber, emotion,
+                        PipelineConfig(live=live, max_lag_s=args.max_lag_s))
+    saver = AudioSaver(args.save_audio) if args.save_audio else None
+    view_stream = sys.stderr if args.jsonl == "-" else sys.stdout
+    view = make_view(view_stream, rich=False if args.plain else None)
+    pipeline.start()  # opens the device: errors surface here
+    meta = {"device": source.description, "asr_model": transcriber.model_name,
+            "model": getattr(emotion, "name", None)}
+    writer = JsonlWriter(args.jsonl, meta) if args.jsonl else None
+    interrupts = 0
+
+    def on_signal(signum, _frame) -> None:
+        # Runs on the main thread between bytecodes: only flip the pipeline's flags here.
+        nonlocal interrupts
+        interrupts += 1
+        if signum == signal.SIGTERM:
+            pipeline.stop("terminated")
+        elif interrupts == 1:
+            pipeline.stop("interrupted")  # finish the utterance in progress, then end
+        else:
+            pipeline.abort()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    with view:
+        view.started(source.description)
+        for result in pipeline.results(idle=lambda: view.tick(pipeline.status())):
+            audio_path = saver.save(result) if saver else None
+            if writer:
+                writer.write(result, audio_path)
+            view.show(result)
+    if writer:
+        writer.close()
+    view.summary(pipeline.session_summary())
+    if pipeline.error is not None:
+        print(f"{PROG}: {pipeline.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,383 @@
+"""The stages wired together: threads connected by bounded queues.
+
+    capture thread --audio_q--> VAD thread --segment_q--> recognition thread --result_q--> caller
+
+Capture never waits for a later stage: in live mode (a device, or a file paced in real
+time) a full queue loses its oldest item and the loss is counted; in fast mode (a file
+read as fast as possible) the producer waits instead, so nothing is lost. The emotion
+model's audio encoder starts on a worker thread as soon as an utterance arrives and runs
+while Whisper decodes; only the fusion step waits for the transcript.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol
+
+import numpy as np
+
+from memocmt.audio import SAMPLE_RATE
+from memocmt.live.asr import Transcript
+from memocmt.live.capture import AudioBlock, Capture, EndOfStream
+from memocmt.live.errors import LiveError
+from memocmt.live.summary import SessionSummary, SummaryBuilder, UtteranceResult
+from memocmt.live.vad import Segment, Segmenter
+from memocmt.results import Prediction
+
+log = logging.getLogger("memocmt")
+
+_END = object()  # sentinel that closes a queue
+
+
+class EmotionModel(Protocol):
+    """What the pipeline needs from an emotion model (the ONNX bundle runtime, or a test double)."""
+
+    labels: list[str]
+
+    def encode_audio(self, audio: np.ndarray) -> Any:
+        """Audio-only features; may run while ASR decodes. May return None."""
+
+    def predict(self, audio: np.ndarray, text: str, audio_features: Any = None) -> Prediction:
+        """The emotion of float32 16 kHz `audio` with transcript `text`."""
+
+
+class SpeechRecognizer(Protocol):
+    model_name: str
+
+    def transcribe(self, audio: np.ndarray) -> Transcript: ...
+
+
+class BundleEmotionModel:
+    """Adapts a `memocmt.runtime.Bundle` to `EmotionModel`: the audio encoder runs on its
+    own (overlapping ASR), then the text encoder and the fusion head once the words are known."""
+
+    def __init__(self, bundle: Any, name: str):
+        self.bundle = bundle
+        self.name = name
+        self.labels = list(bundle.labels)
+
+    def encode_audio(self, audio: np.ndarray) -> Any:
+        return self.bundle.encode_audio(audio) if self.bundle.uses_audio else None
+
+    def predict(self, audio: np.ndarray, text: str, audio_features: Any = None) -> Prediction:
+        if self.bundle.uses_audio and audio_features is None:
+            audio_features = self.bundle.encode_audio(audio)
+        text_features = self.bundle.encode_text(text) if self.bundle.uses_text else None
+        return self.bundle.classify(audio_features, text_features)
+
+
+def load_emotion_model(path: str | None, device: str | None = None) -> BundleEmotionModel:
+    """Load an exported bundle on "cpu", "cuda" or automatically (None); without a path, the
+    runtime's default bundle. Every failure becomes one LiveError sentence."""
+    try:
+        from memocmt import runtime
+    except ImportError as e:
+        if e.name in ("memocmt.runtime", None):
+            raise LiveError("The ONNX emotion runtime (memocmt.runtime) is not part of this install; use --no-emotion.") from e
+        raise LiveError(f"The emotion runtime needs the {e.name} package; pip install 'memocmt-live[cpu]'.") from e
+    try:
+        if path is None:
+            bundle = runtime.ensure_default_bundle(device)
+        else:
+            if not Path(path).exists():
+                raise LiveError(f"Emotion model bundle not found: {path}")
+            bundle = runtime.load_bundle(path, device)
+    except LiveError:
+        raise
+    except Exception as e:  # a bad bundle can fail in many libraries; say which bundle and why
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        what = "the default emotion model" if path is None else f"the emotion model bundle {path}"
+        raise LiveError(f"Cannot load {what}: {detail}") from e
+    return BundleEmotionModel(bundle, str(bundle.path))
+
+
+@dataclass
+class PipelineConfig:
+    live: bool = True  # drop the oldest audio/utterances when behind (False: wait, lose nothing)
+    max_lag_s: float = 3.0  # backlog of captured audio that triggers dropping
+    stall_s: float = 2.0  # no audio for this long means the device is lost
+    reopen_attempts: int = 3
+    audio_queue_s: float = 2.0  # audio between capture and VAD
+    segment_queue: int = 8  # utterances waiting for recognition
+    drop_empty: bool = True  # with ASR: drop utterances in which no words were recognised
+
+
+@dataclass
+class _Pending:
+    segment: Segment
+    eos_wall: float  # monotonic time when speech ended (estimated from block arrival)
+    emitted: float  # monotonic time when the VAD closed the utterance
+
+
+class Pipeline:
+    """Runs the stages on threads; iterate `results()` on the calling thread."""
+
+    def __init__(self, capture: Capture, segmenter: Segmenter, transcriber: SpeechRecognizer | None = None,
+                 emotion: EmotionModel | None = None, config: PipelineConfig | None = None):
+        self.capture = capture
+        self.segmenter = segmenter
+        self.transcriber = transcriber
+        self.emotion = emotion
+        self.config = config or PipelineConfig()
+        self.capture.monitor.max_lag_s = self.config.max_lag_s
+        self.capture.monitor.stall_s = self.config.stall_s
+        self.capture.reopen_attempts = self.config.reopen_attempts
+        self.capture.catch_up = self.config.live
+        self.capture.downstream_backlog_s = self._audio_backlog_s
+        block_guess = 0.02
+        self._audio_q: queue.Queue = queue.Queue(maxsize=max(4, int(self.config.audio_queue_s / block_guess)))
+        self._segment_q: queue.Queue = queue.Queue(maxsize=max(1, self.config.segment_queue))
+        self._result_q: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
+        self._abort = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._encoder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="memocmt-encode")
+        self.summary = SummaryBuilder()
+        self.end_reason = "running"
+        self.error: LiveError | None = None
+        self.dropped_audio_s = 0.0  # blocks lost between capture and VAD
+        self.dropped_utterances = 0
+        self.no_speech = 0
+        self.audio_s = 0.0
+        self._index = 0
+
+    # ---------------------------------------------------------------- control
+
+    def start(self) -> None:
+        """Open the source (errors surface here, on the caller's thread) and start the stages."""
+        self.capture.start()
+        for name, target in (("capture", self._capture_loop), ("vad", self._vad_loop), ("recognize", self._recognize_loop)):
+            thread = threading.Thread(target=target, name=f"memocmt-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, reason: str = "stopped") -> None:
+        """Stop capturing; the utterance in progress and those queued are still recognised."""
+        if not self._stop.is_set():
+            self.end_reason = reason
+            self._stop.set()
+
+    def abort(self) -> None:
+        """Stop at once: queued utterances are not recognised."""
+        self.stop("aborted")
+        self._abort.set()
+
+    def results(self, idle: Callable[[], None] | None = None) -> Iterator[UtteranceResult]:
+        """Yields each result as it is ready; ends when every stage has finished.
+        `idle` is called about ten times a second while waiting (to refresh a view)."""
+        while True:
+            try:
+                item = self._result_q.get(timeout=0.1)
+            except queue.Empty:
+                if self._abort.is_set():
+                    break
+                if idle is not None:
+                    idle()
+                continue
+            if item is _END:
+                break
+            self.summary.add(item)
+            yield item
+        for thread in self._threads:
+            thread.join(timeout=1.0)
+        self._encoder.shutdown(wait=False, cancel_futures=True)
+        self.capture.close()
+
+    def run(self) -> list[UtteranceResult]:
+        """start() and collect every result (tests, benchmarks, files)."""
+        self.start()
+        return list(self.results())
+
+    def status(self) -> dict:
+        """A snapshot for the live view."""
+        return {
+            "in_speech": self.segmenter.in_speech,
+            "audio_s": self.audio_s,
+            "queued": self._segment_q.qsize(),
+            "overflows": self.capture.source.overflows,
+            "lag_s": self._audio_backlog_s() + self.capture.source.backlog_frames() / max(1, self.capture.source.sample_rate),
+        }
+
+    def session_summary(self) -> SessionSummary:
+        cap = self.capture.update_stats()
+        seg = self.segmenter.stats
+        return self.summary.build(
+            audio_s=round(self.audio_s, 3),
+            overflows=cap.overflows,
+            dropped_audio_s=round(cap.dropped_s + self.dropped_audio_s, 3),
+            dropped_utterances=self.dropped_utterances,
+            short_dropped=seg.dropped_short,
+            no_speech=self.no_speech,
+            forced_splits=seg.forced_splits,
+            peak_lag_s=round(cap.peak_lag_s, 3),
+            reopens=cap.reopens,
+            end_reason=self.end_reason,
+        )
+
+    # ---------------------------------------------------------------- stages
+
+    def _audio_backlog_s(self) -> float:
+        return self._audio_q.qsize() * 0.02
+
+    def _put(self, q: queue.Queue, item: Any) -> Any:
+        """Put without ever blocking in live mode: returns the oldest item dropped, if any."""
+        if not self.config.live:
+            while True:
+                try:
+                    q.put(item, timeout=0.1)
+                    return None
+                except queue.Full:
+                    if self._abort.is_set():
+                        return None
+        dropped = None
+        while True:
+            try:
+                q.put_nowait(item)
+                return dropped
+            except queue.Full:
+                try:
+                    dropped = q.get_nowait()
+                except queue.Empty:
+                    pass
+
+    def _capture_loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                block = self.capture.next_block(timeout=0.1)
+                if block is None:
+                    continue
+                lost = self._put(self._audio_q, block)
+                if lost is not None:
+                    self.dropped_audio_s += len(lost.samples) / SAMPLE_RATE
+        except EndOfStream:
+            self.stop("end of input")
+        except LiveError as e:
+            self.error = e
+            self.stop(str(e))
+        except Exception as e:  # keep the session's results: report, then close the queues
+            log.exception("capture failed")
+            self.error = LiveError(f"Capture failed: {e}")
+            self.stop(str(self.error))
+        finally:
+            self._audio_q.put(_END)
+
+    def _vad_loop(self) -> None:
+        expected = 0
+        try:
+            while True:
+                block = self._audio_q.get()
+                if block is _END:
+                    for segment in self.segmenter.flush():
+                        self._emit(segment, time.monotonic(), self.segmenter.position)
+                    break
+                if block.start_sample > expected:  # audio was dropped: do not join across the gap
+                    for segment in self.segmenter.flush():
+                        self._emit(segment, block.arrival, expected)
+                    self.segmenter.skip_to(block.start_sample)
+                expected = block.end_sample
+                self.audio_s = block.end_sample / SAMPLE_RATE
+                for segment in self.segmenter.push(block.samples):
+                    self._emit(segment, block.arrival, block.end_sample)
+        except Exception as e:
+            log.exception("VAD failed")
+            self.error = LiveError(f"Voice activity detection failed: {e}")
+            self.stop(str(self.error))
+        finally:
+            self._segment_q.put(_END)
+
+    def _emit(self, segment: Segment, arrival: float, block_end: int) -> None:
+        # The block's last sample arrived at `arrival`; speech ended (block_end - end) samples earlier.
+        eos_wall = arrival - max(0, block_end - round(segment.end_s * SAMPLE_RATE)) / SAMPLE_RATE
+        lost = self._put(self._segment_q, _Pending(segment, eos_wall, time.monotonic()))
+        if lost is not None:
+            self.dropped_utterances += 1
+            log.warning("recognition is falling behind; dropped the utterance at %.1f s", lost.segment.start_s)
+
+    def _recognize_loop(self) -> None:
+        speculated: tuple[Segment, UtteranceResult | None] | None = None
+        try:
+            while True:
+                item = self._segment_q.get()
+                if item is _END:
+                    break
+                if self._abort.is_set():
+                    continue
+                segment = item.segment
+                if segment.tentative:
+                    # Recognise ahead of the hangover, unless newer audio is already waiting.
+                    if self._segment_q.empty():
+                        speculated = (segment, self._recognize(item))
+                    continue
+                if speculated is not None and speculated[0].same_speech(segment):
+                    result = self._confirm(speculated[1], item)
+                else:
+                    result = self._recognize(item)
+                speculated = None
+                if result is not None:
+                    self._index += 1
+                    result.index = self._index
+                    self._result_q.put(result)
+        except Exception as e:
+            log.exception("recognition failed")
+            self.error = LiveError(f"Recognition failed: {e}")
+            self.stop(str(self.error))
+        finally:
+            self._result_q.put(_END)
+
+    def _recognize(self, item: _Pending) -> UtteranceResult | None:
+        segment = item.segment
+        started = time.monotonic()
+        timings = {"vad_wait": (item.emitted - item.eos_wall) * 1000, "queue": (started - item.emitted) * 1000}
+        features = None
+        if self.emotion is not None:  # the audio encoder runs while Whisper decodes
+            features = self._encoder.submit(_timed, self.emotion.encode_audio, segment.audio)
+        text = ""
+        if self.transcriber is not None:
+            transcript = self.transcriber.transcribe(segment.audio)
+            timings["asr"] = transcript.asr_ms
+            text = transcript.text
+            if not text and self.config.drop_empty:
+                if not segment.tentative:
+                    self.no_speech += 1
+                log.info("no words in the utterance at %.1f-%.1f s; dropped", segment.start_s, segment.end_s)
+                if features is not None:
+                    features.cancel()
+                return None
+        prediction = None
+        if self.emotion is not None:
+            t0 = time.perf_counter()
+            encoded, encode_ms = features.result()
+            prediction = self.emotion.predict(segment.audio, text, audio_features=encoded)
+            timings["audio_encode"] = encode_ms
+            timings["emotion"] = (time.perf_counter() - t0) * 1000
+        timings["eos_to_result"] = (time.monotonic() - item.eos_wall) * 1000
+        return UtteranceResult(
+            index=0, start_s=segment.start_s, end_s=segment.end_s, text=text, prediction=prediction,
+            timings_ms=timings, forced_split=segment.forced, audio=segment.audio,
+        )
+
+
+    def _confirm(self, result: UtteranceResult | None, item: _Pending) -> UtteranceResult | None:
+        """The final segment of a speculated utterance: reuse the result computed ahead."""
+        if result is None:  # the speculation found no words; neither does the final
+            self.no_speech += 1
+            return None
+        result.speculative = True
+        result.forced_split = item.segment.forced
+        result.audio = item.segment.audio
+        result.timings_ms["vad_wait"] = (item.emitted - item.eos_wall) * 1000
+        result.timings_ms["queue"] = (time.monotonic() - item.emitted) * 1000
+        result.timings_ms["eos_to_result"] = (time.monotonic() - item.eos_wall) * 1000
+        return result
+
+
+def _timed(fn, *args) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    out = fn(*args)
+    return out, (time.perf_counter() - t0) * 1000
