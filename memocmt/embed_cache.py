@@ -1,0 +1,210 @@
+"""On-disk cache of frozen encoder states, so a frozen encoder runs once per utterance.
+
+With both encoders frozen (the paper's setting) only the fusion head trains, and re-running
+Whisper or HuBERT every epoch would cost a hundred times more than the head itself. Each
+utterance's stacked hidden states (L, T, D) are stored once as float16 safetensors:
+
+    <cache_dir>/audio-<encoder fingerprint>/<ab>/<key>.safetensors
+    <cache_dir>/text-<encoder fingerprint>/<ab>/<key>.safetensors
+
+The encoder fingerprint hashes the encoder's name, input spec and every weight, so another
+encoder (or the same name with other weights) never reads stale states. An audio key hashes
+the file's resolved path, size and modification time, so an edited file is re-encoded; a text
+key hashes the text. Each entry also stores its key, and an entry that cannot be read or
+does not match is reported, deleted and recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .audio import AudioError, check_audio, load_audio
+from .features import extract_features, pad_batch
+from .manifest import Manifest, ManifestError, Problem
+
+logger = logging.getLogger("memocmt")
+
+CACHE_FORMAT = "memocmt-embedding"
+STATES_KEY = "states"
+
+
+class CacheError(RuntimeError):
+    """A cache directory that cannot be used (not writable, not a directory)."""
+
+
+def encoder_fingerprint(encoder: nn.Module, spec: dict) -> str:
+    """SHA-256 of an encoder's weights and of `spec` (name, feature or tokenizer settings)."""
+    h = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
+    for name, tensor in sorted(encoder.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def audio_file_key(path: str | os.PathLike) -> str:
+    """Identity of an audio file as it is now: resolved path, size and modification time."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    return f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    corrupt: list[str] = field(default_factory=list)  # entries that were unreadable and recomputed
+
+
+class EmbeddingCache:
+    """Frozen-encoder states of a MemoCMT model, computed on a miss and stored in `root`."""
+
+    def __init__(self, root: str | os.PathLike, model):
+        self.root = Path(root)
+        self.model = model
+        self.stats = CacheStats()
+        self._dirs: dict[str, Path] = {}
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CacheError(f"Cannot create the embedding cache directory {self.root}: {e}") from e
+        if not os.access(self.root, os.W_OK):
+            raise CacheError(f"The embedding cache directory {self.root} is not writable.")
+
+    # ----------------------------------------------------------------- layout
+
+    def _dir(self, kind: str) -> Path:
+        if kind not in self._dirs:
+            if kind == "audio":
+                encoder = self.model.audio_encoder
+                spec = {"name": encoder.name, "features": encoder.feature_spec.to_dict()}
+            else:
+                encoder = self.model.text_encoder
+                tokenizer = encoder.tokenizer.backend_tokenizer.to_str() if hasattr(encoder.tokenizer, "backend_tokenizer") else ""
+                spec = {"name": encoder.name, "max_tokens": self.model.config.max_text_tokens,
+                        "tokenizer": hashlib.sha256(tokenizer.encode()).hexdigest()}
+            self._dirs[kind] = self.root / f"{kind}-{encoder_fingerprint(encoder, spec)[:20]}"
+        return self._dirs[kind]
+
+    def entry_path(self, kind: str, key: str) -> Path:
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        return self._dir(kind) / digest[:2] / f"{digest}.safetensors"
+
+    # ----------------------------------------------------------------- lookup
+
+    def audio(self, path: str | os.PathLike) -> torch.Tensor:
+        """Stacked states (L, T, D) float16 of one audio file; raises AudioError for a bad file."""
+        key = audio_file_key(path) if Path(path).is_file() else str(path)
+        return self._get("audio", key, lambda: self._encode_audio(Path(path)))
+
+    def text(self, text: str) -> torch.Tensor:
+        """Stacked states (L, T, D) float16 of one transcript (T includes [CLS] and [SEP])."""
+        return self._get("text", "text|" + text, lambda: self._encode_text(text))
+
+    def _get(self, kind: str, key: str, compute) -> torch.Tensor:
+        path = self.entry_path(kind, key)
+        if path.is_file():
+            states = self._read(path, key)
+            if states is not None:
+                self.stats.hits += 1
+                return states
+        self.stats.misses += 1
+        states = compute().to(torch.float16).contiguous()
+        self._write(path, key, states)
+        return states
+
+    def _read(self, path: Path, key: str) -> torch.Tensor | None:
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                metadata = f.metadata() or {}
+                states = f.get_tensor(STATES_KEY)
+        except (SafetensorError, OSError, ValueError, KeyError) as e:
+            reason = f"unreadable ({type(e).__name__}: {e})"
+        else:
+            if metadata.get("format") == CACHE_FORMAT and metadata.get("key") == key and states.dim() == 3:
+                return states
+            reason = "its stored key does not match"
+        logger.warning("Corrupt embedding cache entry %s: %s; recomputing it.", path, reason)
+        self.stats.corrupt.append(str(path))
+        path.unlink(missing_ok=True)
+        return None
+
+    def _write(self, path: Path, key: str, states: torch.Tensor) -> None:
+        from safetensors.torch import save_file
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        save_file({STATES_KEY: states}, str(tmp), metadata={"format": CACHE_FORMAT, "key": key})
+        tmp.replace(path)
+
+    # ----------------------------------------------------------------- encoding
+
+    @torch.inference_mode()
+    def _encode_audio(self, path: Path) -> torch.Tensor:
+        features = extract_features(check_audio(load_audio(path), name=str(path)), self.model.audio_encoder.feature_spec)
+        padded, lengths = pad_batch([features])
+        device = self.model.device
+        states, lengths = self.model.encode_audio(torch.from_numpy(padded).to(device), torch.from_numpy(lengths).to(device))
+        return states[0, :, : int(lengths[0])].cpu()
+
+    @torch.inference_mode()
+    def _encode_text(self, text: str) -> torch.Tensor:
+        ids, mask = self.model.text_encoder.tokenize([text], self.model.config.max_text_tokens)
+        device = self.model.device
+        states, lengths = self.model.encode_text(ids.to(device), mask.to(device))
+        return states[0, :, : int(lengths[0])].cpu()
+
+
+@dataclass
+class EmbeddedSplit:
+    """Cached states and class ids of the usable utterances of one manifest."""
+
+    audio: list[torch.Tensor | None]  # (L, T, D) float16 per utterance, None without audio
+    text: list[torch.Tensor | None]
+    targets: list[int]
+    ids: list[str]  # utterance id (or audio path) per item
+    skipped: list[Problem]  # utterances whose audio could not be used
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+def embed_manifest(
+    cache: EmbeddingCache, manifest: Manifest, *, on_bad_file: str = "stop", progress: bool = True, desc: str = "embed"
+) -> EmbeddedSplit:
+    """Cached states of every utterance; a bad audio file stops (naming it) or is skipped and listed."""
+    if on_bad_file not in ("skip", "stop"):
+        raise ValueError(f"on_bad_file must be 'skip' or 'stop', not {on_bad_file!r}.")
+    from tqdm.auto import tqdm
+
+    use_audio = cache.model.audio_encoder is not None
+    use_text = cache.model.text_encoder is not None
+    index = manifest.label_to_id()
+    out = EmbeddedSplit([], [], [], [], [])
+    for row, u in enumerate(tqdm(manifest.items, desc=desc, disable=not progress, leave=False), start=1):
+        try:
+            audio = cache.audio(u.audio) if use_audio else None
+        except (AudioError, OSError) as e:
+            problem = Problem(u.line or row, str(u.audio), str(e))
+            if on_bad_file == "stop":
+                name = manifest.source or "manifest"
+                raise ManifestError(f"{name} row {problem.row}: cannot use {u.audio}: {e}") from e
+            out.skipped.append(problem)
+            continue
+        out.audio.append(audio)
+        out.text.append(cache.text(u.text) if use_text else None)
+        out.targets.append(index[u.label])
+        out.ids.append(u.id or str(u.audio))
+    if out.skipped:
+        logger.warning("Skipped %d unusable audio file(s): %s", len(out.skipped), "; ".join(str(p) for p in out.skipped[:5]))
+    return out

@@ -1,0 +1,273 @@
+"""Evaluation: `memocmt-eval --model PATH --manifest M --split test --json out/metrics.json`.
+
+The model is a checkpoint (`.safetensors`), an exported ONNX bundle folder (run through
+memocmt.runtime, no PyTorch needed) or, by default, the shipped model. Data is a manifest
+split or a folder-per-label tree. Labels of another corpus are mapped explicitly with
+`--label-map 'calm=neutral,fearful=,...'` (empty target = drop) or a JSON file; a label that is
+neither a model class nor mapped is an error, never silently dropped or mis-scored.
+
+Next to the JSON it writes `<stem>.md` (summary), `<stem>.confusion.txt`,
+`<stem>.confusion.png` and `<stem>.roc.png`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Mapping, Protocol, Sequence
+
+import numpy as np
+
+from .manifest import SPLITS, Manifest, ManifestError, Problem, read_manifest
+from .metrics import ClassificationReport, classification_report, format_confusion, format_summary
+from .results import Prediction
+
+logger = logging.getLogger("memocmt")
+
+DROP_WORDS = ("", "drop", "none", "null")
+
+
+class Predictor(Protocol):
+    """What both MemoCMT (PyTorch) and runtime.Bundle (ONNX) offer."""
+
+    labels: list[str]
+
+    def predict_batch(self, audios: list[np.ndarray] | None, texts: list[str] | None) -> list[Prediction]: ...
+
+
+def load_predictor(path: str | os.PathLike | None = None) -> Predictor:
+    """A checkpoint file, an ONNX bundle folder, or (None) the shipped default model."""
+    if path is None:
+        from .pretrained import load_default
+
+        return load_default()
+    path = Path(path)
+    if path.is_dir():
+        from .runtime import load_bundle
+
+        return load_bundle(path)
+    if path.is_file():
+        from .model import load_checkpoint
+
+        return load_checkpoint(path)
+    raise FileNotFoundError(f"Model not found: {path} (give a .safetensors checkpoint or an ONNX bundle folder).")
+
+
+# ---------------------------------------------------------------------------- labels
+
+
+def parse_label_map(spec: str) -> dict[str, str | None]:
+    """`'calm=neutral,fearful='` or the path of a JSON object; an empty target (or null/drop) drops the class."""
+    if Path(spec).is_file():
+        try:
+            data = json.loads(Path(spec).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"Label map {spec} is not a readable JSON file: {e}") from e
+        if not isinstance(data, dict) or not all(isinstance(v, (str, type(None))) for v in data.values()):
+            raise ValueError(f"Label map {spec} must be a JSON object of label -> label (or null to drop).")
+        return {str(k): (None if v is None or v.lower() in DROP_WORDS else v) for k, v in data.items()}
+    mapping: dict[str, str | None] = {}
+    for pair in filter(None, (p.strip() for p in spec.split(","))):
+        old, sep, new = pair.partition("=")
+        if not sep or not old.strip():
+            raise ValueError(f"Label map entry {pair!r} is not old=new (or old= to drop).")
+        mapping[old.strip()] = None if new.strip().lower() in DROP_WORDS else new.strip()
+    return mapping
+
+
+def align_labels(manifest: Manifest, model_labels: Sequence[str], mapping: Mapping[str, str | None] | None = None) -> Manifest:
+    """Rename/drop the data's labels onto the model's classes; refuse any label left unaccounted for."""
+    mapping = dict(mapping or {})
+    bad_targets = sorted({v for v in mapping.values() if v is not None} - set(model_labels))
+    if bad_targets:
+        raise ValueError(f"The label map sends data to {bad_targets}, which the model does not have; its classes are {list(model_labels)}.")
+    used = {u.label for u in manifest.items}
+    unaccounted = sorted(label for label in used if label not in mapping and label not in model_labels)
+    if unaccounted:
+        raise ValueError(
+            f"The data has labels {unaccounted} that the model {list(model_labels)} does not know and the label map "
+            "does not cover; map them with --label-map 'old=new' or drop them with 'old='."
+        )
+    items = [dataclasses.replace(u, label=mapping.get(u.label, u.label)) for u in manifest.items]
+    items = [u for u in items if u.label is not None]
+    if not items:
+        raise ValueError("No utterances are left after applying the label map.")
+    return Manifest.from_items(items, list(model_labels), manifest.source)
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+@dataclasses.dataclass
+class EvaluationResult:
+    report: ClassificationReport
+    skipped: list[Problem]  # utterances whose audio could not be used
+    predictions: list[tuple[str, str, str]]  # (utterance id, true label, predicted label)
+
+
+def evaluate_manifest(predictor: Predictor, manifest: Manifest, *, batch_size: int = 8, on_bad_file: str = "skip",
+                      progress: bool = True) -> EvaluationResult:
+    """Predict every utterance of `manifest` (labels already aligned to the model) and score it."""
+    from tqdm.auto import tqdm
+
+    from .audio import AudioError, check_audio, load_audio
+
+    labels = list(predictor.labels)
+    index = {label: i for i, label in enumerate(labels)}
+    targets, probs, rows, skipped = [], [], [], []
+    items = list(manifest.items)
+    bar = tqdm(total=len(items), desc="evaluate", disable=not progress, leave=False)
+    for start in range(0, len(items), batch_size):
+        batch, audios = [], []
+        for row, u in enumerate(items[start : start + batch_size], start=start + 1):
+            try:
+                audios.append(check_audio(load_audio(u.audio), name=str(u.audio)))
+            except (AudioError, OSError) as e:
+                if on_bad_file == "stop":
+                    raise ManifestError(f"Row {u.line or row}: cannot use {u.audio}: {e}") from e
+                skipped.append(Problem(u.line or row, str(u.audio), str(e)))
+                continue
+            batch.append(u)
+        bar.update(min(batch_size, len(items) - start))
+        if not batch:
+            continue
+        for u, p in zip(batch, predictor.predict_batch(audios, [u.text for u in batch])):
+            targets.append(index[u.label])
+            probs.append([p.probabilities[label] for label in labels])
+            rows.append((u.id or str(u.audio), u.label, p.label))
+    bar.close()
+    if not targets:
+        raise ManifestError("No utterance could be evaluated; every audio file was unusable.")
+    probs_arr = np.asarray(probs)
+    report = classification_report(targets, probs_arr.argmax(1), labels, probs_arr)
+    if skipped:
+        logger.warning("Skipped %d unusable audio file(s): %s", len(skipped), "; ".join(str(p) for p in skipped[:5]))
+    return EvaluationResult(report, skipped, rows)
+
+
+# ---------------------------------------------------------------------------- output
+
+
+def write_report(report: ClassificationReport, json_path: str | os.PathLike, *, title: str = "Evaluation",
+                 extra: dict | None = None) -> Path:
+    """Write the JSON metrics and, next to it, the markdown summary, confusion text/PNG and ROC PNG."""
+    json_path = Path(json_path)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    stem = json_path.with_suffix("")
+    data = {**report.to_dict(), **(extra or {})}
+    json_path.write_text(json.dumps(data, indent=2, allow_nan=False))
+    Path(f"{stem}.md").write_text(format_summary(report, title))
+    Path(f"{stem}.confusion.txt").write_text(format_confusion(report) + "\n")
+    plot_confusion(report, Path(f"{stem}.confusion.png"), title)
+    if report.roc:
+        plot_roc(report, Path(f"{stem}.roc.png"), title)
+    return json_path
+
+
+def plot_confusion(report: ClassificationReport, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    matrix = np.asarray(report.confusion)
+    rows = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    k = len(report.labels)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * k, 0.8 + 0.7 * k))
+    ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, f"{matrix[i, j]}\n{rows[i, j]:.0%}", ha="center", va="center", fontsize=8,
+                    color="white" if rows[i, j] > 0.5 else "black")
+    ax.set_xticks(range(k), report.labels, rotation=45, ha="right")
+    ax.set_yticks(range(k), report.labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{title}\nUA {report.ua:.1%}, WA {report.wa:.1%}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_roc(report: ClassificationReport, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for label, curve in report.roc.items():
+        if not np.isnan(curve.auc):
+            ax.plot(curve.fpr, curve.tpr, label=f"{label} (AUC {curve.auc:.3f})")
+    ax.plot([0, 1], [0, 1], "k:", linewidth=0.8)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(f"{title}: one-vs-rest ROC", fontsize=9)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="memocmt-eval", description="Score a MemoCMT model on labelled speech.")
+    parser.add_argument("--model", help="checkpoint (.safetensors) or ONNX bundle folder (default: the shipped model)")
+    data = parser.add_mutually_exclusive_group(required=True)
+    data.add_argument("--manifest", help="JSONL manifest (see memocmt.manifest)")
+    data.add_argument("--data", help="folder-per-label tree: <dir>/<label>/*.wav, optional <stem>.txt transcripts")
+    parser.add_argument("--split", default="test", choices=(*SPLITS, "all"), help="manifest split to score (default: test)")
+    parser.add_argument("--label-map", help="'old=new,other=' (empty target drops the class) or a JSON file")
+    parser.add_argument("--json", required=True, help="output JSON; the summary and plots are written next to it")
+    parser.add_argument("--batch-size", type=int, default=8, help="utterances per forward pass")
+    parser.add_argument("--on-bad-file", choices=("skip", "stop"), default="skip", help="unusable audio: skip and list, or stop")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def cli(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if args.data and args.split != "test":
+        parser.error("--split applies to --manifest; a --data folder is scored whole.")
+    if args.batch_size < 1:
+        parser.error("--batch-size must be at least 1.")
+    try:
+        if args.manifest:
+            manifest = read_manifest(args.manifest)
+            if args.split != "all":
+                manifest = manifest.split(args.split)
+            if not len(manifest):
+                raise ValueError(f"{args.manifest} has no utterances in split {args.split!r}.")
+        else:
+            from .corpora import build_folder
+
+            manifest = build_folder(args.data)
+        mapping = parse_label_map(args.label_map) if args.label_map else {}
+        predictor = load_predictor(args.model)
+        manifest = align_labels(manifest, predictor.labels, mapping)
+        result = evaluate_manifest(predictor, manifest, batch_size=args.batch_size, on_bad_file=args.on_bad_file,
+                                   progress=not args.no_progress)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"memocmt-eval: error: {e}", file=sys.stderr)
+        return 2
+    source = args.manifest or args.data
+    title = f"{Path(source).name}" + (f" ({args.split})" if args.manifest else "")
+    write_report(result.report, args.json, title=title, extra={
+        "model": str(args.model or "default"), "data": str(source), "split": args.split if args.manifest else "all",
+        "label_map": mapping, "skipped": [str(p) for p in result.skipped],
+    })
+    print(format_summary(result.report, title))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

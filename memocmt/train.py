@@ -1,0 +1,484 @@
+"""Training: `memocmt-train --config training/configs/edge-ravdess.yaml [--set key=value ...]`.
+
+With frozen encoders (the paper's setting and the default) every utterance is encoded once into
+the embedding cache (memocmt.embed_cache) and only the fusion head trains, on padded batches
+of cached states: minutes on a laptop CPU. With `model.freeze_audio/freeze_text: false` the
+encoders are fine-tuned end to end from the audio files (GPU advised; no cache).
+
+A run folder holds `train_config.yaml`, `metrics.jsonl` (one line per epoch), `best.safetensors`
+(best validation UA), `last.safetensors`, `state.pt` (optimizer, scheduler, RNG states, epoch:
+what `--resume RUN_DIR` needs to continue exactly where an interrupted run stopped) and the
+test-split report of the best model.
+
+Several GPUs: `torchrun --nproc_per_node=4 -m memocmt.train --config ...` runs
+DistributedDataParallel (WORLD_SIZE > 1 in the environment); rank 0 writes the run folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .manifest import Manifest, ManifestError, map_labels, read_manifest, validate_manifest
+
+logger = logging.getLogger("memocmt")
+
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULERS = ("step", "cosine", "none")
+DEVICES = ("auto", "cpu", "cuda")
+BAD_FILE_POLICIES = ("skip", "stop")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; stored in its run folder as train_config.yaml."""
+
+    manifests: list[str] = field(default_factory=list)  # JSONL manifests, combined (relative to the working dir)
+    labels: list[str] = field(default_factory=list)  # class order; [] = the labels the manifests use
+    label_map: dict = field(default_factory=dict)  # old label -> new label (or null to drop), applied first
+    preset: str = "edge"  # memocmt.config preset the model starts from
+    model: dict = field(default_factory=dict)  # MemoCMTConfig field overrides (encoders, d_model, ...)
+    optimizer: str = "adam"  # adam | adamw
+    lr: float = 1e-4  # the paper: Adam, 1e-4
+    weight_decay: float = 0.0
+    batch_size: int = 1  # the paper: 1
+    epochs: int = 30
+    scheduler: str = "step"  # step (the paper's StepLR) | cosine | none
+    step_size: int = 10  # StepLR: epochs between decays
+    gamma: float = 0.1  # StepLR: decay factor
+    class_weights: bool = False  # weight the loss by inverse class frequency
+    seed: int = 0
+    grad_clip: float = 0.0  # max gradient norm; 0 disables clipping
+    feature_noise: float = 0.0  # training only: Gaussian noise on cached audio states, in units of their std
+    frame_drop: float = 0.0  # training only: fraction of cached audio frames dropped at random
+    device: str = "auto"  # auto | cpu | cuda
+    num_workers: int = 0  # DataLoader workers
+    on_bad_file: str = "stop"  # skip (count and list) | stop (before training starts)
+    allow_speaker_overlap: bool = False  # the paper's random splits put speakers in train and test
+    cache_dir: str = ".cache/embeddings"  # embedding cache for frozen encoders
+    out_dir: str = "runs"  # run folders are created here
+    run_name: str = ""  # default: <config name>-<timestamp>
+
+    def validate(self) -> "TrainConfig":
+        for name, value, choices in (("optimizer", self.optimizer, OPTIMIZERS), ("scheduler", self.scheduler, SCHEDULERS),
+                                     ("device", self.device, DEVICES), ("on_bad_file", self.on_bad_file, BAD_FILE_POLICIES)):
+            if value not in choices:
+                raise ValueError(f"{name} {value!r} is not one of {', '.join(choices)}.")
+        if not self.manifests:
+            raise ValueError("The training config names no manifests; set `manifests: [path.jsonl, ...]`.")
+        if self.batch_size < 1 or self.epochs < 1 or self.lr <= 0:
+            raise ValueError("batch_size and epochs must be at least 1 and lr positive.")
+        return self
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"Unknown training config key(s) {unknown}; valid keys: {', '.join(sorted(known))}.")
+        typed = {}
+        for f in fields(cls):
+            if f.name in data and f.type in ("int", "float", "bool") and not isinstance(data[f.name], bool if f.type == "bool" else (int, float)):
+                try:  # YAML reads 1e-4 (no dot) as a string
+                    typed[f.name] = {"int": int, "float": float, "bool": _to_bool}[f.type](data[f.name])
+                except ValueError as e:
+                    raise ValueError(f"Training config key {f.name} must be a {f.type}, not {data[f.name]!r}.") from e
+        return cls(**{**data, **typed}).validate()
+
+
+def _to_bool(value) -> bool:
+    text = str(value).lower()
+    if text not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError(text)
+    return text in ("true", "1", "yes")
+
+
+def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> TrainConfig:
+    """A TrainConfig from a YAML file plus `key=value` overrides (`model.d_model=256`; values parsed as YAML)."""
+    import yaml
+
+    data: dict = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ValueError(f"Cannot read training config {path}: {e}") from e
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"Override {item!r} is not key=value.")
+        value = yaml.safe_load(raw) if raw else ""
+        target = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            target = target.setdefault(p, {})
+        target[leaf] = value
+    return TrainConfig.from_dict(data)
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def load_training_manifest(config: TrainConfig) -> tuple[Manifest, list]:
+    """The combined, validated manifest and the rows skipped (or ManifestError before any work)."""
+    items = []
+    for path in config.manifests:
+        m = read_manifest(path)
+        if config.label_map:
+            mapping = {label: config.label_map.get(label, label) for label in {u.label for u in m}}
+            m = map_labels(m, mapping)
+        items.extend(m.items)
+    combined = Manifest.from_items(items)
+    labels = config.labels or list(combined.labels)
+    # A label outside `labels` is a bad row: validate_manifest names it, then stops or skips it.
+    result = validate_manifest(combined, labels=labels, on_error="skip" if config.on_bad_file == "skip" else "raise",
+                               allow_speaker_overlap=config.allow_speaker_overlap, required_splits=("train", "val"))
+    return result.manifest, list(result.problems)
+
+
+def pad_states(states: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L, T_i, D) tensors -> zero-padded (B, L, T_max, D) float32 and lengths (B,)."""
+    lengths = torch.tensor([s.shape[1] for s in states], dtype=torch.long)
+    out = torch.zeros(len(states), states[0].shape[0], int(lengths.max()), states[0].shape[2])
+    for i, s in enumerate(states):
+        out[i, :, : s.shape[1]] = s.float()
+    return out, lengths
+
+
+class CachedDataset(torch.utils.data.Dataset):
+    def __init__(self, split, augment: tuple[float, float] = (0.0, 0.0)):
+        self.split, self.noise, self.drop = split, *augment
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int):
+        audio, text = self.split.audio[i], self.split.text[i]
+        if audio is not None and (self.noise or self.drop):
+            audio = audio.float()
+            if self.drop and audio.shape[1] > 4:
+                keep = torch.rand(audio.shape[1]) >= self.drop
+                audio = audio[:, keep] if keep.sum() >= 2 else audio
+            if self.noise:
+                audio = audio + self.noise * audio.std(dim=1, keepdim=True) * torch.randn_like(audio)
+        return audio, text, self.split.targets[i]
+
+
+def collate_cached(items):
+    audio, text, targets = zip(*items)
+    a = pad_states(list(audio)) if audio[0] is not None else (None, None)
+    t = pad_states(list(text)) if text[0] is not None else (None, None)
+    return (a[0], a[1], t[0], t[1]), torch.tensor(targets)
+
+
+class AudioTextDataset(torch.utils.data.Dataset):
+    """Raw audio and text, for fine-tuning encoders."""
+
+    def __init__(self, manifest: Manifest):
+        self.items, self.index = manifest.items, manifest.label_to_id()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        from .audio import load_audio
+
+        u = self.items[i]
+        return load_audio(u.audio), u.text, self.index[u.label]
+
+
+def make_raw_collate(model):
+    def collate(items):
+        audios, texts, targets = zip(*items)
+        return (model.prepare(list(audios), list(texts)),), torch.tensor(targets)
+    return collate
+
+
+def to_device(inputs: tuple, device) -> tuple:
+    return tuple(x.to(device) if x is not None else None for x in inputs)
+
+
+# ---------------------------------------------------------------------------- loop
+
+
+@torch.no_grad()
+def predict(module: nn.Module, loader, device) -> tuple[np.ndarray, np.ndarray]:
+    """(targets, probabilities) over a loader."""
+    module.eval()
+    targets, probs = [], []
+    for inputs, y in loader:
+        logits = module(*to_device(inputs, device))
+        probs.append(torch.softmax(logits.float(), dim=-1).cpu())
+        targets.append(y)
+    return torch.cat(targets).numpy(), torch.cat(probs).numpy()
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use device=auto or cpu.")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and "LOCAL_RANK" in os.environ:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return torch.device(name)
+
+
+@dataclass
+class EpochRecord:
+    """One line of metrics.jsonl."""
+
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_ua: float
+    val_wa: float
+    lr: float
+    seconds: float
+    best: bool
+
+
+def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resume: bool = False,
+          progress: bool = True, on_epoch_end: Callable[[EpochRecord], None] | None = None) -> Path:
+    """Train (or resume) a run; returns the run folder. `on_epoch_end` runs after each epoch is saved."""
+    import yaml
+    from tqdm.auto import tqdm
+
+    from .config import preset
+    from .metrics import classification_report
+    from .model import MemoCMT, save_checkpoint
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    device = resolve_device(config.device)
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    main = rank == 0
+    run_dir = Path(run_dir or Path(config.out_dir) / (config.run_name or time.strftime("run-%Y%m%d-%H%M%S")))
+    state_path = run_dir / "state.pt"
+    if resume and not state_path.is_file():
+        raise FileNotFoundError(f"{run_dir} has no state.pt to resume from; was it started by memocmt-train?")
+
+    manifest, problems = load_training_manifest(config)
+    labels = list(manifest.labels)
+    seed_everything(config.seed)
+    model = MemoCMT(preset(config.preset, labels=labels, **config.model)).to(device)
+    frozen = model.config.freeze_audio and model.config.freeze_text
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "train_config.yaml").write_text(yaml.safe_dump(asdict(config), sort_keys=False))
+        (run_dir / "model_config.json").write_text(json.dumps(model.config.to_dict(), indent=2))
+        logger.info("Training on %d utterances, classes %s\n%s", len(manifest), labels, manifest.summary())
+
+    splits = {name: manifest.split(name) for name in ("train", "val", "test")}
+    if frozen:
+        from .embed_cache import EmbeddingCache, embed_manifest
+
+        cache = EmbeddingCache(config.cache_dir, model)
+        embedded = {name: embed_manifest(cache, m, on_bad_file=config.on_bad_file, progress=progress and main, desc=f"embed {name}")
+                    for name, m in splits.items() if len(m)}
+        for name, e in embedded.items():
+            problems += e.skipped
+            if not len(e):
+                raise ManifestError(f"The {name} split has no usable utterances left after skipping bad files.")
+        module: nn.Module = model.head
+        datasets = {name: CachedDataset(e, (config.feature_noise, config.frame_drop) if name == "train" else (0.0, 0.0))
+                    for name, e in embedded.items()}
+        collate = collate_cached
+        train_targets = embedded["train"].targets
+        if main:
+            logger.info("Embedding cache: %d hits, %d misses, %d corrupt entries recomputed",
+                        cache.stats.hits, cache.stats.misses, len(cache.stats.corrupt))
+    else:
+        module = model
+        datasets = {name: AudioTextDataset(m) for name, m in splits.items() if len(m)}
+        collate = make_raw_collate(model)
+        train_targets = splits["train"].targets()
+    if main and problems:
+        (run_dir / "skipped.txt").write_text("".join(f"{p}\n" for p in problems))
+        logger.warning("Skipped %d bad row(s); they are listed in %s", len(problems), run_dir / "skipped.txt")
+
+    weight = None
+    if config.class_weights:
+        counts = np.bincount(train_targets, minlength=len(labels)).astype(np.float64)
+        weight = torch.tensor(len(train_targets) / (len(labels) * np.maximum(counts, 1)), dtype=torch.float32, device=device)
+    loss_fn = nn.CrossEntropyLoss(weight=weight)
+    params = [p for p in module.parameters() if p.requires_grad]
+    opt_cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
+    optimizer = opt_cls(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.scheduler == "step":
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
+    elif config.scheduler == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    else:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    trained = module
+    if world > 1:
+        trained = nn.parallel.DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+
+    start_epoch, best_ua, best_epoch = 1, -1.0, 0
+    if resume:
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        module.load_state_dict(state["module"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        start_epoch, best_ua, best_epoch = state["epoch"] + 1, state["best_ua"], state["best_epoch"]
+        _truncate_metrics(run_dir / "metrics.jsonl", state["epoch"])
+        logger.info("Resuming %s after epoch %d (best val UA %.4f at epoch %d)", run_dir, state["epoch"], best_ua, best_epoch)
+
+    loader_args = dict(batch_size=config.batch_size, collate_fn=collate, num_workers=config.num_workers)
+    val_loader = torch.utils.data.DataLoader(datasets["val"], **loader_args)
+    extra = {"labels": labels, "manifests": config.manifests, "seed": config.seed}
+    epochs = tqdm(range(start_epoch, config.epochs + 1), desc="epochs", disable=not (progress and main),
+                  initial=start_epoch - 1, total=config.epochs)
+    for epoch in epochs:
+        started = time.perf_counter()
+        if world > 1:
+            sampler = torch.utils.data.distributed.DistributedSampler(datasets["train"], shuffle=True, seed=config.seed)
+            sampler.set_epoch(epoch)
+        else:  # the order depends on (seed, epoch) only, so a resumed run sees the same batches
+            sampler = torch.utils.data.RandomSampler(datasets["train"], generator=torch.Generator().manual_seed(config.seed * 100003 + epoch))
+        loader = torch.utils.data.DataLoader(datasets["train"], sampler=sampler, **loader_args)
+        trained.train()
+        total_loss, correct, seen = 0.0, 0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not (progress and main))
+        for inputs, y in bar:
+            y = y.to(device)
+            logits = trained(*to_device(inputs, device))
+            loss = loss_fn(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip > 0:
+                nn.utils.clip_grad_norm_(params, config.grad_clip)
+            optimizer.step()
+            total_loss += loss.item() * len(y)
+            correct += int((logits.argmax(-1) == y).sum())
+            seen += len(y)
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        y_val, p_val = predict(module, val_loader, device)
+        report = classification_report(y_val, p_val.argmax(1), labels)
+        improved = report.ua > best_ua
+        if improved:
+            best_ua, best_epoch = report.ua, epoch
+        record = EpochRecord(epoch, total_loss / seen, correct / seen, report.ua, report.wa, lr,
+                             time.perf_counter() - started, improved)
+        epochs.set_postfix(loss=f"{record.train_loss:.3f}", val_ua=f"{report.ua:.3f}", best=f"{best_ua:.3f}")
+        if main:
+            if improved:
+                save_checkpoint(model, run_dir / "best.safetensors", extra={**extra, "epoch": epoch, "val_ua": report.ua})
+            save_checkpoint(model, run_dir / "last.safetensors", extra={**extra, "epoch": epoch, "val_ua": report.ua})
+            with (run_dir / "metrics.jsonl").open("a") as f:
+                f.write(json.dumps(asdict(record)) + "\n")
+            tmp = state_path.with_name("state.pt.tmp")
+            torch.save({"module": module.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "rng": rng_state(), "epoch": epoch,
+                        "best_ua": best_ua, "best_epoch": best_epoch}, tmp)
+            tmp.replace(state_path)
+        if on_epoch_end is not None:
+            on_epoch_end(record)
+
+    if main and "test" in datasets:
+        from .evaluate import write_report
+        from .model import read_checkpoint
+
+        _, tensors, _ = read_checkpoint(run_dir / "best.safetensors")
+        model.load_state_dict(tensors, strict=False)
+        test_loader = torch.utils.data.DataLoader(datasets["test"], **loader_args)
+        y_test, p_test = predict(module, test_loader, device)
+        report = classification_report(y_test, p_test.argmax(1), labels, p_test)
+        write_report(report, run_dir / "test_metrics.json", title=f"Test split, best epoch {best_epoch}",
+                     extra={"best_epoch": best_epoch, "val_ua": best_ua})
+        logger.info("Test UA %.4f, WA %.4f (best epoch %d, val UA %.4f)", report.ua, report.wa, best_epoch, best_ua)
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    return run_dir
+
+
+def _truncate_metrics(path: Path, last_epoch: int) -> None:
+    """Drop metric lines of epochs after the saved state (an epoch interrupted before its state was saved)."""
+    if path.is_file():
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        kept = [line for line in lines if json.loads(line)["epoch"] <= last_epoch]
+        path.write_text("".join(line + "\n" for line in kept))
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="memocmt-train", description="Train the MemoCMT fusion head (or the whole model).")
+    parser.add_argument("--config", help="YAML training config (see training/configs/).")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set lr=3e-4 --set model.d_model=256 (repeatable)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its state.pt")
+    parser.add_argument("--run-dir", help="run folder (default: <out_dir>/<run_name or timestamp>)")
+    parser.add_argument("--device", choices=DEVICES, help="override the config's device")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def cli(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.resume and (args.config or args.run_dir):
+        parser.error("--resume takes the run folder's own train_config.yaml; do not combine it with --config or --run-dir.")
+    if not args.resume and not args.config:
+        parser.error("give --config FILE (or --resume RUN_DIR).")
+    if args.device:
+        args.overrides.append(f"device={args.device}")
+    try:
+        if args.resume:
+            config = load_config(Path(args.resume) / "train_config.yaml", args.overrides)
+            run_dir = train(config, args.resume, resume=True, progress=not args.no_progress)
+        else:
+            config = load_config(args.config, args.overrides)
+            if not config.run_name and not args.run_dir:
+                config = dataclasses.replace(config, run_name=f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+            run_dir = train(config, args.run_dir, progress=not args.no_progress)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"memocmt-train: error: {e}", file=sys.stderr)
+        return 2
+    print(run_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
