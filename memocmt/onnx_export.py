@@ -1,0 +1,446 @@
+"""Export a MemoCMT model to an ONNX bundle that `memocmt.runtime` serves without PyTorch.
+
+    memocmt-export --checkpoint model.safetensors --out memocmt-onnx --precision int8
+
+Three graphs (only those the model's modalities need): the audio encoder (features +
+lengths -> stacked states + lengths), the text encoder (ids + mask -> stacked states) and
+the fusion head (both -> logits, probabilities). Every export is written to a temporary
+folder, verified against PyTorch (`memocmt.onnx_verify`) and only then moved into place,
+so a failed check leaves nothing that looks like a bundle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import __version__
+from .audio import SAMPLE_RATE
+from .encoders import HFAudioEncoder
+from .model import MemoCMT, file_sha256, load_checkpoint
+from .runtime import BUNDLE_FORMAT, BUNDLE_VERSION, GRAPH_FILES, MANIFEST_NAME, TOKENIZER_FILE
+
+logger = logging.getLogger("memocmt")
+
+PRECISIONS = ("fp32", "fp16", "int8")
+OPSETS = (17, 18, 19, 20)
+DEFAULT_OPSET = 17  # loads on every onnxruntime from 1.14 on, including the GPU images' 1.30
+IR_VERSION_FOR_OPSET = {17: 8, 18: 8, 19: 9, 20: 9}  # the oldest IR each opset allows
+EXAMPLE_AUDIO_S = 3.0  # length of the tracing input; every length works afterwards
+EXAMPLE_TOKENS = 9
+
+
+class ExportError(RuntimeError):
+    """The model cannot be exported as asked."""
+
+
+class ExportValidationError(ExportError):
+    """An exported graph failed verification against PyTorch; no bundle was written."""
+
+
+# ---------------------------------------------------------------------- graph wrappers
+# The legacy (TorchScript) exporter needs modules with explicit tensor inputs; these also
+# fix the graph interfaces that the runtime relies on.
+
+
+class _AudioGraph(nn.Module):
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor):
+        states, out_lengths = self.encoder(features, lengths)
+        return states, out_lengths.to(torch.int64)
+
+
+class _TextGraph(nn.Module):
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        return self.encoder(input_ids, attention_mask)
+
+
+class _FusionGraph(nn.Module):
+    def __init__(self, head: nn.Module, modalities: str):
+        super().__init__()
+        self.head = head
+        self.modalities = modalities
+
+    def forward(self, *inputs: torch.Tensor):
+        if self.modalities == "both":
+            logits = self.head(*inputs)
+        elif self.modalities == "audio":
+            logits = self.head(inputs[0], inputs[1], None, None)
+        else:
+            logits = self.head(None, None, inputs[0], inputs[1])
+        return logits, torch.softmax(logits, dim=-1)
+
+
+@dataclass
+class GraphSpec:
+    """One graph to export: module, tracing inputs and its ONNX interface."""
+
+    stage: str  # "audio" | "text" | "fusion"
+    module: nn.Module
+    args: tuple
+    input_names: list[str]
+    output_names: list[str]
+    dynamic_axes: dict[str, dict[int, str]]
+
+
+def _example_audio(model: MemoCMT) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Tracing input for the audio graph, and whether the graph may take padded batches."""
+    enc = model.audio_encoder
+    batchable = not isinstance(enc, HFAudioEncoder) or enc.supports_padding
+    n = int(EXAMPLE_AUDIO_S * SAMPLE_RATE)
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.tensor([n, n * 2 // 3] if batchable else [n], dtype=torch.long)
+    if enc.feature_spec.kind == "log_mel":
+        frames = n // enc.feature_spec.hop_length
+        features = torch.randn(len(lengths), enc.feature_spec.n_mels, frames, generator=gen) * 0.3
+        lengths = lengths // enc.feature_spec.hop_length
+    else:
+        features = torch.randn(len(lengths), n, generator=gen) * 0.1
+    return features, lengths, batchable
+
+
+def graph_specs(model: MemoCMT) -> list[GraphSpec]:
+    """The graphs this model's modalities need, with tracing inputs taken from the model itself."""
+    model.eval()
+    specs = []
+    audio_states = audio_lengths = text_states = text_lengths = None
+    with torch.inference_mode():
+        if model.audio_encoder is not None:
+            features, lengths, _ = _example_audio(model)
+            feature_axes = {0: "batch", 2: "mel_frames"} if features.dim() == 3 else {0: "batch", 1: "samples"}
+            specs.append(GraphSpec(
+                "audio", _AudioGraph(model.audio_encoder), (features, lengths), ["features", "lengths"],
+                ["states", "out_lengths"],
+                {"features": feature_axes, "lengths": {0: "batch"},
+                 "states": {0: "batch", 2: "audio_frames"}, "out_lengths": {0: "batch"}},
+            ))
+            audio_states, audio_lengths = model.audio_encoder(features, lengths)
+        if model.text_encoder is not None:
+            ids, mask = model.text_encoder.tokenize(["a short example", "a longer example sentence for tracing"],
+                                                    EXAMPLE_TOKENS)
+            specs.append(GraphSpec(
+                "text", _TextGraph(model.text_encoder), (ids, mask), ["input_ids", "attention_mask"], ["states"],
+                {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
+                 "states": {0: "batch", 2: "tokens"}},
+            ))
+            text_states, text_lengths = model.text_encoder(ids, mask), mask.sum(dim=1)
+    batch = audio_states.shape[0] if audio_states is not None else text_states.shape[0]
+    args, names, axes = [], [], {}
+    if audio_states is not None:
+        args += [audio_states[:batch], audio_lengths[:batch]]
+        names += ["audio_states", "audio_lengths"]
+        axes.update(audio_states={0: "batch", 2: "audio_frames"}, audio_lengths={0: "batch"})
+    if text_states is not None:
+        args += [text_states[:batch], text_lengths[:batch]]
+        names += ["text_states", "text_lengths"]
+        axes.update(text_states={0: "batch", 2: "tokens"}, text_lengths={0: "batch"})
+    axes.update(logits={0: "batch"}, probabilities={0: "batch"})
+    specs.append(GraphSpec("fusion", _FusionGraph(model.head, model.config.modalities), tuple(args), names,
+                           ["logits", "probabilities"], axes))
+    return specs
+
+
+def export_graph(spec: GraphSpec, path: Path, opset: int) -> Path:
+    """Trace one graph to ONNX (legacy exporter: opset and IR stay loadable by older runtimes)."""
+    import onnx
+
+    try:
+        with torch.inference_mode(False), torch.no_grad():
+            torch.onnx.export(
+                spec.module, spec.args, str(path), dynamo=False, opset_version=opset,
+                input_names=spec.input_names, output_names=spec.output_names,
+                dynamic_axes=spec.dynamic_axes, do_constant_folding=True,
+            )
+    except Exception as e:  # the exporter raises many unrelated types for unsupported code
+        raise ExportError(f"Cannot export the {spec.stage} graph to ONNX opset {opset}: {e}") from e
+    pin_ir_version(path, opset)
+    return path
+
+
+def pin_ir_version(path: Path, opset: int) -> None:
+    """Store the oldest IR version the opset allows, so older onnxruntime builds load the graph."""
+    import onnx
+
+    model = onnx.load(str(path))
+    model.ir_version = IR_VERSION_FOR_OPSET[opset]
+    model.producer_name, model.producer_version = "memocmt", __version__
+    onnx.save(model, str(path))
+
+
+# ---------------------------------------------------------------------- transforms
+
+
+def optimize_graph(path: Path) -> None:
+    """ONNX Runtime's provider-independent fusions (attention, LayerNorm, GELU), saved offline."""
+    from .providers import import_onnxruntime
+
+    ort = import_onnxruntime()
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    out = path.with_suffix(".opt.onnx")
+    opts.optimized_model_filepath = str(out)
+    ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    out.replace(path)
+
+
+def quantize_int8(path: Path, optimized: bool) -> None:
+    """Dynamic int8 quantization of MatMul weights only (quantized Conv made HuBERT slower)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out = path.with_suffix(".int8.onnx")
+    extra = {"DefaultTensorType": onnx.TensorProto.FLOAT} if optimized else {}
+    quantize_dynamic(str(path), str(out), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8,
+                     extra_options=extra)
+    out.replace(path)
+
+
+def convert_fp16(path: Path) -> None:
+    """Half-precision weights and compute for CUDA, float32 inputs and outputs kept."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
+    onnx.save(model, str(path))
+
+
+# ---------------------------------------------------------------------- bundle
+
+
+def _io_description(path: Path) -> dict:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+
+    def describe(values):
+        return [{
+            "name": v.name,
+            "dtype": onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
+            "shape": [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim],
+        } for v in values]
+
+    return {"file": path.name, "inputs": describe(graph.input), "outputs": describe(graph.output)}
+
+
+def _manifest(model: MemoCMT, staging: Path, precision: str, optimize: bool, opset: int, source: dict) -> dict:
+    import onnx
+    import transformers
+
+    from .providers import ort_version
+
+    cfg = model.config
+    manifest = {
+        "format": BUNDLE_FORMAT,
+        "format_version": BUNDLE_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "memocmt_version": __version__,
+        "labels": list(cfg.labels),
+        "modalities": cfg.modalities,
+        "trained": source.get("sha256") is not None,
+        "source": source,
+        "config": cfg.to_dict(),
+        "precision": precision,
+        "optimized": optimize,
+        "opset": opset,
+        "ir_version": IR_VERSION_FOR_OPSET[opset],
+        "sample_rate": SAMPLE_RATE,
+        "exporter": {"torch": torch.__version__, "transformers": transformers.__version__,
+                     "onnx": onnx.__version__, "onnxruntime": ort_version()},
+        "graphs": {stage: _io_description(staging / name) for stage, name in GRAPH_FILES.items()
+                   if (staging / name).is_file()},
+    }
+    if model.audio_encoder is not None:
+        enc = model.audio_encoder
+        max_frames = getattr(enc, "max_input_frames", None)
+        manifest["audio"] = {
+            "encoder": enc.name,
+            "feature_spec": enc.feature_spec.to_dict(),
+            "batchable": _example_audio(model)[2],
+            "frame_rate_hz": enc.frame_rate_hz,
+            "max_samples": max_frames * enc.feature_spec.hop_length if max_frames else None,
+        }
+    if model.text_encoder is not None:
+        tok = model.text_encoder.tokenizer
+        manifest["text"] = {"encoder": model.text_encoder.name, "tokenizer": TOKENIZER_FILE,
+                            "max_tokens": cfg.max_text_tokens, "pad_id": tok.pad_token_id, "pad_token": tok.pad_token}
+    return manifest
+
+
+def write_manifest(staging: Path, manifest: dict) -> None:
+    """Hash every other file in the folder into the manifest and write it."""
+    manifest["files"] = {p.name: file_sha256(p) for p in sorted(staging.iterdir())
+                         if p.is_file() and p.name != MANIFEST_NAME}
+    (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    manifest: dict
+
+
+def export_bundle(
+    model: MemoCMT,
+    out: str | Path,
+    *,
+    precision: str = "fp32",
+    optimize: bool = False,
+    opset: int = DEFAULT_OPSET,
+    source: dict | None = None,
+    verify_audio: str | Path | None = None,
+    eval_manifest: str | Path | None = None,
+    eval_limit: int | None = None,
+) -> ExportResult:
+    """Export, verify against PyTorch, and only then move the bundle to `out`.
+
+    `source` describes where the weights came from ({"checkpoint": name, "sha256": ...} for a
+    trained checkpoint); without a SHA-256 the manifest marks the bundle as untrained.
+    Raises ExportValidationError (leaving `out` untouched) when any check fails.
+    """
+    from .onnx_verify import verify_bundle
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
+    if opset not in IR_VERSION_FOR_OPSET:
+        raise ValueError(f"Unsupported opset {opset}; choose one of {', '.join(map(str, OPSETS))}.")
+    out = Path(out)
+    _check_target(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        model = model.eval().cpu()
+        for spec in graph_specs(model):
+            path = export_graph(spec, staging / GRAPH_FILES[spec.stage], opset)
+            if optimize:
+                optimize_graph(path)
+            if precision == "int8":
+                quantize_int8(path, optimize)
+            elif precision == "fp16":
+                convert_fp16(path)
+            if optimize or precision != "fp32":
+                pin_ir_version(path, opset)
+        if model.text_encoder is not None:
+            _save_tokenizer(model, staging)
+        manifest = _manifest(model, staging, precision, optimize, opset, source or {})
+        write_manifest(staging, manifest)
+        manifest["parity"] = verify_bundle(model, staging, precision, verify_audio, eval_manifest, eval_limit)
+        write_manifest(staging, manifest)
+        _move_into_place(staging, out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    logger.info("Wrote verified %s bundle to %s", precision, out)
+    return ExportResult(out, manifest)
+
+
+def _save_tokenizer(model: MemoCMT, staging: Path) -> None:
+    model.text_encoder.tokenizer.save_pretrained(str(staging))
+    if not (staging / TOKENIZER_FILE).is_file():
+        raise ExportError(f"The text encoder's tokenizer did not write {TOKENIZER_FILE}; the runtime needs a fast tokenizer.")
+
+
+def _check_target(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST_NAME).is_file())):
+        raise ExportError(f"{out} exists and is not a bundle folder; choose another --out or remove it.")
+
+
+def _move_into_place(staging: Path, out: Path) -> None:
+    """Replace `out` with the verified staging folder (an old bundle is removed only afterwards)."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{staging.name.rsplit('-', 1)[-1]}")
+        out.rename(old)
+    staging.rename(out)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path, **kwargs) -> ExportResult:
+    """Export a trained safetensors checkpoint (see export_bundle for the options)."""
+    checkpoint = Path(checkpoint)
+    model = load_checkpoint(checkpoint)
+    source = {"checkpoint": checkpoint.name, "sha256": file_sha256(checkpoint)}
+    return export_bundle(model, out, source=source, **kwargs)
+
+
+# ---------------------------------------------------------------------- CLI
+
+
+def _default_verify_audio() -> Path | None:
+    """Real speech for verification when this checkout sits next to the shared data folder."""
+    candidate = Path(__file__).resolve().parents[2] / "shared" / "data" / "ravdess-a01-a20"
+    return candidate if candidate.is_dir() else None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="memocmt-export",
+        description="Export a MemoCMT model to a verified ONNX bundle for the PyTorch-free runtime.",
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--checkpoint", type=Path, help="trained safetensors checkpoint (default: the shipped model)")
+    source.add_argument("--preset", choices=("edge", "paper"),
+                        help="export an UNTRAINED preset model (for benchmarks and tests only)")
+    parser.add_argument("--out", type=Path, help="bundle folder (default: the user cache for the shipped model, "
+                        "else ./memocmt-onnx-<name>-<precision>)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="fp32 (exact), int8 (dynamic MatMul quantization, CPU) or fp16 (CUDA)")
+    parser.add_argument("--optimize", action="store_true", help="apply ONNX Runtime graph fusions offline")
+    parser.add_argument("--opset", type=int, choices=OPSETS, default=DEFAULT_OPSET, help="ONNX opset")
+    parser.add_argument("--verify-audio", type=Path, help="folder of speech files to verify with "
+                        "(default: a RAVDESS sample folder beside the checkout when present, else generated audio)")
+    parser.add_argument("--eval-manifest", type=Path, help="JSONL manifest whose utterances must agree with "
+                        "PyTorch on >= 99%% of predictions (fp16/int8)")
+    parser.add_argument("--eval-limit", type=int, help="use at most this many utterances of --eval-manifest")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    return parser
+
+
+def cli(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    from .runtime import default_bundle_path, shipped_checkpoint
+
+    if args.preset:
+        logger.warning("Exporting the UNTRAINED %s preset: its predictions are meaningless.", args.preset)
+        model, source = MemoCMT.from_preset(args.preset), {"preset": args.preset}
+        out = args.out or Path(f"memocmt-onnx-{args.preset}-untrained-{args.precision}")
+    else:
+        checkpoint = args.checkpoint or shipped_checkpoint()
+        if checkpoint is None:
+            parser.error("no trained checkpoint ships with this install; pass --checkpoint PATH "
+                         "(or --preset edge to export an untrained model for testing)")
+        model = load_checkpoint(checkpoint)
+        source = {"checkpoint": Path(checkpoint).name, "sha256": file_sha256(checkpoint)}
+        default_out = default_bundle_path(checkpoint) if args.checkpoint is None and args.precision == "fp32" else \
+            Path(f"memocmt-onnx-{Path(checkpoint).stem}-{args.precision}")
+        out = args.out or default_out
+    result = export_bundle(
+        model, out, precision=args.precision, optimize=args.optimize, opset=args.opset, source=source,
+        verify_audio=args.verify_audio or _default_verify_audio(), eval_manifest=args.eval_manifest,
+        eval_limit=args.eval_limit,
+    )
+    parity = result.manifest["parity"]
+    print(json.dumps({"bundle": str(result.path), "precision": args.precision, "parity": parity}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli())

@@ -1,0 +1,386 @@
+"""PyTorch-free inference on an exported ONNX bundle.
+
+    from memocmt.runtime import load_bundle
+    bundle = load_bundle("memocmt-onnx")            # verifies every file's SHA-256, warms up
+    prediction = bundle.predict(audio, "I can't believe you did that")
+
+A bundle is a folder written by `memocmt-export`: up to three graphs (audio encoder, text
+encoder, fusion head), the tokenizer and `manifest.json`. Features come from
+`memocmt.features` (NumPy), so the runtime feeds the graphs exactly what PyTorch was
+compared with at export time. The realtime loop can call `encode_audio` while ASR is
+still decoding, then `encode_text` and `classify` once the transcript is known.
+
+This module imports only NumPy, `tokenizers` and (lazily) onnxruntime; never PyTorch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .audio import SAMPLE_RATE, AudioError, check_audio
+from .features import FeatureSpec, extract_features, pad_batch
+from .providers import ProviderChoice, choose_providers, create_session, default_threads
+from .results import Prediction
+
+logger = logging.getLogger("memocmt")
+
+BUNDLE_FORMAT = "memocmt-onnx-bundle"
+BUNDLE_VERSION = 1  # bump when the manifest or graph interfaces change incompatibly
+MANIFEST_NAME = "manifest.json"
+GRAPH_FILES = {"audio": "audio_encoder.onnx", "text": "text_encoder.onnx", "fusion": "fusion.onnx"}
+TOKENIZER_FILE = "tokenizer.json"
+WARMUP_AUDIO_S = 1.0
+
+
+class BundleError(ValueError):
+    """A bundle folder that is missing, tampered with, or from another format version."""
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class AudioEncoding:
+    """Audio encoder output for a batch: states (B, L, T, D) on the bundle's device, and lengths."""
+
+    states: object  # np.ndarray on CPU, onnxruntime.OrtValue on CUDA
+    lengths: np.ndarray  # (B,) valid frames
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class TextEncoding:
+    """Text encoder output for a batch: states (B, L, T, D) on the bundle's device, and lengths."""
+
+    states: object
+    lengths: np.ndarray  # (B,) real tokens
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def _ms_since(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
+
+
+def read_bundle_manifest(path: str | os.PathLike) -> dict:
+    """The manifest of a bundle folder, checked for format name and version."""
+    path = Path(path)
+    manifest_path = path / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise BundleError(f"{path} is not a MemoCMT ONNX bundle: {MANIFEST_NAME} is missing (run memocmt-export).")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise BundleError(f"{manifest_path} is unreadable or not JSON: {e}") from e
+    if manifest.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"{manifest_path} is not a {BUNDLE_FORMAT} manifest (format={manifest.get('format')!r}).")
+    version = manifest.get("format_version")
+    if version != BUNDLE_VERSION:
+        newer = isinstance(version, int) and version > BUNDLE_VERSION
+        raise BundleError(
+            f"{manifest_path} has bundle format version {version!r} but this memocmt reads version {BUNDLE_VERSION}; "
+            + ("upgrade memocmt-live." if newer else "export the bundle again with this memocmt.")
+        )
+    return manifest
+
+
+def verify_bundle_files(path: str | os.PathLike, manifest: dict) -> None:
+    """Check every file listed in the manifest against its SHA-256; raise naming the first bad one."""
+    path = Path(path)
+    for name, expected in manifest.get("files", {}).items():
+        file = path / name
+        if not file.is_file():
+            raise BundleError(f"Bundle {path} lacks {name}, which its manifest lists; export the bundle again.")
+        if sha256_file(file) != expected:
+            raise BundleError(
+                f"{file} does not match the SHA-256 in {MANIFEST_NAME}; the file was modified or corrupted, "
+                "export the bundle again."
+            )
+
+
+class Bundle:
+    """Loaded graphs, tokenizer and manifest of one exported model."""
+
+    def __init__(self, path: Path, manifest: dict, sessions: dict, tokenizer, choice: ProviderChoice):
+        self.path = path
+        self.manifest = manifest
+        self.sessions = sessions  # "audio" / "text" / "fusion" -> InferenceSession
+        self.tokenizer = tokenizer
+        self.labels: list[str] = list(manifest["labels"])
+        self.modalities: str = manifest["modalities"]
+        self.device = choice.device
+        self.feature_spec = FeatureSpec(**manifest["audio"]["feature_spec"]) if "audio" in sessions else None
+        self.load_ms = 0.0
+        self.warmup_ms = 0.0
+
+    @property
+    def uses_audio(self) -> bool:
+        return "audio" in self.sessions
+
+    @property
+    def uses_text(self) -> bool:
+        return "text" in self.sessions
+
+    # ------------------------------------------------------------------ graph calls
+
+    def _run(self, stage: str, feeds: dict, outputs: list[str], keep_on_device: bool) -> list:
+        """Run one graph; on CUDA via IOBinding so states can stay on the GPU between graphs."""
+        session = self.sessions[stage]
+        if self.device != "cuda":
+            return session.run(outputs, feeds)
+        binding = session.io_binding()
+        for name, value in feeds.items():
+            if isinstance(value, np.ndarray):
+                binding.bind_cpu_input(name, value)
+            else:
+                binding.bind_ortvalue_input(name, value)
+        for name in outputs:
+            binding.bind_output(name, "cuda" if keep_on_device else "cpu")
+        session.run_with_iobinding(binding)
+        values = binding.get_outputs()
+        return values if keep_on_device else [v.numpy() for v in values]
+
+    # ------------------------------------------------------------------ stages
+
+    def encode_audio(self, audio: np.ndarray) -> AudioEncoding:
+        """Features and audio encoder states of one utterance (float32 16 kHz mono in [-1, 1])."""
+        return self.encode_audio_batch([audio])
+
+    def encode_audio_batch(self, audios: list[np.ndarray]) -> AudioEncoding:
+        if not self.uses_audio:
+            raise ValueError(f"This bundle is a {self.modalities}-only model; it has no audio encoder.")
+        info = self.manifest["audio"]
+        start = time.perf_counter()
+        feats = [extract_features(self._check_audio(a, i), self.feature_spec) for i, a in enumerate(audios)]
+        features_ms = _ms_since(start)
+        start = time.perf_counter()
+        names = [o["name"] for o in self.manifest["graphs"]["audio"]["outputs"]]
+        if info["batchable"] or len(feats) == 1:
+            padded, lengths = pad_batch(feats)
+            states, out_lengths = self._run("audio", {"features": padded, "lengths": lengths}, names, keep_on_device=True)
+        else:  # group-normed front ends see padding: encode item by item, then pad the states
+            parts = []
+            for x in feats:
+                padded, lengths = pad_batch([x])
+                s, n = self._run("audio", {"features": padded, "lengths": lengths}, names, keep_on_device=False)
+                parts.append((s, n))
+            states = _pad_states([s for s, _ in parts])
+            out_lengths = np.concatenate([n for _, n in parts])
+        if not isinstance(out_lengths, np.ndarray):
+            out_lengths = out_lengths.numpy()
+        return AudioEncoding(states, out_lengths.astype(np.int64), {"features": features_ms, "audio_encoder": _ms_since(start)})
+
+    def _check_audio(self, audio: np.ndarray, index: int) -> np.ndarray:
+        audio = check_audio(audio, name=f"audio[{index}]")
+        max_samples = self.manifest["audio"].get("max_samples")
+        if max_samples and audio.size > max_samples:
+            raise AudioError(
+                f"audio[{index}] is {audio.size / SAMPLE_RATE:.1f} s long but this model's audio encoder "
+                f"takes at most {max_samples / SAMPLE_RATE:.0f} s; split the utterance."
+            )
+        return audio
+
+    def tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids and attention mask (int64), padded to the longest text, as at export time."""
+        if not all(isinstance(t, str) for t in texts):
+            raise ValueError("Transcripts must be strings (use '' when nothing was said).")
+        encodings = self.tokenizer.encode_batch(list(texts))
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        return ids, mask
+
+    def encode_text(self, text: str) -> TextEncoding:
+        return self.encode_text_batch([text])
+
+    def encode_text_batch(self, texts: list[str]) -> TextEncoding:
+        if not self.uses_text:
+            raise ValueError(f"This bundle is a {self.modalities}-only model; it has no text encoder.")
+        start = time.perf_counter()
+        ids, mask = self.tokenize(texts)
+        (states,) = self._run("text", {"input_ids": ids, "attention_mask": mask}, ["states"], keep_on_device=True)
+        return TextEncoding(states, mask.sum(axis=1).astype(np.int64), {"text_encoder": _ms_since(start)})
+
+    def logits(self, audio: AudioEncoding | None, text: TextEncoding | None) -> np.ndarray:
+        """Fusion head output (B, classes) for encodings of the same batch."""
+        feeds = {}
+        if self.uses_audio:
+            if audio is None:
+                raise ValueError("This model uses audio; pass the audio encoding.")
+            feeds.update(audio_states=audio.states, audio_lengths=audio.lengths)
+        if self.uses_text:
+            if text is None:
+                raise ValueError("This model uses text; pass the text encoding.")
+            feeds.update(text_states=text.states, text_lengths=text.lengths)
+        (logits,) = self._run("fusion", feeds, ["logits"], keep_on_device=False)
+        return logits
+
+    def classify(self, audio: AudioEncoding | None, text: TextEncoding | None) -> Prediction:
+        """Emotion of one utterance from its encodings; timings cover every stage so far."""
+        return self.classify_batch(audio, text)[0]
+
+    def classify_batch(self, audio: AudioEncoding | None, text: TextEncoding | None) -> list[Prediction]:
+        start = time.perf_counter()
+        logits = self.logits(audio, text)
+        timings = {"features": 0.0, "audio_encoder": 0.0, "text_encoder": 0.0}
+        for enc in (audio, text):
+            if enc is not None:
+                timings.update(enc.timings_ms)
+        timings["fusion"] = _ms_since(start)
+        timings["total"] = sum(timings.values())
+        return [Prediction.from_probabilities(self.labels, p, timings) for p in softmax(logits)]
+
+    # ------------------------------------------------------------------ one call
+
+    def predict(self, audio: np.ndarray | None, text: str | None) -> Prediction:
+        """Emotion of one utterance: float32 16 kHz mono audio in [-1, 1] and its transcript."""
+        return self.predict_batch(None if audio is None else [audio], None if text is None else [text])[0]
+
+    def predict_batch(self, audios: list[np.ndarray] | None, texts: list[str] | None) -> list[Prediction]:
+        start = time.perf_counter()
+        audio_enc, text_enc = self.encode(audios, texts)
+        predictions = self.classify_batch(audio_enc, text_enc)
+        total = _ms_since(start)
+        for p in predictions:
+            p.timings_ms["total"] = total
+        return predictions
+
+    def encode(self, audios: list[np.ndarray] | None, texts: list[str] | None) -> tuple:
+        """Both encodings of a batch (None for a modality the model does not use)."""
+        if audios is not None and texts is not None and len(audios) != len(texts):
+            raise ValueError(f"Got {len(audios)} audio clips but {len(texts)} transcripts.")
+        audio_enc = text_enc = None
+        if self.uses_audio:
+            if audios is None:
+                raise ValueError("This model uses audio; pass the utterances' audio.")
+            audio_enc = self.encode_audio_batch(audios)
+        if self.uses_text:
+            if texts is None:
+                raise ValueError("This model uses text; pass the utterances' transcripts.")
+            text_enc = self.encode_text_batch(texts)
+        return audio_enc, text_enc
+
+    def warm_up(self) -> float:
+        """One prediction on synthetic input so the first real utterance is not slow; returns ms."""
+        start = time.perf_counter()
+        rng = np.random.default_rng(0)
+        audio = (0.05 * rng.standard_normal(int(WARMUP_AUDIO_S * SAMPLE_RATE))).astype(np.float32)
+        self.predict(audio if self.uses_audio else None, "warm up" if self.uses_text else None)
+        return _ms_since(start)
+
+
+def _pad_states(states: list[np.ndarray]) -> np.ndarray:
+    """Zero-pad (1, L, T_i, D) arrays along time and stack them to (B, L, T_max, D)."""
+    t_max = max(s.shape[2] for s in states)
+    out = np.zeros((len(states), states[0].shape[1], t_max, states[0].shape[3]), dtype=states[0].dtype)
+    for i, s in enumerate(states):
+        out[i, :, : s.shape[2]] = s[0]
+    return out
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _load_tokenizer(path: Path, text_info: dict):
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(path / TOKENIZER_FILE))
+    tokenizer.enable_truncation(max_length=int(text_info["max_tokens"]))
+    tokenizer.enable_padding(pad_id=int(text_info["pad_id"]), pad_token=text_info["pad_token"])
+    return tokenizer
+
+
+def load_bundle(
+    path: str | os.PathLike,
+    providers: str | None = None,
+    threads: int | None = None,
+    *,
+    warm_up: bool = True,
+    verify_hashes: bool = True,
+) -> Bundle:
+    """Load a bundle folder on "cuda", "cpu" or automatically (None: CUDA when usable, else CPU).
+
+    Refuses a bundle whose manifest has another format version or whose files do not match
+    their recorded SHA-256, naming the file. `threads` sets CPU intra-op threads
+    (default: physical cores, at most 4).
+    """
+    start = time.perf_counter()
+    path = Path(path)
+    manifest = read_bundle_manifest(path)
+    if verify_hashes:
+        verify_bundle_files(path, manifest)
+    choice = choose_providers(providers)
+    sessions = {stage: create_session(path / GRAPH_FILES[stage], choice, threads) for stage in manifest["graphs"]}
+    active = {p for s in sessions.values() for p in s.get_providers()}
+    if choice.device == "cuda" and "CUDAExecutionProvider" not in active:
+        choice = ProviderChoice("cpu", ("CPUExecutionProvider",), "CUDA provider failed to start")
+    thread_note = f", {threads or default_threads()} threads" if choice.device == "cpu" else ""
+    logger.info("MemoCMT bundle %s runs on %s (%s%s)", path.name, choice.device.upper(), choice.reason, thread_note)
+    tokenizer = _load_tokenizer(path, manifest["text"]) if "text" in sessions else None
+    bundle = Bundle(path, manifest, sessions, tokenizer, choice)
+    if warm_up:
+        bundle.warmup_ms = bundle.warm_up()
+    bundle.load_ms = _ms_since(start)
+    return bundle
+
+
+# ---------------------------------------------------------------------- default bundle
+
+
+def memocmt_home() -> Path:
+    """Per-user data folder: $MEMOCMT_HOME, else ~/.cache/memocmt."""
+    env = os.environ.get("MEMOCMT_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "memocmt"
+
+
+def shipped_checkpoint() -> Path | None:
+    """The trained checkpoint installed with the package, or None when none ships."""
+    try:
+        from .pretrained import default_checkpoint  # PyTorch-free: it only locates the file
+    except ImportError:
+        return None
+    try:
+        return Path(default_checkpoint())
+    except FileNotFoundError:
+        return None
+
+
+def default_bundle_path(checkpoint: str | os.PathLike | None = None) -> Path:
+    """Where the bundle of a checkpoint (default: the shipped one) lives in the user cache."""
+    checkpoint = Path(checkpoint) if checkpoint else shipped_checkpoint()
+    if checkpoint is None:
+        raise BundleError("No trained checkpoint ships with this install; pass a bundle path exported with memocmt-export.")
+    return memocmt_home() / "bundles" / sha256_file(checkpoint)[:12]
+
+
+def ensure_default_bundle(providers: str | None = None, threads: int | None = None) -> Bundle:
+    """Load the shipped model's bundle, exporting it into the user cache on first use (needs PyTorch)."""
+    checkpoint = shipped_checkpoint()
+    path = default_bundle_path(checkpoint)
+    if not (path / MANIFEST_NAME).is_file():
+        try:
+            import torch  # noqa: F401  (only to learn whether the export side is installed)
+        except ImportError as e:
+            raise RuntimeError(
+                f"No ONNX bundle at {path} and PyTorch is not installed to create it; run "
+                f"`memocmt-export --out {path}` where memocmt-live[torch,models] is installed, or copy a bundle there."
+            ) from e
+        from .onnx_export import export_checkpoint
+
+        logger.info("Exporting the default model to %s (first use)", path)
+        export_checkpoint(checkpoint, path)
+    return load_bundle(path, providers, threads)
