@@ -171,3 +171,29 @@ def test_max_length_force_splits_a_long_utterance(tmp_path, speech, transcriber)
     assert len(results) >= 2
     assert any(r.forced_split for r in results)
     assert all(r.end_s - r.start_s <= 4.0 + 0.05 for r in results)
+
+
+def test_views_render_results_and_summary():
+    import io
+
+    from memocmt.live.display import PlainView, RichView
+    from memocmt.live.summary import SummaryBuilder, UtteranceResult
+
+    result = UtteranceResult(
+        index=1, start_s=1.0, end_s=3.5, text="I am very happy", timings_ms={"vad_wait": 300.0, "asr": 400.0, "eos_to_result": 550.0},
+        prediction=Prediction.from_probabilities(LABELS, [0.1, 0.7, 0.15, 0.05]),
+    )
+    builder = SummaryBuilder()
+    builder.add(result)
+    summary = builder.build(audio_s=5.0, overflows=0, dropped_audio_s=0.0, dropped_utterances=0, short_dropped=1,
+                            no_speech=0, forced_splits=0, peak_lag_s=0.1, reopens=0, end_reason="interrupted")
+    for view_type in (PlainView, RichView):
+        stream = io.StringIO()
+        with view_type(stream) as view:
+            view.started("test device")
+            view.show(result)
+            view.tick({"in_speech": True, "audio_s": 5.0, "lag_s": 0.02, "queued": 0, "overflows": 0})
+        view.summary(summary)
+        text = stream.getvalue()
+        assert "I am very happy" in text and "happy" in text and "angry 0.15" in text, text
+        assert "session ended: interrupted" in text and "latency eos_to_result: p50 550 ms" in text

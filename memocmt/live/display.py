@@ -15,7 +15,8 @@ from memocmt.audio import SAMPLE_RATE
 from memocmt.live.errors import LiveError
 from memocmt.live.summary import SessionSummary, UtteranceResult
 
-BAR_WIDTH = 20  # characters of the confidence bar
+BAR_WIDTH = 20  # characters of the confidence bar in plain lines
+RICH_BAR = 10  # ... and in the live table
 HISTORY = 8  # utterances kept on screen
 
 
@@ -164,17 +165,20 @@ class RichView:
         from rich.text import Text
 
         table = Table(expand=True, show_lines=False)
-        table.add_column("time", no_wrap=True, width=15)
-        table.add_column("transcript", ratio=3)
-        table.add_column("emotion", no_wrap=True, width=BAR_WIDTH + 14)
-        table.add_column("runner-up", no_wrap=True, width=14)
-        table.add_column("ms vad/asr/emo/total", no_wrap=True, width=22)
+        table.add_column("time (s)", no_wrap=True, width=11)
+        table.add_column("transcript", ratio=1, min_width=20)
+        table.add_column("emotion (runner-up)", no_wrap=True, width=RICH_BAR + 16)
+        table.add_column("ms", no_wrap=True, width=11)
         for r in self.history:
             p, t = r.prediction, r.timings_ms
-            emotion = Text(f"{p.label:<9} {confidence_bar(p.confidence)} {p.confidence:.2f}") if p else Text("-")
-            runner = f"{p.runner_up[0]} {p.runner_up[1]:.2f}" if p else "-"
-            ms = "/".join(f"{t[k]:.0f}" if k in t else "-" for k in ("vad_wait", "asr", "emotion", "eos_to_result"))
-            table.add_row(f"{r.start_s:6.1f}-{r.end_s:6.1f}s", r.text or "(no transcript)", emotion, runner, ms)
+            emotion = Text("-")
+            if p is not None:
+                runner, runner_p = p.runner_up
+                emotion = Text(f"{p.label:<9} {confidence_bar(p.confidence, RICH_BAR)} {p.confidence:.2f}\n"
+                               f"({runner} {runner_p:.2f})")
+            ms = "\n".join(f"{name} {t[k]:.0f}" for name, k in (("vad", "vad_wait"), ("asr", "asr"), ("emo", "emotion"),
+                                                               ("total", "eos_to_result")) if k in t)
+            table.add_row(f"{r.start_s:.1f}-{r.end_s:.1f}", r.text or "(no transcript)", emotion, ms)
         s = self.status
         state = "[bold green]speech[/]" if s.get("in_speech") else "[dim]listening[/]"
         line = Text.from_markup(
