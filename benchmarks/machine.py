@@ -1,0 +1,104 @@
+"""What a benchmark ran on: CPU, cores, memory, GPU, OS, library versions and load.
+
+Results carry this record so numbers from different machines are never compared by accident.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+PACKAGES = ("numpy", "torch", "transformers", "tokenizers", "onnx", "onnxruntime", "onnxruntime-gpu", "ctranslate2",
+            "faster-whisper", "webrtcvad-wheels", "silero-vad", "opensmile", "scikit-learn")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def ram_gb() -> float | None:
+    try:
+        import psutil
+
+        return round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:
+        return None
+
+
+def physical_cores() -> int | None:
+    try:
+        import psutil
+
+        return psutil.cpu_count(logical=False)
+    except ImportError:
+        return None
+
+
+def gpus() -> list[str]:
+    """GPU names from nvidia-smi (empty when there is none)."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def package_versions(packages=PACKAGES) -> dict[str, str]:
+    versions = {}
+    for pkg in packages:
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def ort_providers() -> list[str]:
+    try:
+        import onnxruntime
+    except ImportError:
+        return []
+    return list(onnxruntime.get_available_providers())
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def machine_info() -> dict:
+    """One JSON-able record of the machine; `load_average` is the 1/5/15-minute load when called."""
+    return {
+        "cpu": cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "physical_cores": physical_cores(),
+        "ram_gb": ram_gb(),
+        "gpus": gpus(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "versions": package_versions(),
+        "ort_providers": ort_providers(),
+        "load_average_start": load_average(),
+    }
+
+
+def describe(machine: dict) -> str:
+    """One line for report headers: CPU, cores, RAM, GPU."""
+    gpu = ", ".join(machine.get("gpus") or []) or "no GPU"
+    return (f"{machine.get('cpu')}, {machine.get('logical_cores')} logical cores, {machine.get('ram_gb')} GB RAM, {gpu}; "
+            f"{machine.get('os')}, Python {machine.get('python')}")

@@ -1,0 +1,111 @@
+"""PNG figures of a benchmark result: latency vs accuracy, and latency vs utterance length / batch size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+MARKERS = {"torch": "o", "onnxruntime": "s"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def latency_vs_accuracy(result: dict, path: Path, dataset: str = "ravdess") -> Path:
+    """One point per variant: median end-to-end latency against UA; untrained variants on the floor line."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    stages = result.get("latency", {}).get("variants", {})
+    accuracy = result.get("accuracy", {})
+    untrained_y = 0.0
+    for name, info in result["variants"].items():
+        if name not in stages:
+            continue
+        x = stages[name]["end_to_end"]["p50"]
+        ua = accuracy.get(name, {}).get(dataset, {}).get("ua")
+        marker = MARKERS.get(info["backend"], "^")
+        if ua is None:
+            ax.scatter([x], [untrained_y], marker="x", color="grey")
+            ax.annotate(f"{name}\n(untrained: accuracy n/a)", (x, untrained_y), fontsize=7, xytext=(4, 4),
+                        textcoords="offset points", color="grey")
+        else:
+            ax.scatter([x], [ua * 100], marker=marker, s=50)
+            ax.annotate(name, (x, ua * 100), fontsize=8, xytext=(4, 4), textcoords="offset points")
+    for name, f in (result.get("floors") or {}).items():
+        if isinstance(f, dict) and "ua" in f:
+            ax.axhline(f["ua"] * 100, linestyle="--", linewidth=0.8, color="tab:red" if name == "egemaps" else "tab:grey")
+            ax.text(ax.get_xlim()[0], f["ua"] * 100, f" floor: {name}", fontsize=7, va="bottom")
+    n_classes = 4
+    ax.axhline(100 / n_classes, linestyle=":", linewidth=0.8, color="black")
+    ax.set_xscale("log")
+    ax.set_xlabel("end-to-end latency per utterance, p50 (ms; VAD + ASR + emotion model)")
+    ax.set_ylabel(f"UA on {dataset} test (%)")
+    ax.set_title("Latency vs accuracy (dotted: chance)")
+    ax.grid(True, which="both", linewidth=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def latency_vs_length(result: dict, path: Path) -> Path:
+    """Median emotion-model time (and ASR) against utterance length."""
+    plt = _pyplot()
+    scaling = result["scaling"]
+    lengths = scaling["lengths_s"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, v in scaling["variants"].items():
+        ax.plot(lengths, v["model_ms_p50"], marker=MARKERS.get(result["variants"][name]["backend"], "^"), label=name)
+    if scaling.get("asr_ms_p50"):
+        ax.plot(lengths, scaling["asr_ms_p50"], linestyle="--", color="black", label="ASR (faster-whisper tiny.en int8)")
+    ax.plot(lengths, [1000 * s for s in lengths], linestyle=":", color="grey", label="real time (1 s per s)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xticks(lengths)
+    ax.set_xticklabels([f"{s:g}" for s in lengths])
+    ax.set_xlabel("utterance length (s)")
+    ax.set_ylabel("time per utterance, p50 (ms)")
+    ax.set_title("Latency vs utterance length (batch 1)")
+    ax.grid(True, which="both", linewidth=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def throughput_vs_batch(result: dict, path: Path) -> Path:
+    """Utterances per second against batch size."""
+    plt = _pyplot()
+    tp = result["throughput"]["variants"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, by_bs in tp.items():
+        sizes = sorted(by_bs, key=int)
+        ax.plot([int(s) for s in sizes], [by_bs[s]["utt_per_s"] for s in sizes], marker="o", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("utterances per second (median)")
+    ax.set_title("Batch throughput over a folder of utterances")
+    ax.grid(True, which="both", linewidth=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_plots(result: dict, out: Path) -> list[Path]:
+    written = []
+    if result.get("latency"):
+        written.append(latency_vs_accuracy(result, out / "latency_vs_accuracy.png"))
+    if result.get("scaling"):
+        written.append(latency_vs_length(result, out / "latency_vs_length.png"))
+    if result.get("throughput"):
+        written.append(throughput_vs_batch(result, out / "throughput_vs_batch.png"))
+    return written

@@ -1,0 +1,282 @@
+"""The model variants a benchmark compares, their ONNX bundles, and one staged call per variant.
+
+Every variant runs the same four stages on the same inputs: `features` (log-mel or waveform
+checks, tokenization), `audio_encoder`, `text_encoder` and `fusion`; `Runner.run_stages`
+returns the logits and the wall time of each stage in milliseconds.
+
+* edge: the trained checkpoint (shipped model by default) in PyTorch eager, the reference
+  point every speed-up is a ratio to, and its ONNX bundles (fp32, int8; fp16/CUDA with a GPU);
+* paper: HuBERT-base + BERT-base built from default transformers configs with RANDOM weights
+  (no hub access), so only its speed means anything; accuracy is reported as n/a.
+
+Bundles are exported with `memocmt.onnx_export` into a cache folder outside the repository
+and reused while the source (checkpoint SHA-256, or the paper stand-in's key) is unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger("memocmt")
+
+REFERENCE = "edge-torch"
+PAPER_SEED = 0
+PAPER_KEY = f"random-seed{PAPER_SEED}-v1"  # bump when the paper stand-in changes
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    name: str
+    preset: str  # "edge" | "paper"
+    backend: str  # "torch" | "onnxruntime"
+    precision: str  # "fp32" | "int8" | "fp16"
+    device: str  # "cpu" | "cuda"
+
+    @property
+    def trained(self) -> bool:
+        return self.preset == "edge"
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "trained": self.trained}
+
+
+VARIANTS: dict[str, VariantSpec] = {v.name: v for v in (
+    VariantSpec("edge-torch", "edge", "torch", "fp32", "cpu"),
+    VariantSpec("edge-ort-fp32", "edge", "onnxruntime", "fp32", "cpu"),
+    VariantSpec("edge-ort-int8", "edge", "onnxruntime", "int8", "cpu"),
+    VariantSpec("edge-ort-fp32-cuda", "edge", "onnxruntime", "fp32", "cuda"),
+    VariantSpec("edge-ort-fp16-cuda", "edge", "onnxruntime", "fp16", "cuda"),
+    VariantSpec("paper-torch", "paper", "torch", "fp32", "cpu"),
+    VariantSpec("paper-ort-fp32", "paper", "onnxruntime", "fp32", "cpu"),
+    VariantSpec("paper-ort-int8", "paper", "onnxruntime", "int8", "cpu"),
+)}
+
+
+@dataclass
+class Sources:
+    """Where models come from and how they run."""
+
+    checkpoint: Path | None  # the trained edge checkpoint
+    cache_dir: Path  # bundles and the paper stand-in encoders live here
+    threads: int  # CPU threads for PyTorch and ONNX Runtime alike
+
+    def to_dict(self) -> dict:
+        return {"checkpoint": str(self.checkpoint) if self.checkpoint else None, "cache_dir": str(self.cache_dir),
+                "threads": self.threads}
+
+
+def cuda_available() -> bool:
+    try:
+        import onnxruntime
+    except ImportError:
+        return False
+    from benchmarks.machine import gpus
+
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers() and bool(gpus())
+
+
+def unavailable_reason(spec: VariantSpec, sources: Sources) -> str | None:
+    """Why a variant cannot be measured here, or None."""
+    if spec.device == "cuda" and not cuda_available():
+        return "not measured: no GPU with a CUDA execution provider on this machine"
+    if spec.preset == "edge" and sources.checkpoint is None:
+        return "not measured: no trained checkpoint (pass --checkpoint)"
+    return None
+
+
+# ---------------------------------------------------------------------- sources
+
+
+def source_record(spec: VariantSpec, sources: Sources) -> dict:
+    """What a bundle's manifest must record as its source for the bundle to be reused."""
+    from memocmt.model import file_sha256
+
+    if spec.preset == "edge":
+        return {"checkpoint": sources.checkpoint.name, "sha256": file_sha256(sources.checkpoint)}
+    return {"preset": "paper", "weights": PAPER_KEY}
+
+
+def paper_encoder_dirs(cache_dir: Path) -> tuple[Path, Path]:
+    """HuBERT-base and BERT-base with default configs and random weights, saved like hub models.
+
+    BERT-base uses the uncased 30522-token WordPiece vocabulary, which the shipped MiniLM-L6
+    text encoder also uses, so its tokenizer is borrowed and token counts are realistic.
+    """
+    root = cache_dir / "paper-encoders" / PAPER_KEY
+    hubert, bert = root / "hubert-base", root / "bert-base"
+    if not (hubert / "config.json").is_file() or not (bert / "config.json").is_file():
+        import torch
+        from transformers import AutoTokenizer, BertConfig, BertModel, HubertConfig, HubertModel
+
+        from memocmt.encoders import BUILTIN_TEXT_ENCODERS, builtin_path
+
+        logger.info("Building random-weight HuBERT-base and BERT-base stand-ins in %s", root)
+        torch.manual_seed(PAPER_SEED)
+        HubertModel(HubertConfig()).save_pretrained(hubert)
+        tokenizer = AutoTokenizer.from_pretrained(str(builtin_path(BUILTIN_TEXT_ENCODERS["minilm-l6"])))
+        assert tokenizer.vocab_size == BertConfig().vocab_size, "MiniLM's vocabulary is not BERT-base's"
+        tokenizer.save_pretrained(bert)
+        BertModel(BertConfig()).save_pretrained(bert)
+    return hubert, bert
+
+
+class ModelCache:
+    """One PyTorch model per preset, built on first use (exports and the eager variant share it)."""
+
+    def __init__(self, sources: Sources):
+        self.sources = sources
+        self._models: dict = {}
+
+    def get(self, preset: str):
+        if preset not in self._models:
+            self._models[preset] = build_torch_model(preset, self.sources)
+        return self._models[preset]
+
+
+def build_torch_model(preset: str, sources: Sources):
+    import torch
+
+    from memocmt.config import preset as preset_config
+    from memocmt.model import MemoCMT, load_checkpoint
+
+    if preset == "edge":
+        return load_checkpoint(sources.checkpoint).eval()
+    hubert, bert = paper_encoder_dirs(sources.cache_dir)
+    torch.manual_seed(PAPER_SEED)
+    return MemoCMT(preset_config("paper", audio_encoder=str(hubert), text_encoder=str(bert))).eval()
+
+
+def bundle_dir(spec: VariantSpec, sources: Sources) -> Path:
+    record = source_record(spec, sources)
+    key = record.get("sha256", PAPER_KEY)[:12]
+    return sources.cache_dir / "bundles" / f"{spec.preset}-{key}-{spec.precision}"
+
+
+def ensure_bundle(spec: VariantSpec, sources: Sources, models: ModelCache) -> Path:
+    """The variant's bundle folder, exported (and verified) only when missing or stale."""
+    from memocmt.onnx_export import export_bundle
+    from memocmt.runtime import MANIFEST_NAME
+
+    out = bundle_dir(spec, sources)
+    record = source_record(spec, sources)
+    manifest = out / MANIFEST_NAME
+    if manifest.is_file():
+        stored = json.loads(manifest.read_text())
+        if stored.get("source") == record and stored.get("precision") == spec.precision:
+            return out
+    logger.info("Exporting %s bundle to %s", spec.name, out)
+    export_bundle(models.get(spec.preset), out, precision=spec.precision, source=record)
+    return out
+
+
+def folder_mb(path: Path) -> float:
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files) / 2**20
+
+
+def torch_disk_mb(model, checkpoint: Path | None) -> float:
+    """Checkpoint plus the encoder weight folders the eager model loads."""
+    from memocmt.encoders import BUILTIN_AUDIO_ENCODERS, BUILTIN_TEXT_ENCODERS, builtin_path
+
+    total = folder_mb(checkpoint) if checkpoint else 0.0
+    for name, builtins in ((model.config.audio_encoder, BUILTIN_AUDIO_ENCODERS), (model.config.text_encoder, BUILTIN_TEXT_ENCODERS)):
+        path = builtin_path(builtins[name]) if name in builtins else Path(name)
+        if path.is_dir():
+            total += folder_mb(path)
+    return total
+
+
+# ---------------------------------------------------------------------- runners
+
+
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
+
+
+class TorchRunner:
+    """PyTorch eager, stage by stage (the reference point)."""
+
+    def __init__(self, spec: VariantSpec, model):
+        self.spec, self.model, self.labels = spec, model, list(model.labels)
+
+    def run_stages(self, audios: list[np.ndarray], texts: list[str]) -> tuple[np.ndarray, dict[str, float]]:
+        import torch
+
+        m, t = self.model, {}
+        with torch.inference_mode():
+            start = time.perf_counter()
+            batch = m.prepare(audios if m.audio_encoder is not None else None, texts if m.text_encoder is not None else None)
+            t["features"] = _ms(start)
+            start = time.perf_counter()
+            audio = m.encode_audio(batch.audio_features, batch.audio_lengths) if m.audio_encoder is not None else (None, None)
+            t["audio_encoder"] = _ms(start)
+            start = time.perf_counter()
+            text = m.encode_text(batch.input_ids, batch.text_mask) if m.text_encoder is not None else (None, None)
+            t["text_encoder"] = _ms(start)
+            start = time.perf_counter()
+            logits = m.head(*audio, *text)
+            t["fusion"] = _ms(start)
+        return logits.float().numpy(), t
+
+    def predict_batch(self, audios, texts):
+        return self.model.predict_batch(audios, texts)
+
+
+class OrtRunner:
+    """An exported bundle on ONNX Runtime, through the same calls the live pipeline makes."""
+
+    def __init__(self, spec: VariantSpec, bundle):
+        self.spec, self.bundle, self.labels = spec, bundle, list(bundle.labels)
+
+    def run_stages(self, audios: list[np.ndarray], texts: list[str]) -> tuple[np.ndarray, dict[str, float]]:
+        b, t = self.bundle, {"features": 0.0, "audio_encoder": 0.0}
+        audio = b.encode_audio_batch(audios) if b.uses_audio else None
+        if audio is not None:
+            t.update(features=audio.timings_ms["features"], audio_encoder=audio.timings_ms["audio_encoder"])
+        start = time.perf_counter()
+        text = b.encode_text_batch(texts) if b.uses_text else None
+        t["text_encoder"] = _ms(start)
+        start = time.perf_counter()
+        logits = b.logits(audio, text)
+        t["fusion"] = _ms(start)
+        return logits, t
+
+    def predict_batch(self, audios, texts):
+        return self.bundle.predict_batch(audios, texts)
+
+
+def open_runner(spec: VariantSpec, sources: Sources, models: ModelCache, *, warm_up: bool = False):
+    """A loaded runner and its size on disk in MB."""
+    if spec.backend == "torch":
+        import torch
+
+        torch.set_num_threads(sources.threads)
+        model = models.get(spec.preset)
+        runner = TorchRunner(spec, model)
+        disk = torch_disk_mb(model, sources.checkpoint if spec.preset == "edge" else None)
+    else:
+        from memocmt.runtime import load_bundle
+
+        path = ensure_bundle(spec, sources, models)
+        runner = OrtRunner(spec, load_bundle(path, spec.device, sources.threads, warm_up=False))
+        disk = folder_mb(path)
+    if warm_up:
+        warm_up_runner(runner)
+    return runner, disk
+
+
+def warm_up_runner(runner, seconds: float = 1.0) -> float:
+    """Two calls on generated input (first-call allocations, lazy initialisation); returns ms of the first."""
+    rng = np.random.default_rng(0)
+    audio = (0.05 * rng.standard_normal(int(seconds * 16000))).astype(np.float32)
+    start = time.perf_counter()
+    runner.run_stages([audio], ["warm up the model"])
+    first = _ms(start)
+    runner.run_stages([audio], ["warm up the model"])
+    return first
