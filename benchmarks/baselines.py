@@ -1,0 +1,140 @@
+"""Speaker-independent floors for RAVDESS: linear probes and eGeMAPS, each + logistic regression.
+
+    python benchmarks/baselines.py --ravdess ../shared/data/ravdess-a01-a20 --out runs/baselines.json
+
+Same split as the shipped model: train actors 01-14, validation 15-16 (used only to pick the
+regularisation strength C), test 17-20. Features:
+
+* probe-all:  frozen Whisper tiny.en encoder, mean and std over time of every layer (3840-d);
+* probe-last: the same, last layer only (768-d);
+* egemaps:    openSMILE eGeMAPSv02 functionals (88-d), the standard hand-crafted set.
+
+Encoder states come from the training embedding cache, so this reuses what training computed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger("memocmt")
+
+C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+TEST_ACTORS, VAL_ACTORS = (17, 18, 19, 20), (15, 16)
+
+
+def probe_features(states, layers: str) -> np.ndarray:
+    """(L, T, D) states -> mean and std over time of every layer, or of the last one."""
+    x = states.float().numpy()
+    if layers == "last":
+        x = x[-1:]
+    return np.concatenate([x.mean(axis=1).reshape(-1), x.std(axis=1).reshape(-1)])
+
+
+def egemaps_features(paths: list[Path], cache_file: Path) -> np.ndarray:
+    """eGeMAPSv02 functionals per file, cached in an .npz keyed by path."""
+    import opensmile
+
+    from memocmt.audio import load_audio
+
+    cached = dict(np.load(cache_file, allow_pickle=False)) if cache_file.is_file() else {}
+    smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=opensmile.FeatureLevel.Functionals)
+    out = []
+    for path in paths:
+        key = str(path)
+        if key not in cached:
+            cached[key] = smile.process_signal(load_audio(path), 16000).to_numpy().reshape(-1).astype(np.float32)
+        out.append(cached[key])
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache_file, **cached)
+    return np.stack(out)
+
+
+def fit_and_score(x: np.ndarray, y: np.ndarray, split: np.ndarray, labels: list[str]) -> dict:
+    """Standardise, pick C on val UA, refit on train and score test."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from memocmt.metrics import classification_report
+
+    def fit(c, rows):
+        clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=3000, class_weight="balanced"))
+        return clf.fit(x[rows], y[rows])
+
+    train, val, test = (split == "train"), (split == "val"), (split == "test")
+    val_ua = {}
+    for c in C_GRID:
+        pred = fit(c, train).predict(x[val])
+        val_ua[c] = classification_report(y[val], pred, labels).ua
+    best_c = max(val_ua, key=val_ua.get)
+    clf = fit(best_c, train)
+    report = classification_report(y[test], clf.predict(x[test]), labels, clf.predict_proba(x[test]))
+    return {"C": best_c, "val_ua": val_ua[best_c], "test_ua": report.ua, "test_wa": report.wa,
+            "test_macro_f1": report.macro_f1, "dims": int(x.shape[1])}
+
+
+def run(ravdess: Path, classes: list[str], cache_dir: Path) -> dict:
+    from memocmt.corpora import build_ravdess
+    from memocmt.embed_cache import EmbeddingCache
+    from memocmt.model import MemoCMT
+
+    model = MemoCMT.from_preset("edge", modalities="audio")
+    cache = EmbeddingCache(cache_dir, model)
+    results: dict = {}
+    for c in classes:
+        manifest = build_ravdess(ravdess, classes=c, test_speakers=TEST_ACTORS, val_speakers=VAL_ACTORS)
+        paths = [u.audio for u in manifest]
+        y = np.asarray(manifest.targets())
+        split = np.asarray([u.split for u in manifest])
+        cache.fill_audio(paths)
+        states = [cache.audio(p) for p in paths]
+        features = {
+            "probe-all": np.stack([probe_features(s, "all") for s in states]),
+            "probe-last": np.stack([probe_features(s, "last") for s in states]),
+            "egemaps": egemaps_features(paths, cache_dir / "egemaps.npz"),
+        }
+        results[f"ravdess-{c}"] = {name: fit_and_score(x, y, split, list(manifest.labels)) for name, x in features.items()}
+        results[f"ravdess-{c}"]["counts"] = {s: int((split == s).sum()) for s in ("train", "val", "test")}
+    return results
+
+
+def markdown(results: dict) -> str:
+    lines = ["| task | features | dims | C | val UA | test UA | test WA |", "|---|---|---:|---:|---:|---:|---:|"]
+    for task, by_name in results.items():
+        for name, r in by_name.items():
+            if name != "counts":
+                lines.append(f"| {task} | {name} | {r['dims']} | {r['C']} | {r['val_ua']:.1%} | {r['test_ua']:.1%} | {r['test_wa']:.1%} |")
+    return "\n".join(lines)
+
+
+def cli(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Linear-probe and eGeMAPS baselines on RAVDESS (speaker-independent).")
+    parser.add_argument("--ravdess", required=True, help="RAVDESS root with Actor_XX folders")
+    parser.add_argument("--classes", nargs="+", choices=("4", "8"), default=["4", "8"], help="class sets to run")
+    parser.add_argument("--cache-dir", default=".cache/embeddings", help="embedding cache shared with training")
+    parser.add_argument("--out", default="runs/baselines.json", help="JSON output (a .md table is written next to it)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if not Path(args.ravdess).is_dir():
+        parser.error(f"--ravdess {args.ravdess} is not a directory.")
+    started = time.perf_counter()
+    results = run(Path(args.ravdess), args.classes, Path(args.cache_dir))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"results": results, "seconds": time.perf_counter() - started,
+                               "machine": platform.platform(), "split": "train 01-14, val 15-16, test 17-20"}, indent=2))
+    out.with_suffix(".md").write_text(markdown(results) + "\n")
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,123 @@
+"""Reproduce the shipped default model end to end: data, embeddings, training, evaluation.
+
+    python training/recipes/default_model.py --ravdess ../shared/data/ravdess-a01-a20 [--ship] [--ablations]
+
+1. manifests: RAVDESS actors 01-20 (train 01-14, val 15-16, test 17-20; 4 and 8 classes) and
+   the synthetic espeak-ng corpus (memocmt.synthetic, 100 utterances per class, seed 0);
+2. 4-class model: training/configs/edge-ravdess.yaml (frozen encoders, cached embeddings);
+3. 8-class variant: training/configs/edge-ravdess8.yaml;
+4. evaluation of each best-on-validation checkpoint on the unseen test actors and on the
+   synthetic test voices (memocmt.evaluate); with --ablations also audio-only and text-only heads;
+5. with --ship: copies the 4-class head to memocmt/models/edge-ravdess/ with metrics.json.
+
+Every stage's wall time goes to <work>/timings.json. Test actors are never used for selection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
+
+from memocmt.corpora import build_ravdess  # noqa: E402
+from memocmt.evaluate import evaluate_manifest, write_report  # noqa: E402
+from memocmt.manifest import read_manifest, write_manifest  # noqa: E402
+from memocmt.train import load_config, train  # noqa: E402
+
+TEST_ACTORS, VAL_ACTORS = (17, 18, 19, 20), (15, 16)
+SHIP_DIR = REPO / "memocmt" / "models" / "edge-ravdess"
+logger = logging.getLogger("memocmt")
+
+
+def make_data(ravdess: Path, data_dir: Path, synthetic_per_class: int) -> None:
+    from memocmt.synthetic import generate_synthetic_corpus
+
+    for classes in ("4", "8"):
+        manifest = build_ravdess(ravdess, classes=classes, test_speakers=TEST_ACTORS, val_speakers=VAL_ACTORS)
+        write_manifest(data_dir / f"ravdess{classes}.jsonl", manifest, relative=False)
+        logger.info("RAVDESS %s classes:\n%s", classes, manifest.summary())
+    if not (data_dir / "synthetic" / "manifest.jsonl").is_file():
+        generate_synthetic_corpus(data_dir / "synthetic", n_per_class=synthetic_per_class, seed=0)
+
+
+def evaluate_run(run_dir: Path, data_dir: Path, classes: str) -> dict:
+    """Best checkpoint scored on the RAVDESS test actors and the synthetic test voices."""
+    from memocmt.model import load_checkpoint
+
+    model = load_checkpoint(run_dir / "best.safetensors")
+    scores = {}
+    sets = {"ravdess": data_dir / f"ravdess{classes}.jsonl", "synthetic": data_dir / "synthetic" / "manifest.jsonl"}
+    for name, path in sets.items():
+        manifest = read_manifest(path).split("test")
+        result = evaluate_manifest(model, manifest, batch_size=16, progress=False)
+        write_report(result.report, run_dir / f"eval-{name}.json", title=f"{run_dir.name} on {name} test")
+        scores[name] = {"ua": result.report.ua, "wa": result.report.wa, "macro_f1": result.report.macro_f1,
+                        "n": result.report.n, "macro_auc": result.report.macro_auc}
+        logger.info("%s on %s test: UA %.2f%% WA %.2f%%", run_dir.name, name, 100 * result.report.ua, 100 * result.report.wa)
+    return scores
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Rebuild the shipped edge-ravdess model end to end.")
+    parser.add_argument("--ravdess", default=str(REPO.parent / "shared" / "data" / "ravdess-a01-a20"), help="RAVDESS root")
+    parser.add_argument("--work", default="runs/default-model", help="work folder (data, runs, timings)")
+    parser.add_argument("--synthetic-per-class", type=int, default=100, help="synthetic utterances per class")
+    parser.add_argument("--skip-8class", action="store_true", help="train only the 4-class model")
+    parser.add_argument("--ablations", action="store_true", help="also train audio-only and text-only 4-class heads")
+    parser.add_argument("--ship", action="store_true", help="copy the 4-class model into memocmt/models/edge-ravdess/")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="training config override applied to every run")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if not Path(args.ravdess).is_dir():
+        parser.error(f"--ravdess {args.ravdess} is not a directory.")
+    work = Path(args.work)
+    data_dir = work / "data"
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+
+    def timed(stage: str, fn, *a, **kw):
+        t = time.perf_counter()
+        out = fn(*a, **kw)
+        timings[stage] = round(time.perf_counter() - t, 1)
+        return out
+
+    timed("data", make_data, Path(args.ravdess), data_dir, args.synthetic_per_class)
+    runs = {"edge-ravdess4": ("training/configs/edge-ravdess.yaml", "4", [])}
+    if not args.skip_8class:
+        runs["edge-ravdess8"] = ("training/configs/edge-ravdess8.yaml", "8", [])
+    if args.ablations:
+        runs["edge-ravdess4-audio"] = ("training/configs/edge-ravdess.yaml", "4", ["model.modalities=audio", "run_name=edge-ravdess4-audio"])
+        runs["edge-ravdess4-text"] = ("training/configs/edge-ravdess.yaml", "4", ["model.modalities=text", "run_name=edge-ravdess4-text"])
+    results = {}
+    for name, (config_path, classes, extra) in runs.items():
+        config = load_config(REPO / config_path, [f"out_dir={work}", f"run_name={name}", *extra, *args.overrides])
+        run_dir = work / name
+        if run_dir.exists():
+            shutil.rmtree(run_dir)  # a fresh run; use memocmt-train --resume to continue one instead
+        timed(f"train {name}", train, config, run_dir, progress=False)
+        results[name] = timed(f"evaluate {name}", evaluate_run, run_dir, data_dir, classes)
+    timings["total"] = round(time.perf_counter() - started, 1)
+    summary = {"results": results, "timings_s": timings, "machine": platform.platform(),
+               "split": "RAVDESS train actors 01-14, val 15-16 (selection), test 17-20; synthetic split by voice and sentence"}
+    (work / "timings.json").write_text(json.dumps(summary, indent=2))
+    if args.ship:
+        SHIP_DIR.mkdir(parents=True, exist_ok=True)
+        shutil.copy(work / "edge-ravdess4" / "best.safetensors", SHIP_DIR / "model.safetensors")
+        (SHIP_DIR / "metrics.json").write_text(json.dumps(summary, indent=2))
+        if "edge-ravdess8" in runs:
+            shutil.copy(work / "edge-ravdess8" / "best.safetensors", work / "edge-ravdess8.safetensors")
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
