@@ -248,13 +248,17 @@ def markdown(result: dict) -> str:
                                                   ("features", "audio_encoder", "text_encoder", "fusion", "model", "end_to_end")) + " |")
         out += ["", f"Shared stages per utterance: VAD (webrtc) {trio(shared.get('vad', {}))} ms; ASR {trio(shared.get('asr', {}))} ms."]
     if result.get("vad"):
-        out += ["", "## VAD (ms of compute per second of audio)", "", "| backend | p50 | p95 | segments found | stream s |", "|---|---:|---:|---:|---:|"]
+        out += ["", "## VAD (ms of compute per second of audio)", "",
+                "The whole segmenter as the live pipeline runs it (30 ms blocks, framing, pre-roll, hangover), "
+                "over a stream of the test utterances with gaps and light noise.", "", "| backend | p50 | p95 | segments found | stream s |", "|---|---:|---:|---:|---:|"]
         for name, v in result["vad"].items():
             out.append(f"| {name} | {v['ms_per_audio_s']['p50']:.3f} | {v['ms_per_audio_s']['p95']:.3f} | {v['segments']} | {v['stream_s']:.0f} |")
     sc = result.get("scaling")
     if sc:
         names = list(sc["variants"])
         out += ["", "## Latency vs utterance length (ms, p50, batch 1)", "",
+                "Emotion model (features + encoders + fusion) on clips of joined test utterances; ASR for comparison "
+                "(Whisper pads every input to a 30 s window, so its cost barely grows with length).", "",
                 "| length s | " + " | ".join(names) + (" | ASR |" if sc.get("asr_ms_p50") else " |"),
                 "|---:|" + "---:|" * (len(names) + bool(sc.get("asr_ms_p50")))]
         for i, s in enumerate(sc["lengths_s"]):
