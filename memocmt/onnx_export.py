@@ -16,6 +16,7 @@ import datetime
 import json
 import logging
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +26,9 @@ from torch import nn
 
 from . import __version__
 from .audio import SAMPLE_RATE
-from .encoders import HFAudioEncoder
-from .model import MemoCMT, file_sha256, load_checkpoint
-from .runtime import BUNDLE_FORMAT, BUNDLE_VERSION, GRAPH_FILES, MANIFEST_NAME, TOKENIZER_FILE
+from .encoders import EncoderLoadError, HFAudioEncoder
+from .model import CheckpointError, MemoCMT, file_sha256, load_checkpoint
+from .runtime import BUNDLE_FORMAT, BUNDLE_VERSION, GRAPH_FILES, MANIFEST_NAME, TOKENIZER_FILE, graph_interface
 
 logger = logging.getLogger("memocmt")
 
@@ -94,9 +95,16 @@ class GraphSpec:
     stage: str  # "audio" | "text" | "fusion"
     module: nn.Module
     args: tuple
-    input_names: list[str]
-    output_names: list[str]
     dynamic_axes: dict[str, dict[int, str]]
+    modalities: str = "both"
+
+    @property
+    def input_names(self) -> list[str]:
+        return graph_interface(self.stage, self.modalities)[0]
+
+    @property
+    def output_names(self) -> list[str]:
+        return graph_interface(self.stage, self.modalities)[1]
 
 
 def _example_audio(model: MemoCMT) -> tuple[torch.Tensor, torch.Tensor, bool]:
@@ -125,8 +133,7 @@ def graph_specs(model: MemoCMT) -> list[GraphSpec]:
             features, lengths, _ = _example_audio(model)
             feature_axes = {0: "batch", 2: "mel_frames"} if features.dim() == 3 else {0: "batch", 1: "samples"}
             specs.append(GraphSpec(
-                "audio", _AudioGraph(model.audio_encoder), (features, lengths), ["features", "lengths"],
-                ["states", "out_lengths"],
+                "audio", _AudioGraph(model.audio_encoder), (features, lengths),
                 {"features": feature_axes, "lengths": {0: "batch"},
                  "states": {0: "batch", 2: "audio_frames"}, "out_lengths": {0: "batch"}},
             ))
@@ -135,24 +142,22 @@ def graph_specs(model: MemoCMT) -> list[GraphSpec]:
             ids, mask = model.text_encoder.tokenize(["a short example", "a longer example sentence for tracing"],
                                                     EXAMPLE_TOKENS)
             specs.append(GraphSpec(
-                "text", _TextGraph(model.text_encoder), (ids, mask), ["input_ids", "attention_mask"], ["states"],
+                "text", _TextGraph(model.text_encoder), (ids, mask),
                 {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
                  "states": {0: "batch", 2: "tokens"}},
             ))
             text_states, text_lengths = model.text_encoder(ids, mask), mask.sum(dim=1)
     batch = audio_states.shape[0] if audio_states is not None else text_states.shape[0]
-    args, names, axes = [], [], {}
+    args, axes = [], {}
     if audio_states is not None:
         args += [audio_states[:batch], audio_lengths[:batch]]
-        names += ["audio_states", "audio_lengths"]
         axes.update(audio_states={0: "batch", 2: "audio_frames"}, audio_lengths={0: "batch"})
     if text_states is not None:
         args += [text_states[:batch], text_lengths[:batch]]
-        names += ["text_states", "text_lengths"]
         axes.update(text_states={0: "batch", 2: "tokens"}, text_lengths={0: "batch"})
     axes.update(logits={0: "batch"}, probabilities={0: "batch"})
-    specs.append(GraphSpec("fusion", _FusionGraph(model.head, model.config.modalities), tuple(args), names,
-                           ["logits", "probabilities"], axes))
+    modalities = model.config.modalities
+    specs.append(GraphSpec("fusion", _FusionGraph(model.head, modalities), tuple(args), axes, modalities))
     return specs
 
 
@@ -416,6 +421,14 @@ def cli(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        return _run_cli(parser, args)
+    except (ExportError, CheckpointError, EncoderLoadError, FileNotFoundError) as e:
+        print(f"memocmt-export: error: {e}", file=sys.stderr)
+        return 1
+
+
+def _run_cli(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from .runtime import default_bundle_path, shipped_checkpoint
 
     if args.preset:

@@ -18,8 +18,8 @@ import torch
 
 from .audio import SAMPLE_RATE, load_audio
 from .model import MemoCMT
-from .onnx_export import IR_VERSION_FOR_OPSET, ExportValidationError, graph_specs
-from .runtime import GRAPH_FILES, Bundle, load_bundle, read_bundle_manifest
+from .onnx_export import IR_VERSION_FOR_OPSET, ExportValidationError
+from .runtime import GRAPH_FILES, Bundle, graph_interface, load_bundle, read_bundle_manifest
 
 logger = logging.getLogger("memocmt")
 
@@ -72,8 +72,8 @@ def verification_set(audio_dir: str | Path | None = None) -> list[Utterance]:
     if items:
         items.append(Utterance("short crop", items[0].audio[: int(0.6 * SAMPLE_RATE)], EXTRA_TEXTS[1]))
         items.append(Utterance("mid crop", items[-2].audio[: int(1.5 * SAMPLE_RATE)], EXTRA_TEXTS[0]))
-        items.append(Utterance("long join", np.concatenate([items[1 % len(items)].audio, items[-2].audio]),
-                               EXTRA_TEXTS[2]))
+        joined = np.concatenate([u.audio for u in items[: len(files)]][:3])
+        items.append(Utterance("long join", joined, EXTRA_TEXTS[2]))
     else:
         for seed, seconds in enumerate((0.6, 1.7, 3.0, 5.3)):
             items.append(Utterance(f"generated {seconds} s", _generated(seconds, seed), EXTRA_TEXTS[(seed % 3)]))
@@ -116,14 +116,16 @@ def check_graph_files(folder: Path) -> None:
 
 
 def _check_interfaces(bundle: Bundle, model: MemoCMT) -> None:
-    for spec in graph_specs(model):
-        session = bundle.sessions[spec.stage]
-        inputs = [i.name for i in session.get_inputs()]
-        outputs = [o.name for o in session.get_outputs()]
-        if inputs != spec.input_names or outputs != spec.output_names:
+    """Each graph the model needs is present, with the input and output names the runtime feeds."""
+    stages = [s for s, enc in (("audio", model.audio_encoder), ("text", model.text_encoder)) if enc is not None]
+    if sorted(bundle.sessions) != sorted([*stages, "fusion"]):
+        raise ExportValidationError(f"The bundle has graphs {sorted(bundle.sessions)}; expected {[*stages, 'fusion']}.")
+    for stage, session in bundle.sessions.items():
+        expected = graph_interface(stage, model.config.modalities)
+        found = ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
+        if found != expected:
             raise ExportValidationError(
-                f"The {spec.stage} graph has inputs {inputs} and outputs {outputs}; "
-                f"expected {spec.input_names} and {spec.output_names}."
+                f"The {stage} graph has inputs {found[0]} and outputs {found[1]}; expected {expected[0]} and {expected[1]}."
             )
 
 

@@ -40,6 +40,20 @@ TOKENIZER_FILE = "tokenizer.json"
 WARMUP_AUDIO_S = 1.0
 
 
+def graph_interface(stage: str, modalities: str) -> tuple[list[str], list[str]]:
+    """Input and output names of one graph: the contract between the exporter and this runtime."""
+    if stage == "audio":
+        return ["features", "lengths"], ["states", "out_lengths"]
+    if stage == "text":
+        return ["input_ids", "attention_mask"], ["states"]
+    inputs = []
+    if modalities in ("both", "audio"):
+        inputs += ["audio_states", "audio_lengths"]
+    if modalities in ("both", "text"):
+        inputs += ["text_states", "text_lengths"]
+    return inputs, ["logits", "probabilities"]
+
+
 class BundleError(ValueError):
     """A bundle folder that is missing, tampered with, or from another format version."""
 
@@ -135,8 +149,9 @@ class Bundle:
 
     # ------------------------------------------------------------------ graph calls
 
-    def _run(self, stage: str, feeds: dict, outputs: list[str], keep_on_device: bool) -> list:
-        """Run one graph; on CUDA via IOBinding so states can stay on the GPU between graphs."""
+    def _run(self, stage: str, feeds: dict, outputs: list[str], keep_states: bool) -> list:
+        """Run one graph. On CUDA, IOBinding keeps "states" outputs on the GPU (as OrtValues) for
+        the next graph when `keep_states`; every other output comes back as a NumPy array."""
         session = self.sessions[stage]
         if self.device != "cuda":
             return session.run(outputs, feeds)
@@ -146,11 +161,11 @@ class Bundle:
                 binding.bind_cpu_input(name, value)
             else:
                 binding.bind_ortvalue_input(name, value)
-        for name in outputs:
-            binding.bind_output(name, "cuda" if keep_on_device else "cpu")
+        on_device = [keep_states and name == "states" for name in outputs]
+        for name, device in zip(outputs, on_device):
+            binding.bind_output(name, "cuda" if device else "cpu")
         session.run_with_iobinding(binding)
-        values = binding.get_outputs()
-        return values if keep_on_device else [v.numpy() for v in values]
+        return [v if device else v.numpy() for v, device in zip(binding.get_outputs(), on_device)]
 
     # ------------------------------------------------------------------ stages
 
@@ -166,20 +181,18 @@ class Bundle:
         feats = [extract_features(self._check_audio(a, i), self.feature_spec) for i, a in enumerate(audios)]
         features_ms = _ms_since(start)
         start = time.perf_counter()
-        names = [o["name"] for o in self.manifest["graphs"]["audio"]["outputs"]]
+        names = graph_interface("audio", self.modalities)[1]
         if info["batchable"] or len(feats) == 1:
             padded, lengths = pad_batch(feats)
-            states, out_lengths = self._run("audio", {"features": padded, "lengths": lengths}, names, keep_on_device=True)
+            states, out_lengths = self._run("audio", {"features": padded, "lengths": lengths}, names, keep_states=True)
         else:  # group-normed front ends see padding: encode item by item, then pad the states
             parts = []
             for x in feats:
                 padded, lengths = pad_batch([x])
-                s, n = self._run("audio", {"features": padded, "lengths": lengths}, names, keep_on_device=False)
+                s, n = self._run("audio", {"features": padded, "lengths": lengths}, names, keep_states=False)
                 parts.append((s, n))
             states = _pad_states([s for s, _ in parts])
             out_lengths = np.concatenate([n for _, n in parts])
-        if not isinstance(out_lengths, np.ndarray):
-            out_lengths = out_lengths.numpy()
         return AudioEncoding(states, out_lengths.astype(np.int64), {"features": features_ms, "audio_encoder": _ms_since(start)})
 
     def _check_audio(self, audio: np.ndarray, index: int) -> np.ndarray:
@@ -209,7 +222,7 @@ class Bundle:
             raise ValueError(f"This bundle is a {self.modalities}-only model; it has no text encoder.")
         start = time.perf_counter()
         ids, mask = self.tokenize(texts)
-        (states,) = self._run("text", {"input_ids": ids, "attention_mask": mask}, ["states"], keep_on_device=True)
+        (states,) = self._run("text", {"input_ids": ids, "attention_mask": mask}, ["states"], keep_states=True)
         return TextEncoding(states, mask.sum(axis=1).astype(np.int64), {"text_encoder": _ms_since(start)})
 
     def logits(self, audio: AudioEncoding | None, text: TextEncoding | None) -> np.ndarray:
@@ -223,7 +236,7 @@ class Bundle:
             if text is None:
                 raise ValueError("This model uses text; pass the text encoding.")
             feeds.update(text_states=text.states, text_lengths=text.lengths)
-        (logits,) = self._run("fusion", feeds, ["logits"], keep_on_device=False)
+        (logits,) = self._run("fusion", feeds, ["logits"], keep_states=False)
         return logits
 
     def classify(self, audio: AudioEncoding | None, text: TextEncoding | None) -> Prediction:

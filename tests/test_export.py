@@ -132,6 +132,18 @@ def test_int8_export_reports_agreement(tiny, tmp_path):
     assert result.manifest["precision"] == "int8"
     assert 0.0 <= result.manifest["parity"]["class_agreement"] <= 1.0
     assert "tolerance_logits" not in result.manifest["parity"]
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(result.path / "text_encoder.onnx")).graph.node}
+    assert "MatMulInteger" in ops and "ConvInteger" not in ops
+
+
+def test_optimized_graphs_keep_fp32_parity_and_quantize(tiny, tmp_path):
+    fp32 = export_bundle(tiny, tmp_path / "opt", optimize=True)
+    assert fp32.manifest["optimized"] is True and fp32.manifest["ir_version"] == 8
+    assert fp32.manifest["parity"]["max_abs_diff_logits"] <= 1e-4
+    int8 = export_bundle(tiny, tmp_path / "opt-int8", optimize=True, precision="int8")
+    assert int8.manifest["parity"]["max_abs_diff_logits"] < 0.5
 
 
 def test_wrong_graph_output_raises_and_leaves_no_bundle(tiny, tmp_path, monkeypatch):
