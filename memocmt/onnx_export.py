@@ -220,9 +220,11 @@ def convert_fp16(path: Path) -> None:
     """Half-precision weights and compute for CUDA, float32 inputs and outputs kept."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
 
-    model = convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
-    onnx.save(model, str(path))
+    model = OnnxModel(convert_float_to_float16(onnx.load(str(path)), keep_io_types=True))
+    model.topological_sort()  # the converter appends its input casts at the end of the node list
+    onnx.save(model.model, str(path))
 
 
 # ---------------------------------------------------------------------- bundle

@@ -219,3 +219,16 @@ def test_edge_preset_fp32_and_int8(tmp_path):
     assert int8.manifest["parity"]["max_abs_diff_logits"] < 0.2  # untrained head: logits nearly tied, classes flip
     size = {b: sum(p.stat().st_size for p in r.path.glob("*.onnx")) for b, r in (("fp32", fp32), ("int8", int8))}
     assert size["int8"] < 0.7 * size["fp32"]
+
+
+def test_fp16_export_is_sorted_and_verified(tiny, tmp_path):
+    import onnx
+
+    result = export_bundle(tiny, tmp_path / "fp16", precision="fp16")
+    parity = result.manifest["parity"]
+    assert result.manifest["precision"] == "fp16" and parity["device"] in ("cpu", "cuda")
+    assert parity["max_abs_diff_logits"] < 1e-2
+    model = onnx.load(str(result.path / "text_encoder.onnx"))
+    onnx.checker.check_model(model)
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.INT64
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # fp32 I/O kept
