@@ -29,7 +29,7 @@ TEXT = "I really cannot believe you did that to me again after everything"  # 12
 UTTERANCE_S = 3.0
 
 
-def machine_info() -> dict:
+def machine_info(threads: int | None) -> dict:
     import onnxruntime
     import torch
     import transformers
@@ -41,7 +41,7 @@ def machine_info() -> dict:
     return {
         "cpu": model, "logical_cores": os.cpu_count(), "physical_cores": physical_cores(),
         "python": platform.python_version(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-        "ort_threads": default_threads(),
+        "ort_threads": threads or default_threads(),
         "onnxruntime": onnxruntime.__version__, "transformers": transformers.__version__, "numpy": np.__version__,
     }
 
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
     from memocmt.model import MemoCMT
 
     audio, text = utterance()
-    report = {"machine": machine_info(), "utterance_s": UTTERANCE_S, "text_words": len(text.split()),
+    report = {"machine": machine_info(args.threads), "utterance_s": UTTERANCE_S, "text_words": len(text.split()),
               "rounds": args.rounds, "batch": 1, "threads_requested": args.threads}
     with tempfile.TemporaryDirectory(prefix="memocmt-bench-") as tmp:
         root = Path(tmp)

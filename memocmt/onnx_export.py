@@ -289,17 +289,19 @@ def _manifest(model: MemoCMT, staging: Path, precision: str, optimize: bool, ops
     return manifest
 
 
-def write_manifest(staging: Path, manifest: dict) -> None:
-    """Hash every other file in the folder into the manifest and write it."""
-    manifest["files"] = {p.name: file_sha256(p) for p in sorted(staging.iterdir())
-                         if p.is_file() and p.name != MANIFEST_NAME}
-    (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+def file_hashes(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file in the bundle folder except the manifest that records them."""
+    return {p.name: file_sha256(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST_NAME}
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 @dataclass
 class ExportResult:
-    path: Path
-    manifest: dict
+    path: Path  # the verified bundle folder
+    manifest: dict  # what its manifest.json holds, parity figures included
 
 
 def export_bundle(
@@ -345,6 +347,7 @@ def export_bundle(
         if model.text_encoder is not None:
             _save_tokenizer(model, staging)
         manifest = _manifest(model, staging, precision, optimize, opset, source or {})
+        manifest["files"] = file_hashes(staging)
         write_manifest(staging, manifest)
         manifest["parity"] = verify_bundle(model, staging, precision, verify_audio, eval_manifest, eval_limit)
         write_manifest(staging, manifest)
