@@ -64,8 +64,10 @@ class TrainConfig:
     grad_clip: float = 0.0  # max gradient norm; 0 disables clipping
     feature_noise: float = 0.0  # training only: Gaussian noise on cached audio states, in units of their std
     frame_drop: float = 0.0  # training only: fraction of cached audio frames dropped at random
+    crop_frames: int = 0  # training only: random crop of cached audio states to this many frames (0 = whole)
     device: str = "auto"  # auto | cpu | cuda
     num_workers: int = 0  # DataLoader workers
+    threads: int = 0  # CPU threads for PyTorch; 0 keeps its default (1 is fastest on a busy shared machine)
     on_bad_file: str = "stop"  # skip (count and list) | stop (before training starts)
     allow_speaker_overlap: bool = False  # the paper's random splits put speakers in train and test
     cache_dir: str = ".cache/embeddings"  # embedding cache for frozen encoders
@@ -159,14 +161,19 @@ def pad_states(states: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class CachedDataset(torch.utils.data.Dataset):
-    def __init__(self, split, augment: tuple[float, float] = (0.0, 0.0)):
-        self.split, self.noise, self.drop = split, *augment
+    """Cached states; with augmentation (noise, frame drop, crop length) for training."""
+
+    def __init__(self, split, augment: tuple[float, float, int] = (0.0, 0.0, 0)):
+        self.split, self.noise, self.drop, self.crop = split, *augment
 
     def __len__(self) -> int:
         return len(self.split)
 
     def __getitem__(self, i: int):
         audio, text = self.split.audio[i], self.split.text[i]
+        if audio is not None and self.crop and audio.shape[1] > self.crop:
+            start = int(torch.randint(0, audio.shape[1] - self.crop + 1, ()))
+            audio = audio[:, start : start + self.crop]
         if audio is not None and (self.noise or self.drop):
             audio = audio.float()
             if self.drop and audio.shape[1] > 4:
@@ -294,6 +301,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
 
     manifest, problems = load_training_manifest(config)
     labels = list(manifest.labels)
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
     seed_everything(config.seed)
     model = MemoCMT(preset(config.preset, labels=labels, **config.model)).to(device)
     frozen = model.config.freeze_audio and model.config.freeze_text
@@ -315,7 +324,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
             if not len(e):
                 raise ManifestError(f"The {name} split has no usable utterances left after skipping bad files.")
         module: nn.Module = model.head
-        datasets = {name: CachedDataset(e, (config.feature_noise, config.frame_drop) if name == "train" else (0.0, 0.0))
+        datasets = {name: CachedDataset(e, (config.feature_noise, config.frame_drop, config.crop_frames) if name == "train" else (0.0, 0.0, 0))
                     for name, e in embedded.items()}
         collate = collate_cached
         train_targets = embedded["train"].targets
