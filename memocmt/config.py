@@ -19,6 +19,7 @@ class MemoCMTConfig:
     dropout: float = 0.1
     pooling: str = "mean"  # cls | mean | max | min
     layer_mix: bool = False  # learn a softmax-weighted sum of encoder layers instead of the last one
+    residual: bool = False  # add each branch's queries back before its LayerNorm (the paper's branch has none)
     freeze_audio: bool = True  # the paper keeps both encoders frozen
     freeze_text: bool = True
     max_text_tokens: int = 128
@@ -63,6 +64,7 @@ PRESETS: dict[str, MemoCMTConfig] = {
         head_dims=[128],
         pooling="mean",
         layer_mix=True,
+        residual=True,
     ),
 }
 

@@ -66,17 +66,26 @@ class CrossAttention(nn.Module):
 
 
 class FusionBranch(nn.Module):
-    """Attention, then linear projection, LayerNorm and dropout."""
+    """Attention, then linear projection, LayerNorm and dropout.
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float):
+    With `residual`, the queries are added back before the LayerNorm (a post-LN transformer
+    sub-layer), so each branch keeps its own modality's frames as well as what it read from
+    the other one; without it the branch is exactly the paper's attention -> linear -> norm.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float, residual: bool = False):
         super().__init__()
+        self.residual = residual
         self.attn = CrossAttention(d_model, n_heads, dropout)
         self.proj = nn.Linear(d_model, d_model)
         self.norm = nn.LayerNorm(d_model)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, key_valid: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.norm(self.proj(self.attn(query, key, key_valid))))
+        y = self.proj(self.attn(query, key, key_valid))
+        if self.residual:
+            y = y + query
+        return self.drop(self.norm(y))
 
 
 def masked_pool(x: torch.Tensor, valid: torch.Tensor, mode: str) -> torch.Tensor:
@@ -114,6 +123,7 @@ class FusionHead(nn.Module):
         pooling: str = "mean",
         modalities: str = "both",
         layer_mix: bool = False,
+        residual: bool = False,
     ):
         super().__init__()
         if pooling not in POOLINGS:
@@ -127,11 +137,11 @@ class FusionHead(nn.Module):
         if self.use_audio:
             self.audio_mix = LayerMix(audio_layers, layer_mix)
             self.audio_in = nn.Linear(audio_dim, d_model) if audio_dim != d_model else nn.Identity()
-            self.audio_branch = FusionBranch(d_model, n_heads, dropout)  # audio queries
+            self.audio_branch = FusionBranch(d_model, n_heads, dropout, residual)  # audio queries
         if self.use_text:
             self.text_mix = LayerMix(text_layers, layer_mix)
             self.text_in = nn.Linear(text_dim, d_model) if text_dim != d_model else nn.Identity()
-            self.text_branch = FusionBranch(d_model, n_heads, dropout)  # text queries
+            self.text_branch = FusionBranch(d_model, n_heads, dropout, residual)  # text queries
         layers: list[nn.Module] = []
         width = d_model
         for hidden in head_dims:

@@ -185,6 +185,7 @@ def build_head(config: MemoCMTConfig) -> FusionHead:
         pooling=config.pooling,
         modalities=config.modalities,
         layer_mix=config.layer_mix,
+        residual=config.residual,
     )
 
 

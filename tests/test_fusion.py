@@ -4,11 +4,11 @@ import torch
 from memocmt.fusion import MODALITIES, POOLINGS, FusionHead, masked_pool
 
 
-def make_head(pooling="mean", modalities="both", layer_mix=True):
+def make_head(pooling="mean", modalities="both", layer_mix=True, residual=False):
     torch.manual_seed(0)
     return FusionHead(audio_dim=24, text_dim=16, audio_layers=3, text_layers=2, d_model=32, n_heads=4,
                       n_classes=4, head_dims=(16,), dropout=0.1, pooling=pooling, modalities=modalities,
-                      layer_mix=layer_mix).eval()
+                      layer_mix=layer_mix, residual=residual).eval()
 
 
 def random_items(n=3, seed=0):
@@ -29,10 +29,11 @@ def pad(tensors):
     return out, torch.tensor([t.shape[1] for t in tensors])
 
 
+@pytest.mark.parametrize("residual", [False, True])
 @pytest.mark.parametrize("modalities", MODALITIES)
 @pytest.mark.parametrize("pooling", POOLINGS)
-def test_padded_batch_equals_items_one_by_one(pooling, modalities):
-    head = make_head(pooling, modalities)
+def test_padded_batch_equals_items_one_by_one(pooling, modalities, residual):
+    head = make_head(pooling, modalities, residual=residual)
     items = random_items()
     audio, a_len = pad([a for a, _ in items])
     text, t_len = pad([t for _, t in items])
@@ -91,3 +92,17 @@ def test_bad_options_are_refused():
         make_head(pooling="avg")
     with pytest.raises(ValueError, match="modalities"):
         make_head(modalities="video")
+
+
+def test_residual_branch_keeps_the_queries():
+    """Without the residual, a branch whose keys are all identical outputs the same row for every
+    query; with it, each query's own frame still shows through."""
+    plain, residual = make_head(residual=False), make_head(residual=True)
+    query = torch.randn(1, 5, 32)
+    key = torch.ones(1, 3, 32)
+    valid = torch.ones(1, 3, dtype=torch.bool)
+    with torch.no_grad():
+        out_plain = plain.audio_branch(query, key, valid)
+        out_res = residual.audio_branch(query, key, valid)
+    assert torch.allclose(out_plain[0, 0], out_plain[0, 1], atol=1e-5)
+    assert not torch.allclose(out_res[0, 0], out_res[0, 1], atol=1e-3)
