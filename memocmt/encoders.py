@@ -119,6 +119,10 @@ class HFAudioEncoder(AudioEncoder):
         self.name = name
         self.model = model
         cfg = model.config
+        if getattr(cfg, "layerdrop", 0.0):
+            # LayerDrop skips whole layers while training, so the stack of hidden states would
+            # change size from step to step; the fusion head needs every layer every time.
+            cfg.layerdrop = 0.0
         self.feature_spec = FeatureSpec("waveform", normalize=normalize)
         self.hidden_size = cfg.hidden_size
         self.num_layers = cfg.num_hidden_layers + 1

@@ -23,7 +23,7 @@ WORDS = ["i", "am", "so", "happy", "sad", "angry", "calm", "you", "the", "door"]
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """A tiny random HuBERT + BERT MemoCMT saved as a checkpoint (stands in for the shipped edge model)."""
-    from tests.test_export import build_tiny_model
+    from tests.tiny_models import build_tiny_model
 
     from memocmt.model import save_checkpoint
 

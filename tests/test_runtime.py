@@ -35,7 +35,7 @@ def _speech(seconds: float, seed: int) -> np.ndarray:
 def exported(tmp_path_factory):
     """A tiny HuBERT + BERT model and its verified bundle (built with PyTorch, served without)."""
     pytest.importorskip("torch")
-    from tests.test_export import build_tiny_model
+    from tests.tiny_models import build_tiny_model
 
     from memocmt.onnx_export import export_bundle
 

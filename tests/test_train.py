@@ -10,31 +10,19 @@ import pytest
 import soundfile as sf
 import torch
 
+from tests.tiny_models import save_tiny_bert, save_tiny_hubert
+
 from memocmt.manifest import Manifest, ManifestError, Utterance, write_manifest
 from memocmt.train import TrainConfig, cli, load_config, train
 
-VOCAB = "[PAD] [UNK] [CLS] [SEP] [MASK] i am so very happy sad angry calm glad upset the door is open".split()
 TONE_HZ = {"neutral": 220.0, "angry": 880.0}
 WORDS = {"neutral": "the door is open", "angry": "i am so angry"}
 SPLIT_OF = {"s1": "train", "s2": "train", "s3": "train", "s4": "val", "s5": "test"}
 
 
 def save_tiny_encoders(root: Path) -> tuple[Path, Path]:
-    """A 2-layer 32-d HuBERT and BERT with random weights, saved like hub models, plus a word-piece vocab."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast, HubertConfig, HubertModel
-
-    torch.manual_seed(0)
-    audio_dir, text_dir = root / "hubert", root / "bert"
-    HubertModel(HubertConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48, conv_dim=(16, 16),
-        conv_stride=(5, 4), conv_kernel=(10, 8), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, layerdrop=0.0,
-    )).save_pretrained(audio_dir)
-    text_dir.mkdir(parents=True)
-    (text_dir / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
-    BertTokenizerFast(vocab_file=str(text_dir / "vocab.txt")).save_pretrained(text_dir)
-    BertModel(BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=48, max_position_embeddings=32)).save_pretrained(text_dir)
-    return audio_dir, text_dir
+    """A 2-layer 32-d HuBERT and BERT with random weights, saved like hub models."""
+    return save_tiny_hubert(root / "hubert"), save_tiny_bert(root / "bert")
 
 
 def write_tone_corpus(root: Path, per_class: int = 3) -> Path:
