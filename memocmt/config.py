@@ -55,14 +55,16 @@ PRESETS: dict[str, MemoCMTConfig] = {
         pooling="min",
         layer_mix=False,
     ),
-    # Offline default: Whisper tiny.en encoder + MiniLM-L6, both shipped in PyPI wheels.
+    # Offline default: Whisper tiny.en encoder + MiniLM-L6, both shipped in PyPI wheels; the head
+    # sizes are the ones chosen on RAVDESS validation actors for the shipped model.
     "edge": MemoCMTConfig(
         audio_encoder="whisper-tiny.en",
         text_encoder="minilm-l6",
-        d_model=384,
+        d_model=128,
         n_heads=8,
         head_dims=[128],
-        pooling="mean",
+        dropout=0.2,
+        pooling="max",
         layer_mix=True,
         residual=True,
     ),
