@@ -204,15 +204,33 @@ def optimize_graph(path: Path) -> None:
     out.replace(path)
 
 
+def weight_matmuls(path: Path) -> list[str]:
+    """Names of the MatMul nodes whose second input is a stored weight (not an activation)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    weights = {init.name for init in graph.initializer}
+    weights |= {out for node in graph.node if node.op_type == "Constant" for out in node.output}
+    return [node.name for node in graph.node if node.op_type == "MatMul" and node.input[1] in weights]
+
+
 def quantize_int8(path: Path, optimized: bool) -> None:
-    """Dynamic int8 quantization of MatMul weights only (quantized Conv made HuBERT slower)."""
+    """Dynamic int8 quantization of weight MatMuls only, per output channel.
+
+    Measured: quantizing Conv made HuBERT slower; quantizing the activation x activation
+    MatMuls of attention (scores and context) moved 3% of the shipped model's RAVDESS test
+    predictions, while weight-only MatMuls keep the speed-up.
+    """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    nodes = weight_matmuls(path)
+    if not nodes:
+        return
     out = path.with_suffix(".int8.onnx")
     extra = {"DefaultTensorType": onnx.TensorProto.FLOAT} if optimized else {}
-    quantize_dynamic(str(path), str(out), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8,
-                     extra_options=extra)
+    quantize_dynamic(str(path), str(out), op_types_to_quantize=["MatMul"], nodes_to_quantize=nodes,
+                     weight_type=QuantType.QInt8, per_channel=True, extra_options=extra)
     out.replace(path)
 
 
