@@ -85,7 +85,7 @@ def test_unmapped_labels_are_refused(capsys, checkpoint, tmp_path):
 
 @pytest.mark.slow
 def test_shipped_model_on_held_out_ravdess_actors(tmp_path):
-    """The shipped 4-class model is above chance (25%) on actors it never saw (17-20)."""
+    """The shipped 4-class model beats the eGeMAPS floor (58.8% UA) on actors it never saw (17-20)."""
     if not RAVDESS_DIR.is_dir():
         pytest.skip(f"real RAVDESS speech not found at {RAVDESS_DIR}")
     from memocmt.corpora import build_ravdess
@@ -101,6 +101,6 @@ def test_shipped_model_on_held_out_ravdess_actors(tmp_path):
     assert model.labels == ["neutral", "happy", "sad", "angry"]
     result = evaluate_manifest(model, manifest, batch_size=16, progress=False)
     assert result.report.n == len(manifest) > 100
-    assert result.report.ua > 0.35, result.report.ua  # chance is 0.25; see MODEL_CARD.md for the measured figure
+    assert result.report.ua > 0.588, result.report.ua  # measured 63.2%; see MODEL_CARD.md
     assert not result.skipped
     assert np.isfinite(result.report.macro_auc) and result.report.macro_auc > 0.65
