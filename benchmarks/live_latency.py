@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -35,26 +32,6 @@ SENTENCES = [
 ]
 
 
-def machine_info() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = {}
-    for pkg in ("numpy", "onnxruntime", "onnxruntime-gpu", "faster-whisper", "ctranslate2", "webrtcvad-wheels",
-                "silero-vad", "sounddevice", "soxr", "soundfile"):
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "versions": versions}
-
-
 def espeak(text: str) -> np.ndarray:
     from memocmt.audio import load_audio
 
@@ -62,18 +39,6 @@ def espeak(text: str) -> np.ndarray:
         wav = Path(tmp) / "s.wav"
         subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(wav), text], check=True, capture_output=True)
         return load_audio(wav)
-
-
-def peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def rss_mb() -> float:
-    import psutil
-
-    return psutil.Process().memory_info().rss / 2**20
 
 
 def build(args, path: Path, realtime: bool):
@@ -102,6 +67,9 @@ def median_ms(fn, repeats: int) -> float:
 
 
 def main() -> None:
+    from benchmarks.machine import machine_info
+    from benchmarks.worker import peak_rss_mb, rss_mb
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--utterances", type=int, default=12, help="utterances to play (default: 12)")
     p.add_argument("--gap-s", type=float, default=1.5, help="silence between utterances (default: 1.5)")

@@ -201,7 +201,7 @@ def markdown(result: dict) -> str:
         f"- Machine: {describe(m)}.",
         f"- Load average (1/5/15 min) at start {m.get('load_average_start')}, at end {m.get('load_average_end')}"
         " (other jobs shared this machine when these exceed the core count: figures are noisier then).",
-        f"- Versions: " + ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items()) + f"; ORT providers: {', '.join(m.get('ort_providers', []))}.",
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items()) + f"; ORT providers: {', '.join(m.get('ort_providers', []))}.",
         f"- Edge checkpoint: `{Path(src.get('checkpoint') or '-').name}` (SHA-256 {str(src.get('checkpoint_sha256', '-'))[:12]}), "
         f"{src.get('threads')} CPU threads for PyTorch and ONNX Runtime.",
         f"- Data: {result.get('split')}. Latency on {result.get('latency', {}).get('utterances', 0)} utterances of "

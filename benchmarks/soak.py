@@ -53,7 +53,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed for gaps and noise")
     args = p.parse_args()
 
-    from live_latency import machine_info, peak_rss_mb, rss_mb
+    from benchmarks.machine import machine_info
+    from benchmarks.worker import peak_rss_mb, rss_mb
     from memocmt.live.asr import AsrConfig, Transcriber
     from memocmt.live.capture import Capture, FileSource
     from memocmt.live.pipeline import Pipeline, PipelineConfig, load_emotion_model

@@ -163,8 +163,6 @@ def graph_specs(model: MemoCMT) -> list[GraphSpec]:
 
 def export_graph(spec: GraphSpec, path: Path, opset: int) -> Path:
     """Trace one graph to ONNX (legacy exporter: opset and IR stay loadable by older runtimes)."""
-    import onnx
-
     try:
         with torch.inference_mode(False), torch.no_grad():
             torch.onnx.export(

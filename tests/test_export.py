@@ -15,7 +15,6 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from memocmt.config import MemoCMTConfig  # noqa: E402
 from memocmt.model import MemoCMT, file_sha256  # noqa: E402
 from memocmt.onnx_export import ExportError, ExportValidationError, _FusionGraph, export_bundle  # noqa: E402
 from memocmt.runtime import BUNDLE_FORMAT, BUNDLE_VERSION  # noqa: E402

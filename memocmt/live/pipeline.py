@@ -24,7 +24,7 @@ import numpy as np
 
 from memocmt.audio import SAMPLE_RATE
 from memocmt.live.asr import Transcript
-from memocmt.live.capture import AudioBlock, Capture, EndOfStream
+from memocmt.live.capture import Capture, EndOfStream
 from memocmt.live.errors import LiveError
 from memocmt.live.summary import SessionSummary, SummaryBuilder, UtteranceResult
 from memocmt.live.vad import Segment, Segmenter
