@@ -99,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         runs["edge-ravdess4-text"] = ("training/configs/edge-ravdess.yaml", "4", ["model.modalities=text", "run_name=edge-ravdess4-text"])
     results = {}
     for name, (config_path, classes, extra) in runs.items():
-        config = load_config(REPO / config_path, [f"out_dir={work}", f"run_name={name}", *extra, *args.overrides])
+        manifests = f"[{data_dir / f'ravdess{classes}.jsonl'}, {data_dir / 'synthetic' / 'manifest.jsonl'}]"
+        config = load_config(REPO / config_path, [f"out_dir={work}", f"run_name={name}", f"manifests={manifests}",
+                                                  *extra, *args.overrides])
         run_dir = work / name
         if run_dir.exists():
             shutil.rmtree(run_dir)  # a fresh run; use memocmt-train --resume to continue one instead
