@@ -27,34 +27,33 @@ def _log_axis(ax, which: str) -> None:
 
 
 def latency_vs_accuracy(result: dict, path: Path, dataset: str = "ravdess") -> Path:
-    """One point per variant: median emotion-model latency against UA; untrained variants at the bottom."""
+    """One point per variant: median emotion-model latency against UA; untrained variants as latency lines."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     stages = result.get("latency", {}).get("variants", {})
     accuracy = result.get("accuracy", {})
-    untrained_y = 0.0
     for name, info in result["variants"].items():
         if name not in stages:
             continue
         x = stages[name]["model"]["p50"]
         ua = accuracy.get(name, {}).get(dataset, {}).get("ua")
         marker = MARKERS.get(info["backend"], "^")
-        if ua is None:
-            ax.scatter([x], [untrained_y], marker="x", color="grey")
-            ax.annotate(f"{name}\n(untrained: accuracy n/a)", (x, untrained_y), fontsize=7, xytext=(4, 4),
-                        textcoords="offset points", color="grey")
+        if ua is None:  # speed only: a vertical line at its latency
+            ax.axvline(x, linestyle=":", linewidth=0.8, color="grey")
+            ax.text(x, 3, f" {name} (untrained: speed only)", rotation=90, fontsize=7, color="grey", va="bottom")
         else:
             ax.scatter([x], [ua * 100], marker=marker, s=50)
             ax.annotate(name, (x, ua * 100), fontsize=8, xytext=(4, 4), textcoords="offset points")
     for name, f in (result.get("floors") or {}).items():
         if isinstance(f, dict) and "ua" in f:
             ax.axhline(f["ua"] * 100, linestyle="--", linewidth=0.8, color="tab:red" if name == "egemaps" else "tab:grey")
-            ax.text(ax.get_xlim()[0], f["ua"] * 100, f" floor: {name}", fontsize=7, va="bottom")
+            ax.text(0.99, f["ua"] * 100, f"floor: {name}", fontsize=7, va="bottom", ha="right", transform=ax.get_yaxis_transform())
     n_classes = 4
     ax.axhline(100 / n_classes, linestyle=":", linewidth=0.8, color="black")
     _log_axis(ax, "x")
     ax.set_xlabel("emotion model latency per utterance, p50 (ms; features + encoders + fusion, batch 1)")
     ax.set_ylabel(f"UA on {dataset} test (%)")
+    ax.set_ylim(0, 100)
     ax.set_title("Latency vs accuracy (dotted: chance)")
     ax.grid(True, which="both", linewidth=0.3)
     fig.tight_layout()
