@@ -50,7 +50,8 @@ def build(args, path: Path, realtime: bool):
     vad = VadConfig(backend=args.vad, hangover_ms=args.hangover_ms, speculate_ms=args.speculate_ms)
     transcriber = Transcriber(AsrConfig(model=args.asr_model, device=args.asr_device))
     transcriber.warm_up()
-    emotion = load_emotion_model(args.model, None if args.emotion_device == "auto" else args.emotion_device) if args.model else None
+    emotion = load_emotion_model(args.model, None if args.emotion_device == "auto" else args.emotion_device,
+                                 args.emotion_threads or None) if args.model else None
     pipeline = Pipeline(Capture(FileSource(path, realtime=realtime)), Segmenter(make_classifier(vad), vad),
                         transcriber, emotion, PipelineConfig(live=realtime))
     return pipeline, transcriber, emotion
@@ -80,6 +81,7 @@ def main() -> None:
     p.add_argument("--asr-device", choices=["auto", "cpu", "cuda"], default="auto", help="ASR device (default: auto)")
     p.add_argument("--model", help="emotion bundle directory (default: none, ASR only)")
     p.add_argument("--emotion-device", choices=["auto", "cpu", "cuda"], default="auto", help="emotion device (default: auto)")
+    p.add_argument("--emotion-threads", type=int, default=0, help="emotion model CPU threads (default 0: the runtime's default)")
     p.add_argument("--repeats", type=int, default=5, help="repeats for the compute timings (default: 5)")
     args = p.parse_args()
 

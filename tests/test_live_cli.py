@@ -109,3 +109,19 @@ def test_stdin_pcm_at_8k(speech_wav):
     assert result.returncode == 0, result.stderr.decode()
     assert out.lower().count("good morning") == 2
     assert "utterances: 2" in out
+
+
+def test_file_with_an_exported_emotion_bundle(speech_wav, tmp_path):
+    """The real runtime path: a bundle exported from a (tiny) model classifies each utterance."""
+    pytest.importorskip("torch")
+    from memocmt.onnx_export import export_bundle
+    from tests.tiny_models import build_tiny_model
+
+    bundle = export_bundle(build_tiny_model(tmp_path / "models"), tmp_path / "bundle").path
+    result = live("--input", str(speech_wav), "--fast", "--model", str(bundle), "--emotion-threads", "1", "--jsonl", "-")
+    assert result.returncode == 0, result.stderr.decode()
+    records = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    assert len(records) == 2
+    for r in records:
+        assert r["label"] in r["probabilities"] and abs(sum(r["probabilities"].values()) - 1) < 1e-4
+        assert r["timings_ms"]["emotion"] > 0

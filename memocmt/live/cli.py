@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     emo.add_argument("--model", metavar="PATH", help="exported MemoCMT bundle directory (default: the runtime's default bundle)")
     emo.add_argument("--no-emotion", action="store_true", help="transcripts only, no emotion model")
     emo.add_argument("--emotion-device", choices=["auto", "cpu", "cuda"], default="auto", help="ONNX Runtime device for the emotion model (default: auto)")
+    emo.add_argument("--emotion-threads", type=int, default=0,
+                     help="CPU threads for the emotion model (default 0: one per physical core, at most 4)")
 
     out = p.add_argument_group("output")
     out.add_argument("--jsonl", metavar="PATH", help="append one JSON object per utterance to PATH ('-': stdout; the view then goes to stderr)")
@@ -160,7 +162,7 @@ def _run(args) -> int:
     emotion = None
     if not args.no_emotion:
         device = None if args.emotion_device == "auto" else args.emotion_device
-        emotion = load_emotion_model(args.model, device)
+        emotion = load_emotion_model(args.model, device, args.emotion_threads or None)
     transcriber.warm_up()
 
     pipeline = Pipeline(Capture(source), segmenter, transcriber, emotion,

@@ -72,9 +72,10 @@ class BundleEmotionModel:
         return self.bundle.classify(audio_features, text_features)
 
 
-def load_emotion_model(path: str | None, device: str | None = None) -> BundleEmotionModel:
+def load_emotion_model(path: str | None, device: str | None = None, threads: int | None = None) -> BundleEmotionModel:
     """Load an exported bundle on "cpu", "cuda" or automatically (None); without a path, the
-    runtime's default bundle. Every failure becomes one LiveError sentence."""
+    runtime's default bundle. `threads` caps ONNX Runtime's CPU threads (None: the runtime's
+    default). Every failure becomes one LiveError sentence."""
     try:
         from memocmt import runtime
     except ImportError as e:
@@ -83,11 +84,11 @@ def load_emotion_model(path: str | None, device: str | None = None) -> BundleEmo
         raise LiveError(f"The emotion runtime needs the {e.name} package; pip install 'memocmt-live[cpu]'.") from e
     try:
         if path is None:
-            bundle = runtime.ensure_default_bundle(device)
+            bundle = runtime.ensure_default_bundle(device, threads)
         else:
             if not Path(path).exists():
                 raise LiveError(f"Emotion model bundle not found: {path}")
-            bundle = runtime.load_bundle(path, device)
+            bundle = runtime.load_bundle(path, device, threads)
     except LiveError:
         raise
     except Exception as e:  # a bad bundle can fail in many libraries; say which bundle and why
