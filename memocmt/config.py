@@ -20,6 +20,7 @@ class MemoCMTConfig:
     pooling: str = "mean"  # cls | mean | max | min
     layer_mix: bool = False  # learn a softmax-weighted sum of encoder layers instead of the last one
     residual: bool = False  # add each branch's queries back before its LayerNorm (the paper's branch has none)
+    audio_layer_concat: bool = False  # feed all audio encoder layers side by side (LayerNorm + linear) instead of a mix
     freeze_audio: bool = True  # the paper keeps both encoders frozen
     freeze_text: bool = True
     max_text_tokens: int = 128

@@ -39,6 +39,14 @@ class LayerMix(nn.Module):
         return torch.einsum("bltd,l->btd", states, w)
 
 
+class LayerConcat(nn.Module):
+    """All layers side by side per frame: (B, L, T, D) -> (B, T, L * D)."""
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        b, n_layers, t, d = states.shape
+        return states.permute(0, 2, 1, 3).reshape(b, t, n_layers * d)
+
+
 class CrossAttention(nn.Module):
     """Multi-head attention of queries over keys/values with a key padding mask."""
 
@@ -124,6 +132,7 @@ class FusionHead(nn.Module):
         modalities: str = "both",
         layer_mix: bool = False,
         residual: bool = False,
+        audio_layer_concat: bool = False,
     ):
         super().__init__()
         if pooling not in POOLINGS:
@@ -135,8 +144,12 @@ class FusionHead(nn.Module):
         self.use_audio = modalities in ("both", "audio")
         self.use_text = modalities in ("both", "text")
         if self.use_audio:
-            self.audio_mix = LayerMix(audio_layers, layer_mix)
-            self.audio_in = nn.Linear(audio_dim, d_model) if audio_dim != d_model else nn.Identity()
+            if audio_layer_concat:  # every layer's features, normalised, projected to d_model
+                self.audio_mix = LayerConcat()
+                self.audio_in = nn.Sequential(nn.LayerNorm(audio_layers * audio_dim), nn.Linear(audio_layers * audio_dim, d_model))
+            else:
+                self.audio_mix = LayerMix(audio_layers, layer_mix)
+                self.audio_in = nn.Linear(audio_dim, d_model) if audio_dim != d_model else nn.Identity()
             self.audio_branch = FusionBranch(d_model, n_heads, dropout, residual)  # audio queries
         if self.use_text:
             self.text_mix = LayerMix(text_layers, layer_mix)

@@ -186,6 +186,7 @@ def build_head(config: MemoCMTConfig) -> FusionHead:
         modalities=config.modalities,
         layer_mix=config.layer_mix,
         residual=config.residual,
+        audio_layer_concat=config.audio_layer_concat,
     )
 
 

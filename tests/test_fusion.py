@@ -4,11 +4,11 @@ import torch
 from memocmt.fusion import MODALITIES, POOLINGS, FusionHead, masked_pool
 
 
-def make_head(pooling="mean", modalities="both", layer_mix=True, residual=False):
+def make_head(pooling="mean", modalities="both", layer_mix=True, residual=False, concat=False):
     torch.manual_seed(0)
     return FusionHead(audio_dim=24, text_dim=16, audio_layers=3, text_layers=2, d_model=32, n_heads=4,
                       n_classes=4, head_dims=(16,), dropout=0.1, pooling=pooling, modalities=modalities,
-                      layer_mix=layer_mix, residual=residual).eval()
+                      layer_mix=layer_mix, residual=residual, audio_layer_concat=concat).eval()
 
 
 def random_items(n=3, seed=0):
@@ -29,11 +29,11 @@ def pad(tensors):
     return out, torch.tensor([t.shape[1] for t in tensors])
 
 
-@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("residual, concat", [(False, False), (True, False), (True, True)])
 @pytest.mark.parametrize("modalities", MODALITIES)
 @pytest.mark.parametrize("pooling", POOLINGS)
-def test_padded_batch_equals_items_one_by_one(pooling, modalities, residual):
-    head = make_head(pooling, modalities, residual=residual)
+def test_padded_batch_equals_items_one_by_one(pooling, modalities, residual, concat):
+    head = make_head(pooling, modalities, residual=residual, concat=concat)
     items = random_items()
     audio, a_len = pad([a for a, _ in items])
     text, t_len = pad([t for _, t in items])
@@ -106,3 +106,11 @@ def test_residual_branch_keeps_the_queries():
         out_res = residual.audio_branch(query, key, valid)
     assert torch.allclose(out_plain[0, 0], out_plain[0, 1], atol=1e-5)
     assert not torch.allclose(out_res[0, 0], out_res[0, 1], atol=1e-3)
+
+
+def test_layer_concat_keeps_every_layer_of_each_frame():
+    head = make_head(concat=True)
+    states = torch.arange(2 * 3 * 4 * 24, dtype=torch.float32).view(2, 3, 4, 24)
+    out = head.audio_mix(states)
+    assert out.shape == (2, 4, 72)
+    assert torch.equal(out[1, 2, 24:48], states[1, 1, 2])
