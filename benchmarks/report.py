@@ -99,9 +99,9 @@ def run_benchmark(profile: Profile, sources: Sources, eval_sets: dict, *, accura
                     "machine": machine_info(), "profile": asdict(profile), "sources": sources.to_dict(),
                     "reference": REFERENCE, "split": accuracy.SPLIT_NOTE, "variants": {}}
     if sources.checkpoint:
-        from memocmt.model import file_sha256
+        from memocmt.runtime import sha256_file
 
-        result["sources"]["checkpoint_sha256"] = file_sha256(sources.checkpoint)
+        result["sources"]["checkpoint_sha256"] = sha256_file(sources.checkpoint)
     models, runners = ModelCache(sources), {}
     for name in profile.variants:
         spec = VARIANTS[name]

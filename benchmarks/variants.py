@@ -95,10 +95,10 @@ def unavailable_reason(spec: VariantSpec, sources: Sources) -> str | None:
 
 def source_record(spec: VariantSpec, sources: Sources) -> dict:
     """What a bundle's manifest must record as its source for the bundle to be reused."""
-    from memocmt.model import file_sha256
+    from memocmt.runtime import sha256_file
 
     if spec.preset == "edge":
-        return {"checkpoint": sources.checkpoint.name, "sha256": file_sha256(sources.checkpoint)}
+        return {"checkpoint": sources.checkpoint.name, "sha256": sha256_file(sources.checkpoint)}
     return {"preset": "paper", "weights": PAPER_KEY}
 
 

@@ -75,6 +75,21 @@ def _hub_error(kind: str, name: str, builtins: dict, error: Exception) -> Encode
     )
 
 
+def _check_architecture(kind: str, name: str, source: str, allowed: tuple[str, ...],
+                        builtins: dict[str, BuiltinModel], alternatives: str = "") -> None:
+    """Read a transformers config and refuse architectures this encoder kind cannot use."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as e:
+        raise _hub_error(kind, name, builtins, e) from e
+    if config.model_type not in allowed:
+        raise EncoderLoadError(
+            f"{name!r} is a {config.model_type!r} model; {kind} encoders must be one of {', '.join(allowed)}{alternatives}."
+        )
+
+
 # --------------------------------------------------------------------------- audio
 
 
@@ -167,17 +182,10 @@ def load_audio_encoder(name: str) -> AudioEncoder:
     path = Path(source)
     if path.is_dir() and _is_ctranslate2_whisper(path):
         return WhisperEncoderAdapter(name, path)
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoModel
 
-    try:
-        config = AutoConfig.from_pretrained(source)
-    except (OSError, ValueError) as e:
-        raise _hub_error("audio", name, BUILTIN_AUDIO_ENCODERS, e) from e
-    if config.model_type not in HF_AUDIO_TYPES:
-        raise EncoderLoadError(
-            f"{name!r} is a {config.model_type!r} model; audio encoders must be one of {', '.join(HF_AUDIO_TYPES)} "
-            "or a faster-whisper (CTranslate2) Whisper directory."
-        )
+    _check_architecture("audio", name, source, HF_AUDIO_TYPES, BUILTIN_AUDIO_ENCODERS,
+                        " or a faster-whisper (CTranslate2) Whisper directory")
     normalize = _hf_do_normalize(source)
     try:
         model = AutoModel.from_pretrained(source)
@@ -230,16 +238,9 @@ class TextEncoder(nn.Module):
 def load_text_encoder(name: str) -> TextEncoder:
     """A text encoder by built-in name, local directory or hub id (see BUILTIN_TEXT_ENCODERS)."""
     source = _resolve(name, BUILTIN_TEXT_ENCODERS)
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers import AutoModel, AutoTokenizer
 
-    try:
-        config = AutoConfig.from_pretrained(source)
-    except (OSError, ValueError) as e:
-        raise _hub_error("text", name, BUILTIN_TEXT_ENCODERS, e) from e
-    if config.model_type not in HF_TEXT_TYPES:
-        raise EncoderLoadError(
-            f"{name!r} is a {config.model_type!r} model; text encoders must be one of {', '.join(HF_TEXT_TYPES)}."
-        )
+    _check_architecture("text", name, source, HF_TEXT_TYPES, BUILTIN_TEXT_ENCODERS)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         # Eager attention keeps the graph exportable and lets ONNX Runtime fuse it.

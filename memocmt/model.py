@@ -10,7 +10,6 @@ encoders' only when they were fine-tuned). Loading never executes code.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -254,10 +253,3 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         )
     return model.to(map_location).eval()
 
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

