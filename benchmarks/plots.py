@@ -16,6 +16,15 @@ def _pyplot():
     return plt
 
 
+def _finish(plt, fig, ax, path: Path) -> Path:
+    """Grid, tight layout, write the PNG and free the figure."""
+    ax.grid(True, which="both", linewidth=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def _log_axis(ax, which: str) -> None:
     """Log scale with plain numbers (1, 2, 5, not 2x10^0) on the "x" or "y" axis."""
     from matplotlib.ticker import NullFormatter, ScalarFormatter
@@ -55,11 +64,7 @@ def latency_vs_accuracy(result: dict, path: Path, dataset: str = "ravdess") -> P
     ax.set_ylabel(f"UA on {dataset} test (%)")
     ax.set_ylim(0, 100)
     ax.set_title("Latency vs accuracy (dotted: chance)")
-    ax.grid(True, which="both", linewidth=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, ax, path)
 
 
 def latency_vs_length(result: dict, path: Path) -> Path:
@@ -80,12 +85,8 @@ def latency_vs_length(result: dict, path: Path) -> Path:
     ax.set_xlabel("utterance length (s)")
     ax.set_ylabel("time per utterance, p50 (ms)")
     ax.set_title("Latency vs utterance length (batch 1)")
-    ax.grid(True, which="both", linewidth=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, ax, path)
 
 
 def throughput_vs_batch(result: dict, path: Path) -> Path:
@@ -101,12 +102,8 @@ def throughput_vs_batch(result: dict, path: Path) -> Path:
     ax.set_xlabel("batch size")
     ax.set_ylabel("utterances per second (median)")
     ax.set_title("Batch throughput over a folder of utterances")
-    ax.grid(True, which="both", linewidth=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, ax, path)
 
 
 def write_plots(result: dict, out: Path) -> list[Path]:
