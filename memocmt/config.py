@@ -17,7 +17,7 @@ class MemoCMTConfig:
     n_heads: int = 8  # attention heads per branch
     head_dims: list[int] = field(default_factory=lambda: [128])  # MLP hidden sizes before the classifier
     dropout: float = 0.1
-    pooling: str = "mean"  # cls | mean | max | min
+    pooling: str = "mean"  # cls | mean | max | min; a "+stats" suffix adds per-layer mean+std of the audio states
     layer_mix: bool = False  # learn a softmax-weighted sum of encoder layers instead of the last one
     residual: bool = False  # add each branch's queries back before its LayerNorm (the paper's branch has none)
     audio_layer_concat: bool = False  # feed all audio encoder layers side by side (LayerNorm + linear) instead of a mix

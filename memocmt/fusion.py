@@ -5,6 +5,11 @@ branch is projected, layer-normed and dropped out; the two sequences are concate
 (text first, so position 0 is the text [CLS] query), pooled over valid positions, and
 classified by an MLP with LeakyReLU. With one modality the same branch runs as
 self-attention over that modality: the paper's text-only and audio-only ablations.
+
+A pooling mode with a `+stats` suffix (`max+stats`, ...) also pools the audio encoder states
+directly: the mean and standard deviation over valid frames of every layer, batch-normalised
+and projected to d_model, are concatenated to the pooled fused vector before the classifier
+(x-vector-style statistics pooling; what a linear probe on frozen features uses).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 POOLINGS = ("cls", "mean", "max", "min")
+STATS_SUFFIX = "+stats"  # e.g. "max+stats": also mean+std statistics of every audio layer
 MODALITIES = ("both", "audio", "text")
 
 
@@ -110,6 +116,37 @@ def masked_pool(x: torch.Tensor, valid: torch.Tensor, mode: str) -> torch.Tensor
     raise ValueError(f"Unknown pooling {mode!r}; choose one of {', '.join(POOLINGS)}.")
 
 
+def split_pooling(pooling: str) -> tuple[str, bool]:
+    """'max+stats' -> ('max', True); 'max' -> ('max', False); unknown modes raise ValueError."""
+    base, stats = (pooling[: -len(STATS_SUFFIX)], True) if pooling.endswith(STATS_SUFFIX) else (pooling, False)
+    if base not in POOLINGS:
+        choices = ", ".join([*POOLINGS, *(p + STATS_SUFFIX for p in POOLINGS)])
+        raise ValueError(f"Unknown pooling {pooling!r}; choose one of {choices}.")
+    return base, stats
+
+
+class AudioStats(nn.Module):
+    """(B, L, T, D) states and lengths -> (B, d_model): per-layer mean and std over valid frames."""
+
+    def __init__(self, n_layers: int, dim: int, d_model: int, dropout: float):
+        super().__init__()
+        self.norm = nn.BatchNorm1d(2 * n_layers * dim)
+        self.drop = nn.Dropout(dropout)
+        self.proj = nn.Linear(2 * n_layers * dim, d_model)
+
+    def forward(self, states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        m = lengths_to_mask(lengths, states.shape[2])[:, None, :, None].to(states.dtype)  # (B, 1, T, 1)
+        n = m.sum(dim=2).clamp(min=1)
+        mean = (states * m).sum(dim=2) / n  # (B, L, D)
+        var = (((states - mean[:, :, None]) * m) ** 2).sum(dim=2) / n
+        std = torch.sqrt(var + 1e-5)
+        stats = torch.cat([mean, std], dim=1).flatten(1)  # (B, 2 * L * D)
+        bn = self.norm  # a training batch of one (a last short batch) is normalised with the running statistics
+        stats = F.batch_norm(stats, bn.running_mean, bn.running_var, bn.weight, bn.bias,
+                             training=self.training and stats.shape[0] > 1, momentum=bn.momentum, eps=bn.eps)
+        return F.leaky_relu(self.proj(self.drop(stats)))
+
+
 class FusionHead(nn.Module):
     """Stacked encoder states of both modalities -> class logits (B, n_classes).
 
@@ -135,8 +172,7 @@ class FusionHead(nn.Module):
         audio_layer_concat: bool = False,
     ):
         super().__init__()
-        if pooling not in POOLINGS:
-            raise ValueError(f"Unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}.")
+        pooling, audio_stats = split_pooling(pooling)
         if modalities not in MODALITIES:
             raise ValueError(f"Unknown modalities {modalities!r}; choose one of {', '.join(MODALITIES)}.")
         self.pooling = pooling
@@ -151,12 +187,13 @@ class FusionHead(nn.Module):
                 self.audio_mix = LayerMix(audio_layers, layer_mix)
                 self.audio_in = nn.Linear(audio_dim, d_model) if audio_dim != d_model else nn.Identity()
             self.audio_branch = FusionBranch(d_model, n_heads, dropout, residual)  # audio queries
+        self.audio_stats = AudioStats(audio_layers, audio_dim, d_model, dropout) if audio_stats and self.use_audio else None
         if self.use_text:
             self.text_mix = LayerMix(text_layers, layer_mix)
             self.text_in = nn.Linear(text_dim, d_model) if text_dim != d_model else nn.Identity()
             self.text_branch = FusionBranch(d_model, n_heads, dropout, residual)  # text queries
         layers: list[nn.Module] = []
-        width = d_model
+        width = 2 * d_model if self.audio_stats is not None else d_model
         for hidden in head_dims:
             layers += [nn.Linear(width, hidden), nn.LeakyReLU(), nn.Dropout(dropout)]
             width = hidden
@@ -188,4 +225,6 @@ class FusionHead(nn.Module):
             parts, valids = [self.audio_branch(audio, audio, audio_valid)], [audio_valid]
         fused = torch.cat(parts, dim=1)
         pooled = masked_pool(fused, torch.cat(valids, dim=1), self.pooling)
+        if self.audio_stats is not None:
+            pooled = torch.cat([pooled, self.audio_stats(audio_states, audio_lengths)], dim=-1)
         return self.classifier(pooled)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from memocmt.fusion import MODALITIES, POOLINGS, FusionHead, masked_pool
+from memocmt.fusion import MODALITIES, POOLINGS, FusionHead, masked_pool, split_pooling
 
 
 def make_head(pooling="mean", modalities="both", layer_mix=True, residual=False, concat=False):
@@ -31,7 +31,7 @@ def pad(tensors):
 
 @pytest.mark.parametrize("residual, concat", [(False, False), (True, False), (True, True)])
 @pytest.mark.parametrize("modalities", MODALITIES)
-@pytest.mark.parametrize("pooling", POOLINGS)
+@pytest.mark.parametrize("pooling", [*POOLINGS, "max+stats", "mean+stats"])
 def test_padded_batch_equals_items_one_by_one(pooling, modalities, residual, concat):
     head = make_head(pooling, modalities, residual=residual, concat=concat)
     items = random_items()
@@ -114,3 +114,52 @@ def test_layer_concat_keeps_every_layer_of_each_frame():
     out = head.audio_mix(states)
     assert out.shape == (2, 4, 72)
     assert torch.equal(out[1, 2, 24:48], states[1, 1, 2])
+
+
+def test_stats_pooling_adds_per_layer_mean_and_std_of_the_valid_frames():
+    assert split_pooling("max+stats") == ("max", True) and split_pooling("cls") == ("cls", False)
+    with pytest.raises(ValueError, match="max\\+stats"):
+        make_head(pooling="median+stats")
+    head = make_head(pooling="max+stats")
+    assert make_head(pooling="max").audio_stats is None and head.classifier[0].in_features == 2 * 32
+    assert make_head(pooling="max+stats", modalities="text").audio_stats is None  # no audio, no audio statistics
+    norm = head.audio_stats.norm
+    norm.running_mean.zero_()
+    norm.running_var.fill_(1.0)
+    seen = []
+    head.audio_stats.proj.register_forward_hook(lambda m, inputs, out: seen.append(inputs[0]))
+    states = torch.randn(1, 3, 6, 24)
+    padded = torch.cat([states, torch.full((1, 3, 2, 24), 50.0)], dim=2)  # padding must not count
+    with torch.no_grad():
+        head.audio_stats(padded, torch.tensor([6]))
+    stats = seen[0].view(2, 3, 24) * (1 + norm.eps) ** 0.5  # undo the (unit) batch norm
+    torch.testing.assert_close(stats[0], states[0].mean(dim=1), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(stats[1], states[0].std(dim=1, unbiased=False), atol=1e-3, rtol=1e-3)
+
+
+def test_stats_head_trains_on_a_batch_of_one():
+    head = make_head(pooling="max+stats").train()
+    (a, t), = random_items(1)
+    logits = head(a[None], torch.tensor([a.shape[1]]), t[None], torch.tensor([t.shape[1]]))
+    logits.sum().backward()
+    assert head.audio_stats.proj.weight.grad is not None
+
+
+def test_stats_head_exports_to_onnx_with_dynamic_batch_and_lengths(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    head = make_head(pooling="max+stats")
+    items = random_items(3)
+    audio, a_len = pad([a for a, _ in items])
+    text, t_len = pad([t for _, t in items])
+    path = tmp_path / "head.onnx"
+    torch.onnx.export(head, (audio[:2], a_len[:2], text[:2], t_len[:2]), str(path), opset_version=17, dynamo=False,
+                      input_names=["audio", "audio_lengths", "text", "text_lengths"], output_names=["logits"],
+                      dynamic_axes={"audio": {0: "b", 2: "ta"}, "audio_lengths": {0: "b"}, "text": {0: "b", 2: "tt"},
+                                    "text_lengths": {0: "b"}, "logits": {0: "b"}})
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"audio": audio.numpy(), "audio_lengths": a_len.numpy(), "text": text.numpy(),
+                             "text_lengths": t_len.numpy()})[0]
+    with torch.no_grad():
+        want = head(audio, a_len, text, t_len).numpy()
+    assert got.shape == (3, 4)
+    assert abs(got - want).max() < 1e-4
