@@ -10,6 +10,11 @@ A run folder holds `train_config.yaml`, `metrics.jsonl` (one line per epoch), `b
 what `--resume RUN_DIR` needs to continue exactly where an interrupted run stopped) and the
 test-split report of the best model.
 
+`memocmt-train --config ... --cv-folds 4` chooses the number of epochs (and, with `cv_candidates`
+in the config, one of a few config variants) by speaker-disjoint cross-validation over the train
+and val speakers instead of by the val split alone, then retrains on all of them for that many
+epochs (memocmt.train.train_with_cv); the CV table goes to `cv.json` and `cv.md` in the run folder.
+
 Several GPUs: `torchrun --nproc_per_node=4 -m memocmt.train --config ...` runs
 DistributedDataParallel (WORLD_SIZE > 1 in the environment); rank 0 writes the run folder.
 """
@@ -73,6 +78,11 @@ class TrainConfig:
     cache_dir: str = ".cache/embeddings"  # embedding cache for frozen encoders
     out_dir: str = "runs"  # run folders are created here
     run_name: str = ""  # default: <config name>-<timestamp>
+    stop_epoch: int = 0  # stop after this epoch of the `epochs`-long schedule (0 = run all `epochs`)
+    train_on_val: bool = False  # train on train + val and keep the last epoch (no val selection; set after CV)
+    cv_folds: int = 0  # speaker-disjoint cross-validation folds over the train + val speakers (0 = no CV)
+    cv_corpora: list[str] = field(default_factory=list)  # corpora whose speakers are folded and scored; [] = all
+    cv_candidates: dict = field(default_factory=dict)  # name -> config overrides compared by CV with the config itself
 
     def validate(self) -> "TrainConfig":
         for name, value, choices in (("optimizer", self.optimizer, OPTIMIZERS), ("scheduler", self.scheduler, SCHEDULERS),
@@ -83,6 +93,13 @@ class TrainConfig:
             raise ValueError("The training config names no manifests; set `manifests: [path.jsonl, ...]`.")
         if self.batch_size < 1 or self.epochs < 1 or self.lr <= 0:
             raise ValueError("batch_size and epochs must be at least 1 and lr positive.")
+        if not 0 <= self.stop_epoch <= self.epochs:
+            raise ValueError(f"stop_epoch {self.stop_epoch} must be between 0 and epochs ({self.epochs}).")
+        if self.cv_folds == 1 or self.cv_folds < 0:
+            raise ValueError("cv_folds must be 0 (no cross-validation) or at least 2.")
+        for name, overrides in self.cv_candidates.items():
+            if name == "base" or not isinstance(overrides, dict):
+                raise ValueError(f"cv_candidates[{name!r}] must be a mapping of config overrides (and not named 'base').")
         return self
 
     @classmethod
@@ -106,6 +123,14 @@ def _to_bool(value) -> bool:
     if text not in ("true", "false", "1", "0", "yes", "no"):
         raise ValueError(text)
     return text in ("true", "1", "yes")
+
+
+def merge_config(base: dict, changes: dict) -> dict:
+    """`base` with `changes` applied; nested mappings (`model`) are merged key by key."""
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = merge_config(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> TrainConfig:
@@ -264,6 +289,51 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def make_optimizer(config: TrainConfig, params: list) -> tuple[torch.optim.Optimizer, object]:
+    """The config's optimizer and LR scheduler (the schedule spans `epochs`, even with `stop_epoch`)."""
+    opt_cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
+    optimizer = opt_cls(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.scheduler == "step":
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
+    elif config.scheduler == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    else:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    return optimizer, scheduler
+
+
+def epoch_sampler(dataset, seed: int, epoch: int) -> torch.utils.data.Sampler:
+    """The order depends on (seed, epoch) only, so a resumed run sees the same batches."""
+    return torch.utils.data.RandomSampler(dataset, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+
+
+def class_weight(targets, n_classes: int, device) -> torch.Tensor:
+    counts = np.bincount(targets, minlength=n_classes).astype(np.float64)
+    return torch.tensor(len(targets) / (n_classes * np.maximum(counts, 1)), dtype=torch.float32, device=device)
+
+
+def train_epoch(trained: nn.Module, loader, loss_fn, optimizer, params: list, grad_clip: float, device,
+                bar=None) -> tuple[float, float]:
+    """One pass over `loader`; (mean loss, accuracy) on the training batches."""
+    trained.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    for inputs, y in bar if bar is not None else loader:
+        y = y.to(device)
+        logits = trained(*to_device(inputs, device))
+        loss = loss_fn(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip > 0:
+            nn.utils.clip_grad_norm_(params, grad_clip)
+        optimizer.step()
+        total_loss += loss.item() * len(y)
+        correct += int((logits.argmax(-1) == y).sum())
+        seen += len(y)
+        if bar is not None:
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+    return total_loss / seen, correct / seen
+
+
 @dataclass
 class EpochRecord:
     """One line of metrics.jsonl."""
@@ -271,8 +341,8 @@ class EpochRecord:
     epoch: int
     train_loss: float
     train_accuracy: float
-    val_ua: float
-    val_wa: float
+    val_ua: float | None  # None when training on train + val (train_on_val)
+    val_wa: float | None
     lr: float
     seconds: float
     best: bool
@@ -313,6 +383,9 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
         logger.info("Training on %d utterances, classes %s\n%s", len(manifest), labels, manifest.summary())
 
     splits = {name: manifest.split(name) for name in ("train", "val", "test")}
+    if config.train_on_val:  # the epoch count was chosen elsewhere (cross-validation): no val selection
+        splits["train"] = Manifest.from_items(splits["train"].items + splits["val"].items, manifest.labels)
+        splits["val"] = Manifest.from_items((), manifest.labels)
     if frozen:
         from .embed_cache import EmbeddingCache, embed_manifest
 
@@ -340,20 +413,10 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
         (run_dir / "skipped.txt").write_text("".join(f"{p}\n" for p in problems))
         logger.warning("Skipped %d bad row(s); they are listed in %s", len(problems), run_dir / "skipped.txt")
 
-    weight = None
-    if config.class_weights:
-        counts = np.bincount(train_targets, minlength=len(labels)).astype(np.float64)
-        weight = torch.tensor(len(train_targets) / (len(labels) * np.maximum(counts, 1)), dtype=torch.float32, device=device)
+    weight = class_weight(train_targets, len(labels), device) if config.class_weights else None
     loss_fn = nn.CrossEntropyLoss(weight=weight)
     params = [p for p in module.parameters() if p.requires_grad]
-    opt_cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
-    optimizer = opt_cls(params, lr=config.lr, weight_decay=config.weight_decay)
-    if config.scheduler == "step":
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
-    elif config.scheduler == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
-    else:
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    optimizer, scheduler = make_optimizer(config, params)
     trained = module
     if world > 1:
         trained = nn.parallel.DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
@@ -370,48 +433,40 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
         logger.info("Resuming %s after epoch %d (best val UA %.4f at epoch %d)", run_dir, state["epoch"], best_ua, best_epoch)
 
     loader_args = dict(batch_size=config.batch_size, collate_fn=collate, num_workers=config.num_workers)
-    val_loader = torch.utils.data.DataLoader(datasets["val"], **loader_args)
+    val_loader = torch.utils.data.DataLoader(datasets["val"], **loader_args) if "val" in datasets else None
     extra = {"labels": labels, "manifests": config.manifests, "seed": config.seed}
-    epochs = tqdm(range(start_epoch, config.epochs + 1), desc="epochs", disable=not (progress and main),
-                  initial=start_epoch - 1, total=config.epochs)
+    last_epoch = config.stop_epoch or config.epochs
+    epochs = tqdm(range(start_epoch, last_epoch + 1), desc="epochs", disable=not (progress and main),
+                  initial=start_epoch - 1, total=last_epoch)
     for epoch in epochs:
         started = time.perf_counter()
         if world > 1:
             sampler = torch.utils.data.distributed.DistributedSampler(datasets["train"], shuffle=True, seed=config.seed)
             sampler.set_epoch(epoch)
-        else:  # the order depends on (seed, epoch) only, so a resumed run sees the same batches
-            sampler = torch.utils.data.RandomSampler(datasets["train"], generator=torch.Generator().manual_seed(config.seed * 100003 + epoch))
+        else:
+            sampler = epoch_sampler(datasets["train"], config.seed, epoch)
         loader = torch.utils.data.DataLoader(datasets["train"], sampler=sampler, **loader_args)
-        trained.train()
-        total_loss, correct, seen = 0.0, 0, 0
         bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not (progress and main))
-        for inputs, y in bar:
-            y = y.to(device)
-            logits = trained(*to_device(inputs, device))
-            loss = loss_fn(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip > 0:
-                nn.utils.clip_grad_norm_(params, config.grad_clip)
-            optimizer.step()
-            total_loss += loss.item() * len(y)
-            correct += int((logits.argmax(-1) == y).sum())
-            seen += len(y)
-            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+        train_loss, train_acc = train_epoch(trained, loader, loss_fn, optimizer, params, config.grad_clip, device, bar)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
-        y_val, p_val = predict(module, val_loader, device)
-        report = classification_report(y_val, p_val.argmax(1), labels)
-        improved = report.ua > best_ua
+        if val_loader is not None:
+            y_val, p_val = predict(module, val_loader, device)
+            report = classification_report(y_val, p_val.argmax(1), labels)
+            val_ua, val_wa = report.ua, report.wa
+            improved = val_ua > best_ua
+        else:  # train_on_val: the last epoch is the model (val_ua null in metrics.jsonl and the checkpoint)
+            val_ua = val_wa = None
+            improved = True
         if improved:
-            best_ua, best_epoch = report.ua, epoch
-        record = EpochRecord(epoch, total_loss / seen, correct / seen, report.ua, report.wa, lr,
-                             time.perf_counter() - started, improved)
-        epochs.set_postfix(loss=f"{record.train_loss:.3f}", val_ua=f"{report.ua:.3f}", best=f"{best_ua:.3f}")
+            best_ua, best_epoch = (val_ua if val_ua is not None else best_ua), epoch
+        record = EpochRecord(epoch, train_loss, train_acc, val_ua, val_wa, lr, time.perf_counter() - started, improved)
+        epochs.set_postfix(loss=f"{record.train_loss:.3f}", val_ua=f"{val_ua if val_ua is not None else float('nan'):.3f}",
+                           best=f"{best_ua:.3f}")
         if main:
             if improved:
-                save_checkpoint(model, run_dir / "best.safetensors", extra={**extra, "epoch": epoch, "val_ua": report.ua})
-            save_checkpoint(model, run_dir / "last.safetensors", extra={**extra, "epoch": epoch, "val_ua": report.ua})
+                save_checkpoint(model, run_dir / "best.safetensors", extra={**extra, "epoch": epoch, "val_ua": val_ua})
+            save_checkpoint(model, run_dir / "last.safetensors", extra={**extra, "epoch": epoch, "val_ua": val_ua})
             with (run_dir / "metrics.jsonl").open("a") as f:
                 f.write(json.dumps(asdict(record)) + "\n")
             tmp = state_path.with_name("state.pt.tmp")
@@ -432,11 +487,167 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
         y_test, p_test = predict(module, test_loader, device)
         report = classification_report(y_test, p_test.argmax(1), labels, p_test)
         write_report(report, run_dir / "test_metrics.json", title=f"Test split, best epoch {best_epoch}",
-                     extra={"best_epoch": best_epoch, "val_ua": best_ua})
-        logger.info("Test UA %.4f, WA %.4f (best epoch %d, val UA %.4f)", report.ua, report.wa, best_epoch, best_ua)
+                     extra={"best_epoch": best_epoch, "val_ua": best_ua if val_loader is not None else None})
+        logger.info("Test UA %.4f, WA %.4f (%s epoch %d, val UA %.4f)", report.ua, report.wa,
+                    "best" if val_loader is not None else "last", best_epoch, best_ua if val_loader is not None else float("nan"))
     if world > 1:
         torch.distributed.destroy_process_group()
     return run_dir
+
+
+# ---------------------------------------------------------------------------- cross-validation
+
+
+def candidate_configs(config: TrainConfig) -> dict[str, TrainConfig]:
+    """The config itself ("base") and each of its `cv_candidates` applied to it."""
+    base = dataclasses.replace(config, cv_candidates={})
+    out = {"base": base}
+    for name, changes in config.cv_candidates.items():
+        out[name] = TrainConfig.from_dict(merge_config(asdict(base), changes))
+    return out
+
+
+def speaker_folds(manifest: Manifest, k: int, corpora: list[str] = ()) -> list[list[tuple[str, str]]]:
+    """k speaker-disjoint folds: the sorted speakers of `corpora` (all if empty) cut into k contiguous blocks.
+
+    Contiguous blocks of sorted ids keep RAVDESS's alternating male/female actors mixed in every fold.
+    """
+    speakers = sorted({u.speaker_key() for u in manifest.items if not corpora or u.corpus in corpora})
+    if len(speakers) < k:
+        raise ValueError(f"{k}-fold cross-validation needs at least {k} speakers; the train and val splits have "
+                         f"{len(speakers)}{' in corpora ' + ', '.join(corpora) if corpora else ''}.")
+    bounds = [round(i * len(speakers) / k) for i in range(k + 1)]
+    return [speakers[bounds[i]:bounds[i + 1]] for i in range(k)]
+
+
+def _subset(split, index: list[int]):
+    from .embed_cache import EmbeddedSplit
+
+    return EmbeddedSplit([split.audio[i] for i in index], [split.text[i] for i in index],
+                         [split.targets[i] for i in index], [split.ids[i] for i in index], [])
+
+
+def cross_validate(config: TrainConfig, run_dir: str | os.PathLike, *, folds: int | None = None,
+                   progress: bool = True) -> dict:
+    """Speaker-disjoint k-fold CV of the config and its `cv_candidates` over the train + val speakers.
+
+    Each fold trains a fresh head (cached embeddings, frozen encoders) on the other folds' speakers
+    plus every train/val utterance of corpora outside `cv_corpora`, and scores UA on its own
+    speakers after every epoch. The (candidate, epoch) with the best mean UA over folds is chosen.
+    Writes cv.json (every fold's UA per epoch) and cv.md (the table) to `run_dir`; the test split
+    is never loaded.
+    """
+    from tqdm.auto import tqdm
+
+    from .config import preset
+    from .embed_cache import EmbeddingCache, embed_manifest
+    from .metrics import classification_report
+    from .model import MemoCMT, build_head
+
+    k = folds or config.cv_folds
+    if k < 2:
+        raise ValueError("Cross-validation needs at least 2 folds (cv_folds or --cv-folds).")
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    manifest, problems = load_training_manifest(config)
+    labels = list(manifest.labels)
+    pool = Manifest.from_items(manifest.split("train").items + manifest.split("val").items, manifest.labels)
+    fold_speakers = speaker_folds(pool, k, config.cv_corpora)
+    fold_of = {spk: i for i, group in enumerate(fold_speakers) for spk in group}
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    seed_everything(config.seed)
+    model = MemoCMT(preset(config.preset, labels=labels, **config.model))
+    if not (model.config.freeze_audio and model.config.freeze_text):
+        raise ValueError("Cross-validation trains heads on cached embeddings; it needs frozen encoders.")
+    cache = EmbeddingCache(config.cache_dir, model)
+    embedded = embed_manifest(cache, pool, on_bad_file=config.on_bad_file, progress=progress, desc="embed train+val")
+    items, j = [], 0  # the utterances embed_manifest kept, in order (it skips only unusable audio)
+    for u in pool.items:
+        if j < len(embedded.ids) and embedded.ids[j] == (u.id or str(u.audio)):
+            items.append(u)
+            j += 1
+    item_fold = [fold_of.get(u.speaker_key(), -1) for u in items]  # -1: always trains (outside cv_corpora)
+    dims = {name: getattr(model.config, name) for name in
+            ("audio_hidden_size", "audio_num_layers", "text_hidden_size", "text_num_layers")}
+
+    candidates = candidate_configs(config)
+    table: dict[str, dict] = {}
+    started = time.perf_counter()
+    for name, cand in candidates.items():
+        head_config = preset(cand.preset, labels=labels, **cand.model).replace(**dims)
+        if (head_config.audio_encoder, head_config.text_encoder) != (model.config.audio_encoder, model.config.text_encoder):
+            raise ValueError(f"cv_candidates[{name!r}] changes an encoder; candidates share one embedding cache.")
+        n_epochs = cand.stop_epoch or cand.epochs
+        scores = []
+        for fold in range(k):
+            train_idx = [i for i, f in enumerate(item_fold) if f != fold]
+            held_idx = [i for i, f in enumerate(item_fold) if f == fold]
+            train_set = CachedDataset(_subset(embedded, train_idx), (cand.feature_noise, cand.frame_drop, cand.crop_frames))
+            held_set = CachedDataset(_subset(embedded, held_idx))
+            seed_everything(cand.seed)
+            head = build_head(head_config).to(device)
+            params = [p for p in head.parameters() if p.requires_grad]
+            optimizer, scheduler = make_optimizer(cand, params)
+            weight = class_weight(train_set.split.targets, len(labels), device) if cand.class_weights else None
+            loss_fn = nn.CrossEntropyLoss(weight=weight)
+            held_loader = torch.utils.data.DataLoader(held_set, batch_size=cand.batch_size, collate_fn=collate_cached)
+            fold_ua = []
+            for epoch in tqdm(range(1, n_epochs + 1), desc=f"cv {name} fold {fold + 1}/{k}", disable=not progress, leave=False):
+                loader = torch.utils.data.DataLoader(train_set, batch_size=cand.batch_size, collate_fn=collate_cached,
+                                                     sampler=epoch_sampler(train_set, cand.seed, epoch))
+                train_epoch(head, loader, loss_fn, optimizer, params, cand.grad_clip, device)
+                scheduler.step()
+                y, prob = predict(head, held_loader, device)
+                fold_ua.append(classification_report(y, prob.argmax(1), labels).ua)
+            scores.append(fold_ua)
+            logger.info("CV %s fold %d/%d (%s): UA %.4f after epoch %d, best %.4f at epoch %d", name, fold + 1, k,
+                        " ".join(s for _, s in fold_speakers[fold]), fold_ua[-1], n_epochs, max(fold_ua),
+                        int(np.argmax(fold_ua)) + 1)
+        mean = np.mean(np.array(scores), axis=0)
+        best = int(np.argmax(mean))
+        table[name] = {"overrides": config.cv_candidates.get(name, {}), "epochs": cand.epochs, "fold_ua": scores,
+                       "mean_ua": mean.tolist(), "best_epoch": best + 1, "best_mean_ua": float(mean[best]),
+                       "best_fold_ua": [f[best] for f in scores], "last_mean_ua": float(mean[-1])}
+    chosen = max(table, key=lambda n: table[n]["best_mean_ua"])  # first listed wins a tie ("base" first)
+    result = {"folds": [[spk for _, spk in group] for group in fold_speakers], "cv_corpora": config.cv_corpora,
+              "n_utterances": len(items), "n_always_train": item_fold.count(-1), "candidates": table,
+              "chosen": {"candidate": chosen, "epochs": table[chosen]["best_epoch"],
+                         "mean_ua": table[chosen]["best_mean_ua"]},
+              "seconds": round(time.perf_counter() - started, 1), "skipped": [str(p) for p in problems + embedded.skipped]}
+    (run_dir / "cv.json").write_text(json.dumps(result, indent=2))
+    (run_dir / "cv.md").write_text(cv_markdown(result))
+    logger.info("CV chose %s with %d epochs (mean UA %.4f)", chosen, table[chosen]["best_epoch"], table[chosen]["best_mean_ua"])
+    return result
+
+
+def cv_markdown(result: dict) -> str:
+    k = len(result["folds"])
+    lines = [f"# {k}-fold speaker cross-validation (train + val speakers)", "",
+             "Folds: " + "; ".join(f"{i + 1}: {', '.join(f)}" for i, f in enumerate(result["folds"])), "",
+             "| candidate | overrides | best epoch | mean UA at best epoch | per-fold UA at best epoch | mean UA at last epoch |",
+             "|---|---|---|---|---|---|"]
+    for name, row in result["candidates"].items():
+        mark = " (chosen)" if name == result["chosen"]["candidate"] else ""
+        folds = " / ".join(f"{100 * u:.1f}" for u in row["best_fold_ua"])
+        lines.append(f"| {name}{mark} | `{json.dumps(row['overrides'])}` | {row['best_epoch']} of {row['epochs']} | "
+                     f"{100 * row['best_mean_ua']:.1f}% | {folds} | {100 * row['last_mean_ua']:.1f}% |")
+    return "\n".join(lines) + "\n"
+
+
+def final_config(config: TrainConfig, cv: dict) -> TrainConfig:
+    """The chosen candidate, retrained on train + val for the chosen number of epochs of its schedule."""
+    chosen = candidate_configs(config)[cv["chosen"]["candidate"]]
+    return dataclasses.replace(chosen, stop_epoch=cv["chosen"]["epochs"], train_on_val=True, cv_folds=0)
+
+
+def train_with_cv(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, folds: int | None = None,
+                  progress: bool = True) -> Path:
+    """cross_validate, then train the chosen candidate on all train + val speakers into the same run folder."""
+    run_dir = Path(run_dir or Path(config.out_dir) / (config.run_name or time.strftime("run-%Y%m%d-%H%M%S")))
+    cv = cross_validate(config, run_dir, folds=folds, progress=progress)
+    return train(final_config(config, cv), run_dir, progress=progress)
 
 
 def _truncate_metrics(path: Path, last_epoch: int) -> None:
@@ -458,6 +669,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its state.pt")
     parser.add_argument("--run-dir", help="run folder (default: <out_dir>/<run_name or timestamp>)")
     parser.add_argument("--device", choices=DEVICES, help="override the config's device")
+    parser.add_argument("--cv-folds", type=int, metavar="K",
+                        help="choose the epoch count (and cv_candidates) by K-fold speaker cross-validation over the "
+                             "train + val speakers, then retrain on all of them (default: the config's cv_folds)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
@@ -467,6 +681,8 @@ def cli(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.resume and args.cv_folds:
+        parser.error("--cv-folds starts a new run; it cannot --resume one.")
     if args.resume and (args.config or args.run_dir):
         parser.error("--resume takes the run folder's own train_config.yaml; do not combine it with --config or --run-dir.")
     if not args.resume and not args.config:
@@ -481,7 +697,12 @@ def cli(argv: list[str] | None = None) -> int:
             config = load_config(args.config, args.overrides)
             if not config.run_name and not args.run_dir:
                 config = dataclasses.replace(config, run_name=f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
-            run_dir = train(config, args.run_dir, progress=not args.no_progress)
+            if args.cv_folds is not None:
+                config = dataclasses.replace(config, cv_folds=args.cv_folds).validate()
+            if config.cv_folds:
+                run_dir = train_with_cv(config, args.run_dir, progress=not args.no_progress)
+            else:
+                run_dir = train(config, args.run_dir, progress=not args.no_progress)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"memocmt-train: error: {e}", file=sys.stderr)
         return 2

@@ -4,10 +4,15 @@
 
 1. manifests: RAVDESS actors 01-20 (train 01-14, val 15-16, test 17-20; 4 and 8 classes) and
    the synthetic espeak-ng corpus (memocmt.synthetic, 100 utterances per class, seed 0);
-2. 4-class model: training/configs/edge-ravdess.yaml (frozen encoders, cached embeddings);
-3. 8-class variant: training/configs/edge-ravdess8.yaml;
-4. evaluation of each best-on-validation checkpoint on the unseen test actors and on the
-   synthetic test voices (memocmt.evaluate); with --ablations also audio-only and text-only heads;
+2. 4-class model: training/configs/edge-ravdess.yaml (frozen encoders, cached embeddings). With
+   `cv_folds` in the config (or --cv-folds K) the number of epochs (and one of the config's
+   `cv_candidates`, if any) is chosen by K-fold speaker cross-validation over the train and val
+   actors 01-16 (the synthetic corpus always trains), and the model is retrained on all 16 actors
+   for that many epochs (memocmt.train.train_with_cv; the table is <work>/edge-ravdess4/cv.md);
+   without it, the best epoch on the val actors 15-16 is kept;
+3. 8-class variant: training/configs/edge-ravdess8.yaml (with CV, the 4-class choice of epochs);
+4. evaluation of each final checkpoint on the unseen test actors and on the synthetic test voices
+   (memocmt.evaluate); with --ablations also audio-only and text-only heads (same choice);
 5. with --ship: copies the 4-class head to memocmt/models/edge-ravdess/ with metrics.json.
 
 Every stage's wall time goes to <work>/timings.json. Test actors are never used for selection.
@@ -30,7 +35,7 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 from memocmt.corpora import build_ravdess  # noqa: E402
 from memocmt.evaluate import evaluate_manifest, write_report  # noqa: E402
 from memocmt.manifest import read_manifest, write_manifest  # noqa: E402
-from memocmt.train import load_config, train  # noqa: E402
+from memocmt.train import final_config, load_config, train, train_with_cv  # noqa: E402
 
 TEST_ACTORS, VAL_ACTORS = (17, 18, 19, 20), (15, 16)
 SHIP_DIR = REPO / "memocmt" / "models" / "edge-ravdess"
@@ -49,7 +54,7 @@ def make_data(ravdess: Path, data_dir: Path, synthetic_per_class: int) -> None:
 
 
 def evaluate_run(run_dir: Path, data_dir: Path, classes: str) -> dict:
-    """Best checkpoint scored on the RAVDESS test actors and the synthetic test voices."""
+    """Final checkpoint (best on val, or the CV-chosen epoch count on train + val) scored on the RAVDESS test actors and the synthetic test voices."""
     from memocmt.model import load_checkpoint
 
     model = load_checkpoint(run_dir / "best.safetensors")
@@ -73,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-8class", action="store_true", help="train only the 4-class model")
     parser.add_argument("--ablations", action="store_true", help="also train audio-only and text-only 4-class heads")
     parser.add_argument("--ship", action="store_true", help="copy the 4-class model into memocmt/models/edge-ravdess/")
+    parser.add_argument("--cv-folds", type=int, metavar="K",
+                        help="speaker cross-validation folds for choosing the epochs (default: the config's cv_folds; 0: "
+                             "best epoch on the val actors)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="training config override applied to every run")
     args = parser.parse_args(argv)
@@ -97,19 +105,37 @@ def main(argv: list[str] | None = None) -> int:
     if args.ablations:
         runs["edge-ravdess4-audio"] = ("training/configs/edge-ravdess.yaml", "4", ["model.modalities=audio", "run_name=edge-ravdess4-audio"])
         runs["edge-ravdess4-text"] = ("training/configs/edge-ravdess.yaml", "4", ["model.modalities=text", "run_name=edge-ravdess4-text"])
-    results = {}
+    results, cv = {}, None
     for name, (config_path, classes, extra) in runs.items():
         manifests = f"[{data_dir / f'ravdess{classes}.jsonl'}, {data_dir / 'synthetic' / 'manifest.jsonl'}]"
+        cv_override = [] if args.cv_folds is None else [f"cv_folds={args.cv_folds}"]
         config = load_config(REPO / config_path, [f"out_dir={work}", f"run_name={name}", f"manifests={manifests}",
-                                                  *extra, *args.overrides])
+                                                  *extra, *cv_override, *args.overrides])
         run_dir = work / name
         if run_dir.exists():
             shutil.rmtree(run_dir)  # a fresh run; use memocmt-train --resume to continue one instead
-        timed(f"train {name}", train, config, run_dir, progress=False)
+        if config.cv_folds and cv is None:  # the first run (4 classes, fusion) makes the choice
+            timed(f"train {name}", train_with_cv, config, run_dir, progress=False)
+            cv = json.loads((run_dir / "cv.json").read_text())
+        elif config.cv_folds:  # the others follow it: same candidate and epochs, trained on train + val
+            timed(f"train {name}", train, final_config(config, cv), run_dir, progress=False)
+        else:
+            timed(f"train {name}", train, config, run_dir, progress=False)
         results[name] = timed(f"evaluate {name}", evaluate_run, run_dir, data_dir, classes)
     timings["total"] = round(time.perf_counter() - started, 1)
     summary = {"results": results, "timings_s": timings, "machine": platform.platform(),
-               "split": "RAVDESS train actors 01-14, val 15-16 (selection), test 17-20; synthetic split by voice and sentence"}
+               "split": "RAVDESS train actors 01-14, val 15-16, test 17-20 (never used for a choice); synthetic split by "
+                        "voice and sentence"}
+    if cv is not None:
+        summary["selection"] = {"method": f"{len(cv['folds'])}-fold speaker cross-validation over RAVDESS actors 01-16 "
+                                          "(synthetic train+val always in training); retrained on actors 01-16",
+                                "folds": cv["folds"], "chosen": cv["chosen"],
+                                "candidates": {n: {k: c[k] for k in ("overrides", "epochs", "best_epoch", "best_mean_ua",
+                                                                     "best_fold_ua", "last_mean_ua")}
+                                               for n, c in cv["candidates"].items()},
+                                "seconds": cv["seconds"]}
+    else:
+        summary["selection"] = {"method": "best epoch on the val actors 15-16"}
     (work / "timings.json").write_text(json.dumps(summary, indent=2))
     if args.ship:
         SHIP_DIR.mkdir(parents=True, exist_ok=True)
