@@ -91,6 +91,35 @@ def evaluation_set(manifest_path: str | Path, limit: int | None = None) -> list[
     return [Utterance(str(u.id or u.audio), load_audio(u.audio), u.text) for u in items]
 
 
+CALIBRATION_ITEMS = 64  # utterances that int8 calibration measures, never from a test split
+
+
+@dataclass
+class CalibrationSet:
+    items: list[Utterance]
+    source: str  # where they came from
+
+    def describe(self) -> dict:
+        return {"source": self.source, "items": len(self.items)}
+
+
+def calibration_set(audio_dir: str | Path | None = None, eval_manifest: str | Path | None = None,
+                    limit: int = CALIBRATION_ITEMS) -> CalibrationSet:
+    """Utterances for int8 calibration: the evaluation manifest's val, then train utterances
+    (spread evenly, never its test split) when given, else the verification set."""
+    if eval_manifest is not None:
+        from .manifest import read_manifest
+
+        manifest = read_manifest(eval_manifest)
+        pool = [u for u in manifest if u.split == "val"] + [u for u in manifest if u.split == "train"]
+        if pool:
+            chosen = pool[:: max(1, len(pool) // limit)][:limit] if len(pool) > limit else pool
+            items = [Utterance(str(u.id or u.audio), load_audio(u.audio), u.text) for u in chosen]
+            return CalibrationSet(items, f"{Path(eval_manifest).name} (val/train splits)")
+    source = "verification audio" if audio_dir is not None else "generated verification audio"
+    return CalibrationSet(verification_set(audio_dir), source)
+
+
 # ---------------------------------------------------------------------- structural checks
 
 
