@@ -1,0 +1,117 @@
+"""int8 export: activation smoothing, calibration data and what the manifest records."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from tests.tiny_models import build_tiny_model
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from memocmt import onnx_export  # noqa: E402
+from memocmt.onnx_export import (  # noqa: E402
+    ExportValidationError,
+    calibration_feeds,
+    export_bundle,
+    quantize_int8,
+    smooth_weight_matmuls,
+    weight_matmuls,
+    worst_output_error,
+)
+from memocmt.onnx_verify import calibration_set, verification_set  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-int8-models"))
+
+
+@pytest.fixture(scope="module")
+def fp32(tiny, tmp_path_factory):
+    return export_bundle(tiny, tmp_path_factory.mktemp("int8-bundles") / "fp32").path
+
+
+@pytest.fixture(scope="module")
+def feeds(tiny):
+    return calibration_feeds(tiny, verification_set(None))
+
+
+def _manifest_rows(folder, splits):
+    import soundfile as sf
+
+    rows = []
+    for i, split in enumerate(splits):
+        wav = folder / f"u{i}.wav"
+        t = np.arange(int((0.6 + 0.3 * i) * 16000)) / 16000
+        sf.write(wav, 0.2 * np.sin(2 * np.pi * (140 + 30 * i) * t), 16000)
+        rows.append({"audio": wav.name, "text": "the kids are talking", "label": "happy", "speaker": f"s{i}",
+                     "split": split, "id": f"u{i}"})
+    path = folder / "eval.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_smoothing_is_exact_in_float32(fp32, feeds, tmp_path):
+    src = fp32 / "text_encoder.onnx"
+    out = tmp_path / "smoothed.onnx"
+    groups = smooth_weight_matmuls(src, out, feeds["text"])
+    assert groups > 0
+    graph = onnx.load(str(out)).graph
+    assert sum(n.op_type == "Mul" and n.name.endswith("_smooth") for n in graph.node) == groups
+    assert worst_output_error(src, out, feeds["text"]) < 1e-5
+
+
+def test_smoothing_is_kept_only_when_it_helps_enough(fp32, feeds, tmp_path, monkeypatch):
+    for min_gain, expect in ((1.0, False), (-1e9, True)):
+        path = tmp_path / f"text-{expect}.onnx"
+        shutil.copy(fp32 / "text_encoder.onnx", path)
+        monkeypatch.setattr(onnx_export, "SMOOTH_MIN_GAIN", min_gain)
+        record = quantize_int8(path, False, feeds["text"])
+        assert record["smoothing"]["applied"] is expect
+        assert record["quantized"] == record["weight_matmuls"] == len(weight_matmuls(fp32 / "text_encoder.onnx"))
+        ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+        assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops
+        assert any(n.name.endswith("_smooth") for n in onnx.load(str(path)).graph.node) is expect
+        assert not list(tmp_path.glob("*.smooth*"))  # no leftovers
+
+
+def test_without_calibration_quantizes_plainly(fp32, tmp_path):
+    path = tmp_path / "fusion.onnx"
+    shutil.copy(fp32 / "fusion.onnx", path)
+    record = quantize_int8(path, False, None)
+    assert record["smoothing"] is None and record["kept_fp32"] == []
+
+
+def test_calibration_never_uses_the_test_split(tmp_path):
+    manifest = _manifest_rows(tmp_path, ["test", "val", "train", "test", "train"])
+    cal = calibration_set(None, manifest)
+    assert sorted(u.name for u in cal.items) == ["u1", "u2", "u4"]
+    assert cal.describe() == {"source": "eval.jsonl (val/train splits)", "items": 3}
+    only_test = _manifest_rows(tmp_path, ["test", "test"])
+    assert calibration_set(None, only_test).source == "generated verification audio"
+
+
+def test_int8_manifest_records_the_scheme(tiny, tmp_path):
+    manifest = _manifest_rows(tmp_path, ["val", "train", "test", "test"])
+    result = export_bundle(tiny, tmp_path / "int8", precision="int8", eval_manifest=manifest)
+    int8 = result.manifest["int8"]
+    stored = json.loads((result.path / "manifest.json").read_text())["int8"]
+    assert stored == int8
+    assert int8["calibration"] == {"source": "eval.jsonl (val/train splits)", "items": 2}
+    assert set(int8["graphs"]) == {"audio", "text", "fusion"}
+    for record in int8["graphs"].values():
+        assert record["kept_fp32"] == [] and record["quantized"] == record["weight_matmuls"]
+        assert record["smoothing"]["calibration_items"] == 2
+    assert result.manifest["parity"]["eval_items"] == 2
+
+
+def test_int8_agreement_bar_still_refuses(tiny, tmp_path, monkeypatch):
+    manifest = _manifest_rows(tmp_path, ["val", "test", "test"])
+    monkeypatch.setattr("memocmt.onnx_verify.MIN_AGREEMENT", 1.01)
+    with pytest.raises(ExportValidationError, match="int8 bundle predicts the PyTorch class"):
+        export_bundle(tiny, tmp_path / "refused", precision="int8", eval_manifest=manifest)
+    assert not (tmp_path / "refused").exists()
