@@ -48,10 +48,12 @@ def build(args, path: Path, realtime: bool):
     from memocmt.live.vad import Segmenter, VadConfig, make_classifier
 
     vad = VadConfig(backend=args.vad, hangover_ms=args.hangover_ms, speculate_ms=args.speculate_ms)
-    transcriber = Transcriber(AsrConfig(model=args.asr_model, device=args.asr_device))
-    transcriber.warm_up()
+    transcriber = Transcriber(AsrConfig(model=args.asr_model, device=args.asr_device, context=args.asr_context))
     emotion = load_emotion_model(args.model, None if args.emotion_device == "auto" else args.emotion_device,
                                  args.emotion_threads or None) if args.model else None
+    if emotion is not None:
+        transcriber.attach_encoder(emotion.whisper_encoder())
+    transcriber.warm_up()
     pipeline = Pipeline(Capture(FileSource(path, realtime=realtime)), Segmenter(make_classifier(vad), vad),
                         transcriber, emotion, PipelineConfig(live=realtime))
     return pipeline, transcriber, emotion
@@ -79,6 +81,8 @@ def main() -> None:
     p.add_argument("--speculate-ms", type=int, default=120, help="speculative recognition after this silence (default: 120)")
     p.add_argument("--asr-model", help="faster-whisper model (default: offline tiny.en)")
     p.add_argument("--asr-device", choices=["auto", "cpu", "cuda"], default="auto", help="ASR device (default: auto)")
+    p.add_argument("--asr-context", choices=["short", "full"], default="short",
+                   help="ASR context: short (from the emotion model's Whisper encoder) or full 30 s (default: short)")
     p.add_argument("--model", help="emotion bundle directory (default: none, ASR only)")
     p.add_argument("--emotion-device", choices=["auto", "cpu", "cuda"], default="auto", help="emotion device (default: auto)")
     p.add_argument("--emotion-threads", type=int, default=0, help="emotion model CPU threads (default 0: the runtime's default)")
@@ -117,6 +121,8 @@ def main() -> None:
         "config": {"vad": args.vad, "hangover_ms": args.hangover_ms, "speculate_ms": args.speculate_ms,
                    "asr_model": transcriber.model_name, "asr_device": transcriber.device,
                    "compute_type": transcriber.compute_type, "emotion_model": args.model,
+                   "asr_context": "short" if transcriber.short_context else "full",
+                   "asr_fallbacks": transcriber.fallbacks,
                    "source": "file paced in real time", "utterances": args.utterances},
         "recognised": len(results),
         "speculative_hits": sum(r.speculative for r in results),

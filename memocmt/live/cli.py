@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     asr.add_argument("--beam-size", type=int, default=1, help="Whisper beam size; 1 is greedy and fastest (default: 1)")
     asr.add_argument("--language", help="spoken language code (default: en for .en models, else detected)")
     asr.add_argument("--asr-threads", type=int, default=0, help="CPU threads for Whisper (default: one per core, at most 4)")
+    asr.add_argument("--asr-context", choices=["short", "full"], default="short",
+                     help="short: decode from the emotion model's Whisper encoder pass at the utterance's own length "
+                          "(~4x less ASR compute; falls back to full when that encoder is not Whisper's); "
+                          "full: Whisper's standard 30 s window (default: short)")
+    asr.add_argument("--asr-context-pad", type=float, default=1.0, metavar="S",
+                     help="silence appended to an utterance for short-context decoding (default: 1.0)")
 
     emo = p.add_argument_group("emotion")
     emo.add_argument("--model", metavar="PATH", help="exported MemoCMT bundle directory (default: the runtime's default bundle)")
@@ -158,11 +164,13 @@ def _run(args) -> int:
     transcriber = Transcriber(AsrConfig(
         model=args.asr_model, device=args.asr_device, compute_type=args.compute_type,
         beam_size=args.beam_size, language=args.language, cpu_threads=args.asr_threads,
+        context=args.asr_context, context_pad_s=args.asr_context_pad,
     ))
     emotion = None
     if not args.no_emotion:
         device = None if args.emotion_device == "auto" else args.emotion_device
         emotion = load_emotion_model(args.model, device, args.emotion_threads or None)
+        transcriber.attach_encoder(emotion.whisper_encoder())
     transcriber.warm_up()
 
     pipeline = Pipeline(Capture(source), segmenter, transcriber, emotion,

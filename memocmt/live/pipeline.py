@@ -65,6 +65,21 @@ class BundleEmotionModel:
     def encode_audio(self, audio: np.ndarray) -> Any:
         return self.bundle.encode_audio(audio) if self.bundle.uses_audio else None
 
+    def whisper_encoder(self) -> Callable[[np.ndarray], np.ndarray] | None:
+        """The bundle's audio encoder as a function audio -> final-layer states (frames, d_model),
+        for short-context ASR, when it takes Whisper-style log-mel input (the transcriber checks
+        that it really is its own encoder before using it); None otherwise."""
+        audio = self.bundle.manifest.get("audio") or {}
+        if not self.bundle.uses_audio or (audio.get("feature_spec") or {}).get("kind") != "log_mel":
+            return None
+
+        def encode(samples: np.ndarray) -> np.ndarray:
+            encoding = self.bundle.encode_audio(samples)
+            states = encoding.states.numpy() if hasattr(encoding.states, "numpy") else encoding.states
+            return states[0, -1, : int(encoding.lengths[0])]
+
+        return encode
+
     def predict(self, audio: np.ndarray, text: str, audio_features: Any = None) -> Prediction:
         if self.bundle.uses_audio and audio_features is None:
             audio_features = self.bundle.encode_audio(audio)

