@@ -66,8 +66,10 @@ def main() -> None:
         played = write_session(path, args.minutes, args.seed)
         vad = VadConfig(backend=args.vad)
         transcriber = Transcriber(AsrConfig())
-        transcriber.warm_up()
         emotion = load_emotion_model(args.model) if args.model else None
+        if emotion is not None:
+            transcriber.attach_encoder(emotion.whisper_encoder())
+        transcriber.warm_up()
         pipeline = Pipeline(Capture(FileSource(path, realtime=args.realtime)), Segmenter(make_classifier(vad), vad),
                             transcriber, emotion, PipelineConfig(live=args.realtime))
         rss_loaded = rss_mb()
@@ -86,7 +88,8 @@ def main() -> None:
         "benchmark": "soak",
         "machine": machine_info(),
         "config": {"minutes": args.minutes, "realtime": args.realtime, "vad": args.vad,
-                   "asr_model": transcriber.model_name, "emotion_model": args.model},
+                   "asr_model": transcriber.model_name, "emotion_model": args.model,
+                   "asr_context": "short" if transcriber.short_context else "full", "asr_fallbacks": transcriber.fallbacks},
         "utterances_played": played,
         "utterances_recognised": summary.utterances,
         "audio_s": summary.audio_s,

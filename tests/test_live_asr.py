@@ -106,3 +106,36 @@ def test_a_runaway_output_is_retranscribed_the_standard_way(whisper_encoder, spe
 def test_full_context_setting_never_attaches(whisper_encoder):
     t = Transcriber(AsrConfig(context="full"))
     assert not t.attach_encoder(whisper_encoder)
+
+
+def test_live_command_decodes_from_the_shipped_bundle(tmp_path, speech):
+    """The product path: the shipped model exported to ONNX, `memocmt-live` over a file;
+    the transcript comes from the bundle's Whisper encoder pass."""
+    pytest.importorskip("torch")
+    import json
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    from memocmt.model import load_checkpoint
+    from memocmt.onnx_export import export_bundle
+    from memocmt.runtime import shipped_checkpoint
+
+    checkpoint = shipped_checkpoint()
+    if checkpoint is None:
+        pytest.skip("no shipped model in this install")
+    bundle = export_bundle(load_checkpoint(checkpoint), tmp_path / "bundle").path
+    gap = np.zeros(SAMPLE_RATE, dtype=np.float32)
+    sf.write(tmp_path / "talk.wav", np.concatenate([gap, speech[0], gap, speech[1], gap]), SAMPLE_RATE)
+    result = subprocess.run(
+        [sys.executable, "-m", "memocmt.live.cli", "--input", str(tmp_path / "talk.wav"), "--fast",
+         "--model", str(bundle), "--jsonl", "-", "-v"],
+        capture_output=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    assert "ASR: short context" in result.stderr.decode()
+    records = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    assert len(records) == 2
+    for record, sentence in zip(records, SENTENCES):
+        assert len(words(record["text"]) & words(sentence)) >= len(words(sentence)) - 2, record["text"]
