@@ -136,6 +136,6 @@ def test_live_command_decodes_from_the_shipped_bundle(tmp_path, speech):
     assert result.returncode == 0, result.stderr.decode()
     assert "ASR: short context" in result.stderr.decode()
     records = [json.loads(line) for line in result.stdout.decode().splitlines()]
-    assert len(records) == 2
+    assert len(records) == 2 and all(r["asr_context"] == "short" for r in records)
     for record, sentence in zip(records, SENTENCES):
         assert len(words(record["text"]) & words(sentence)) >= len(words(sentence)) - 2, record["text"]
