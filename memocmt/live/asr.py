@@ -148,6 +148,9 @@ class Transcriber:
         Whisper encoder; says in one log line why not otherwise. Returns whether it is used."""
         if encoder is None or self.config.context != "short":
             return False
+        if self.device != "cpu":
+            log.info("ASR: full 30 s context (on %s the 30 s encoder pass is cheap)", self.device)
+            return False
         if self.language is None:
             log.info("ASR: full 30 s context (short-context decoding needs a known language; pass --language)")
             return False
