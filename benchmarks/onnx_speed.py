@@ -1,6 +1,6 @@
 """PyTorch eager vs ONNX Runtime fp32 vs int8 latency, batch 1, on one 3 s utterance and a 12-word transcript.
 
-    python benchmarks/onnx_speed.py [--rounds 20] [--skip-paper] [--json results.json]
+    python benchmarks/onnx_speed.py [--rounds 20] [--skip-paper | --only paper] [--cache-dir DIR] [--json results.json]
 
 * paper preset: random-init HuBERT-base + BERT-base built from their default configs (no weights
   needed: latency does not depend on the values), whole predictions compared;
@@ -116,11 +116,28 @@ def ort_stages(bundle, audio: np.ndarray, text: str):
     return lambda: bundle.predict(audio, text).timings_ms
 
 
+def reusable(folder: Path, precision: str) -> bool:
+    """A bundle exported earlier into --cache-dir with the same precision and (for int8) scheme."""
+    from memocmt.onnx_export import INT8_SCHEME
+    from memocmt.runtime import MANIFEST_NAME
+
+    manifest = folder / MANIFEST_NAME
+    if not manifest.is_file():
+        return False
+    stored = json.loads(manifest.read_text())
+    return stored.get("precision") == precision and (
+        precision != "int8" or stored.get("int8", {}).get("scheme") == INT8_SCHEME)
+
+
 def export_pair(model, root: Path, name: str) -> dict[str, Path]:
     from memocmt.onnx_export import _default_verify_audio, export_bundle
 
     paths = {}
     for precision in ("fp32", "int8"):
+        if reusable(root / f"{name}-{precision}", precision):
+            paths[precision] = root / f"{name}-{precision}"
+            print(f"reusing {paths[precision]}", file=sys.stderr)
+            continue
         start = time.perf_counter()
         result = export_bundle(model, root / f"{name}-{precision}", precision=precision,
                                verify_audio=_default_verify_audio())
@@ -181,6 +198,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=20, help="timed rounds per variant")
     parser.add_argument("--warmup", type=int, default=3, help="untimed rounds first")
     parser.add_argument("--skip-paper", action="store_true", help="only the edge preset (no base-size models)")
+    parser.add_argument("--only", choices=("edge", "paper"), help="measure one preset only")
+    parser.add_argument("--cache-dir", type=Path, help="keep the exported bundles here and reuse them on later runs "
+                        "(an int8 bundle only while its quantization scheme is unchanged); default: a temporary folder")
     parser.add_argument("--threads", type=int, help="CPU threads for both PyTorch and ONNX Runtime "
                         "(default: PyTorch's default and the runtime's default)")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -196,12 +216,15 @@ def main(argv: list[str] | None = None) -> dict:
     report = {"machine": machine_info(args.threads), "utterance_s": UTTERANCE_S, "text_words": len(text.split()),
               "rounds": args.rounds, "batch": 1, "threads_requested": args.threads}
     with tempfile.TemporaryDirectory(prefix="memocmt-bench-") as tmp:
-        root = Path(tmp)
-        report["edge"] = bench_model(MemoCMT.from_preset("edge").eval(), "edge", root, args.rounds, args.warmup,
-                                     audio, text, args.threads)
-        if not args.skip_paper:
+        root = args.cache_dir or Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        if args.only != "paper":
+            report["edge"] = bench_model(MemoCMT.from_preset("edge").eval(), "edge", root, args.rounds, args.warmup,
+                                         audio, text, args.threads)
+        if not args.skip_paper and args.only != "edge":
             report["paper"] = bench_model(paper_model(root), "paper", root, args.rounds, args.warmup, audio, text,
                                           args.threads)
+        report["load_average"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(report, indent=2))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")

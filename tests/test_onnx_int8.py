@@ -115,3 +115,52 @@ def test_int8_agreement_bar_still_refuses(tiny, tmp_path, monkeypatch):
     with pytest.raises(ExportValidationError, match="int8 bundle predicts the PyTorch class"):
         export_bundle(tiny, tmp_path / "refused", precision="int8", eval_manifest=manifest)
     assert not (tmp_path / "refused").exists()
+
+
+def _conv_graph(path, convs):
+    """A chain of 1-D Convs (name, in, out, kernel, stride, pads, group) with random weights."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes, inits, x = [], [], "x"
+    for name, cin, cout, k, stride, pads, group in convs:
+        w = numpy_helper.from_array((rng.standard_normal((cout, cin // group, k)) * 0.1).astype(np.float32), f"{name}_w")
+        b = numpy_helper.from_array(rng.standard_normal(cout).astype(np.float32), f"{name}_b")
+        inits += [w, b]
+        nodes.append(helper.make_node("Conv", [x, w.name, b.name], [f"{name}_y"], name=name, kernel_shape=[k],
+                                      strides=[stride], pads=pads, group=group))
+        x = f"{name}_y"
+    graph = helper.make_graph(nodes, "convs", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT,
+                                                                             [1, convs[0][1], "t"])],
+                              [helper.make_tensor_value_info(x, onnx.TensorProto.FLOAT, [1, convs[-1][2], "frames"])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+@pytest.mark.parametrize("frames", [97, 98, 131])
+def test_convs_as_matmuls_is_exact_in_float32(tmp_path, frames):
+    import onnx
+
+    convs = [("c1", 64, 64, 3, 2, [0, 0], 1), ("c2", 64, 48, 2, 2, [0, 0], 1), ("pos", 48, 48, 8, 1, [4, 4], 4),
+             ("c3", 48, 32, 3, 1, [1, 1], 1), ("c4", 32, 32, 4, 3, [0, 0], 1)]
+    reference, rewritten = tmp_path / "ref.onnx", tmp_path / "matmul.onnx"
+    _conv_graph(reference, convs)
+    shutil.copy(reference, rewritten)
+    assert onnx_export.convs_as_matmuls(rewritten, min_depth=64) == ["c1", "c2", "c4"]  # padded / grouped stay
+    onnx.checker.check_model(str(rewritten))
+    x = {"x": np.random.default_rng(1).standard_normal((1, 64, frames)).astype(np.float32)}
+    ref = onnx_export._cpu_session(reference).run(None, x)[0]
+    ours = onnx_export._cpu_session(rewritten).run(None, x)[0]
+    assert ours.shape == ref.shape
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_rewritten_convs_are_quantized(tmp_path):
+    import onnx
+
+    path = tmp_path / "convs.onnx"
+    _conv_graph(path, [("c1", 128, 64, 3, 2, [0, 0], 1), ("c0", 64, 8, 2, 1, [0, 0], 1)])
+    record = quantize_int8(path, optimized=False)
+    assert record["convs_as_matmuls"] == 1 and record["weight_matmuls"] == 1  # c0: 64 x 2 < 256 stays a Conv
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert "MatMulInteger" in ops and ops.count("Conv") == 1
