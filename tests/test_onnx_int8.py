@@ -12,11 +12,10 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from memocmt import onnx_export  # noqa: E402
-from memocmt.onnx_export import (  # noqa: E402
-    ExportValidationError,
+from memocmt import onnx_transforms  # noqa: E402
+from memocmt.onnx_export import ExportValidationError, export_bundle  # noqa: E402
+from memocmt.onnx_transforms import (  # noqa: E402
     calibration_feeds,
-    export_bundle,
     quantize_int8,
     smooth_weight_matmuls,
     weight_matmuls,
@@ -69,7 +68,7 @@ def test_smoothing_is_kept_only_when_it_helps_enough(fp32, feeds, tmp_path, monk
     for min_gain, expect in ((1.0, False), (-1e9, True)):
         path = tmp_path / f"text-{expect}.onnx"
         shutil.copy(fp32 / "text_encoder.onnx", path)
-        monkeypatch.setattr(onnx_export, "SMOOTH_MIN_GAIN", min_gain)
+        monkeypatch.setattr(onnx_transforms, "SMOOTH_MIN_GAIN", min_gain)
         record = quantize_int8(path, False, feeds["text"])
         assert record["smoothing"]["applied"] is expect
         assert record["quantized"] == record["weight_matmuls"] == len(weight_matmuls(fp32 / "text_encoder.onnx"))
@@ -107,6 +106,23 @@ def test_int8_manifest_records_the_scheme(tiny, tmp_path):
         assert record["kept_fp32"] == [] and record["quantized"] == record["weight_matmuls"]
         assert record["smoothing"]["calibration_items"] == 2
     assert result.manifest["parity"]["eval_items"] == 2
+    assert int8["fp32_graphs"] == []
+
+
+def test_int8_can_leave_chosen_graphs_in_fp32(tiny, tmp_path):
+    import onnx
+
+    result = export_bundle(tiny, tmp_path / "mixed", precision="int8", int8_graphs=("text", "fusion"))
+    assert set(result.manifest["int8"]["graphs"]) == {"text", "fusion"}
+    assert result.manifest["int8"]["fp32_graphs"] == ["audio"]
+    ops = {name: {n.op_type for n in onnx.load(str(result.path / f"{name}_encoder.onnx")).graph.node}
+           for name in ("audio", "text")}
+    assert "MatMulInteger" not in ops["audio"] and "DynamicQuantizeLinear" not in ops["audio"]
+    assert "MatMulInteger" in ops["text"] or "DynamicQuantizeMatMul" in ops["text"]
+    with pytest.raises(ValueError, match="int8_graphs must name"):
+        export_bundle(tiny, tmp_path / "bad", precision="int8", int8_graphs=("vision",))
+    with pytest.raises(ValueError, match="int8_graphs must name"):
+        export_bundle(tiny, tmp_path / "bad", precision="fp32", int8_graphs=("text",))
 
 
 def test_int8_agreement_bar_still_refuses(tiny, tmp_path, monkeypatch):

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.test_train import tiny, tiny_config  # noqa: F401  (module fixture)
-
+from memocmt.crossval import candidate_configs, speaker_folds, train_with_cv
 from memocmt.manifest import Manifest, Utterance
-from memocmt.train import TrainConfig, candidate_configs, cli, load_config, speaker_folds, train, train_with_cv
+from memocmt.train import TrainConfig, cli, load_config, train
+from tests.test_train import tiny, tiny_config  # noqa: F401  (module fixture)
 
 
 def utterance(speaker: str, corpus: str = "real", split: str = "train") -> Utterance:

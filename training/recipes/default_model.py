@@ -8,7 +8,7 @@
    `cv_folds` in the config (or --cv-folds K) the number of epochs (and one of the config's
    `cv_candidates`, if any) is chosen by K-fold speaker cross-validation over the train and val
    actors 01-16 (the synthetic corpus always trains), and the model is retrained on all 16 actors
-   for that many epochs (memocmt.train.train_with_cv; the table is <work>/edge-ravdess4/cv.md);
+   for that many epochs (memocmt.crossval.train_with_cv; the table is <work>/edge-ravdess4/cv.md);
    without it, the best epoch on the val actors 15-16 is kept;
 3. 8-class variant: training/configs/edge-ravdess8.yaml (with CV, the 4-class choice of epochs);
 4. evaluation of each final checkpoint on the unseen test actors and on the synthetic test voices
@@ -33,9 +33,10 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from memocmt.corpora import build_ravdess  # noqa: E402
+from memocmt.crossval import final_config, train_with_cv  # noqa: E402
 from memocmt.evaluate import evaluate_manifest, write_report  # noqa: E402
 from memocmt.manifest import read_manifest, write_manifest  # noqa: E402
-from memocmt.train import final_config, load_config, train, train_with_cv  # noqa: E402
+from memocmt.train import load_config, train  # noqa: E402
 
 TEST_ACTORS, VAL_ACTORS = (17, 18, 19, 20), (15, 16)
 SHIP_DIR = REPO / "memocmt" / "models" / "edge-ravdess"

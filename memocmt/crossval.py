@@ -1,0 +1,194 @@
+"""Model selection by speaker-disjoint cross-validation over the train + val speakers.
+
+A small corpus has too few validation speakers to pick an epoch count on (RAVDESS: 2 actors
+moved the shipped model's test UA by several points). `cross_validate` trains one head per
+fold on cached embeddings for every candidate config and scores UA after each epoch;
+`train_with_cv` then retrains the best (candidate, epoch count) on all train + val speakers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .manifest import Manifest
+from .train import (
+    CachedDataset,
+    TrainConfig,
+    class_weight,
+    collate_cached,
+    epoch_sampler,
+    load_training_manifest,
+    make_optimizer,
+    merge_config,
+    predict,
+    resolve_device,
+    seed_everything,
+    train,
+    train_epoch,
+)
+
+logger = logging.getLogger("memocmt")
+
+
+def candidate_configs(config: TrainConfig) -> dict[str, TrainConfig]:
+    """The config itself ("base") and each of its `cv_candidates` applied to it."""
+    base = dataclasses.replace(config, cv_candidates={})
+    out = {"base": base}
+    for name, changes in config.cv_candidates.items():
+        out[name] = TrainConfig.from_dict(merge_config(asdict(base), changes))
+    return out
+
+
+def speaker_folds(manifest: Manifest, k: int, corpora: list[str] = ()) -> list[list[tuple[str, str]]]:
+    """k speaker-disjoint folds: the sorted speakers of `corpora` (all if empty) cut into k contiguous blocks.
+
+    Contiguous blocks of sorted ids keep RAVDESS's alternating male/female actors mixed in every fold.
+    """
+    speakers = sorted({u.speaker_key() for u in manifest.items if not corpora or u.corpus in corpora})
+    if len(speakers) < k:
+        raise ValueError(f"{k}-fold cross-validation needs at least {k} speakers; the train and val splits have "
+                         f"{len(speakers)}{' in corpora ' + ', '.join(corpora) if corpora else ''}.")
+    bounds = [round(i * len(speakers) / k) for i in range(k + 1)]
+    return [speakers[bounds[i]:bounds[i + 1]] for i in range(k)]
+
+
+def _subset(split, index: list[int]):
+    from .embed_cache import EmbeddedSplit
+
+    return EmbeddedSplit([split.audio[i] for i in index], [split.text[i] for i in index],
+                         [split.targets[i] for i in index], [split.ids[i] for i in index], [])
+
+
+def cross_validate(config: TrainConfig, run_dir: str | os.PathLike, *, folds: int | None = None,
+                   progress: bool = True) -> dict:
+    """Speaker-disjoint k-fold CV of the config and its `cv_candidates` over the train + val speakers.
+
+    Each fold trains a fresh head (cached embeddings, frozen encoders) on the other folds' speakers
+    plus every train/val utterance of corpora outside `cv_corpora`, and scores UA on its own
+    speakers after every epoch. The (candidate, epoch) with the best mean UA over folds is chosen.
+    Writes cv.json (every fold's UA per epoch) and cv.md (the table) to `run_dir`; the test split
+    is never loaded.
+    """
+    from tqdm.auto import tqdm
+
+    from .config import preset
+    from .embed_cache import EmbeddingCache, embed_manifest
+    from .metrics import classification_report
+    from .model import MemoCMT, build_head
+
+    k = folds or config.cv_folds
+    if k < 2:
+        raise ValueError("Cross-validation needs at least 2 folds (cv_folds or --cv-folds).")
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    manifest, problems = load_training_manifest(config)
+    labels = list(manifest.labels)
+    pool = Manifest.from_items(manifest.split("train").items + manifest.split("val").items, manifest.labels)
+    fold_speakers = speaker_folds(pool, k, config.cv_corpora)
+    fold_of = {spk: i for i, group in enumerate(fold_speakers) for spk in group}
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    seed_everything(config.seed)
+    model = MemoCMT(preset(config.preset, labels=labels, **config.model))
+    if not (model.config.freeze_audio and model.config.freeze_text):
+        raise ValueError("Cross-validation trains heads on cached embeddings; it needs frozen encoders.")
+    cache = EmbeddingCache(config.cache_dir, model)
+    embedded = embed_manifest(cache, pool, on_bad_file=config.on_bad_file, progress=progress, desc="embed train+val")
+    items, j = [], 0  # the utterances embed_manifest kept, in order (it skips only unusable audio)
+    for u in pool.items:
+        if j < len(embedded.ids) and embedded.ids[j] == (u.id or str(u.audio)):
+            items.append(u)
+            j += 1
+    item_fold = [fold_of.get(u.speaker_key(), -1) for u in items]  # -1: always trains (outside cv_corpora)
+    dims = {name: getattr(model.config, name) for name in
+            ("audio_hidden_size", "audio_num_layers", "text_hidden_size", "text_num_layers")}
+
+    candidates = candidate_configs(config)
+    table: dict[str, dict] = {}
+    started = time.perf_counter()
+    for name, cand in candidates.items():
+        head_config = preset(cand.preset, labels=labels, **cand.model).replace(**dims)
+        if (head_config.audio_encoder, head_config.text_encoder) != (model.config.audio_encoder, model.config.text_encoder):
+            raise ValueError(f"cv_candidates[{name!r}] changes an encoder; candidates share one embedding cache.")
+        n_epochs = cand.stop_epoch or cand.epochs
+        scores = []
+        for fold in range(k):
+            train_idx = [i for i, f in enumerate(item_fold) if f != fold]
+            held_idx = [i for i, f in enumerate(item_fold) if f == fold]
+            train_set = CachedDataset(_subset(embedded, train_idx), (cand.feature_noise, cand.frame_drop, cand.crop_frames))
+            held_set = CachedDataset(_subset(embedded, held_idx))
+            seed_everything(cand.seed)
+            head = build_head(head_config).to(device)
+            params = [p for p in head.parameters() if p.requires_grad]
+            optimizer, scheduler = make_optimizer(cand, params)
+            weight = class_weight(train_set.split.targets, len(labels), device) if cand.class_weights else None
+            loss_fn = nn.CrossEntropyLoss(weight=weight)
+            held_loader = torch.utils.data.DataLoader(held_set, batch_size=cand.batch_size, collate_fn=collate_cached)
+            fold_ua = []
+            for epoch in tqdm(range(1, n_epochs + 1), desc=f"cv {name} fold {fold + 1}/{k}", disable=not progress, leave=False):
+                loader = torch.utils.data.DataLoader(train_set, batch_size=cand.batch_size, collate_fn=collate_cached,
+                                                     sampler=epoch_sampler(train_set, cand.seed, epoch))
+                train_epoch(head, loader, loss_fn, optimizer, params, cand.grad_clip, device)
+                scheduler.step()
+                y, prob = predict(head, held_loader, device)
+                fold_ua.append(classification_report(y, prob.argmax(1), labels).ua)
+            scores.append(fold_ua)
+            logger.info("CV %s fold %d/%d (%s): UA %.4f after epoch %d, best %.4f at epoch %d", name, fold + 1, k,
+                        " ".join(s for _, s in fold_speakers[fold]), fold_ua[-1], n_epochs, max(fold_ua),
+                        int(np.argmax(fold_ua)) + 1)
+        mean = np.mean(np.array(scores), axis=0)
+        best = int(np.argmax(mean))
+        table[name] = {"overrides": config.cv_candidates.get(name, {}), "epochs": cand.epochs, "fold_ua": scores,
+                       "mean_ua": mean.tolist(), "best_epoch": best + 1, "best_mean_ua": float(mean[best]),
+                       "best_fold_ua": [f[best] for f in scores], "last_mean_ua": float(mean[-1])}
+    chosen = max(table, key=lambda n: table[n]["best_mean_ua"])  # first listed wins a tie ("base" first)
+    result = {"folds": [[spk for _, spk in group] for group in fold_speakers], "cv_corpora": config.cv_corpora,
+              "n_utterances": len(items), "n_always_train": item_fold.count(-1), "candidates": table,
+              "chosen": {"candidate": chosen, "epochs": table[chosen]["best_epoch"],
+                         "mean_ua": table[chosen]["best_mean_ua"]},
+              "seconds": round(time.perf_counter() - started, 1), "skipped": [str(p) for p in problems + embedded.skipped]}
+    (run_dir / "cv.json").write_text(json.dumps(result, indent=2))
+    (run_dir / "cv.md").write_text(cv_markdown(result))
+    logger.info("CV chose %s with %d epochs (mean UA %.4f)", chosen, table[chosen]["best_epoch"], table[chosen]["best_mean_ua"])
+    return result
+
+
+def cv_markdown(result: dict) -> str:
+    k = len(result["folds"])
+    lines = [f"# {k}-fold speaker cross-validation (train + val speakers)", "",
+             "Folds: " + "; ".join(f"{i + 1}: {', '.join(f)}" for i, f in enumerate(result["folds"])), "",
+             "| candidate | overrides | best epoch | mean UA at best epoch | per-fold UA at best epoch | mean UA at last epoch |",
+             "|---|---|---|---|---|---|"]
+    for name, row in result["candidates"].items():
+        mark = " (chosen)" if name == result["chosen"]["candidate"] else ""
+        folds = " / ".join(f"{100 * u:.1f}" for u in row["best_fold_ua"])
+        lines.append(f"| {name}{mark} | `{json.dumps(row['overrides'])}` | {row['best_epoch']} of {row['epochs']} | "
+                     f"{100 * row['best_mean_ua']:.1f}% | {folds} | {100 * row['last_mean_ua']:.1f}% |")
+    return "\n".join(lines) + "\n"
+
+
+def final_config(config: TrainConfig, cv: dict) -> TrainConfig:
+    """`config` with the CV-chosen candidate's overrides, trained on train + val for the chosen number of
+    epochs of its schedule (`cv` as cross_validate returns it; another config can follow the same choice)."""
+    overrides = cv["candidates"][cv["chosen"]["candidate"]]["overrides"]
+    chosen = TrainConfig.from_dict(merge_config(asdict(dataclasses.replace(config, cv_candidates={})), overrides))
+    return dataclasses.replace(chosen, stop_epoch=cv["chosen"]["epochs"], train_on_val=True, cv_folds=0)
+
+
+def train_with_cv(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, folds: int | None = None,
+                  progress: bool = True) -> Path:
+    """cross_validate, then train the chosen candidate on all train + val speakers into the same run folder."""
+    run_dir = Path(run_dir or Path(config.out_dir) / (config.run_name or time.strftime("run-%Y%m%d-%H%M%S")))
+    cv = cross_validate(config, run_dir, folds=folds, progress=progress)
+    return train(final_config(config, cv), run_dir, progress=progress)
