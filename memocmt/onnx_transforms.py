@@ -160,8 +160,17 @@ def _quantize_dynamic(src: Path, out: Path, nodes: list[str], optimized: bool) -
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     extra = {"DefaultTensorType": onnx.TensorProto.FLOAT} if optimized else {}
-    quantize_dynamic(str(src), str(out), op_types_to_quantize=["MatMul"], nodes_to_quantize=nodes,
-                     weight_type=QuantType.QInt8, per_channel=True, extra_options=extra)
+    root = logging.getLogger()
+    root.addFilter(_quiet_preprocessing_advice)  # ORT prints it for every graph it quantizes
+    try:
+        quantize_dynamic(str(src), str(out), op_types_to_quantize=["MatMul"], nodes_to_quantize=nodes,
+                         weight_type=QuantType.QInt8, per_channel=True, extra_options=extra)
+    finally:
+        root.removeFilter(_quiet_preprocessing_advice)
+
+
+def _quiet_preprocessing_advice(record: logging.LogRecord) -> bool:
+    return "pre-processing before quantization" not in record.getMessage()
 
 
 def quantize_int8(path: Path, optimized: bool, feeds: list[dict] | None = None) -> dict:
