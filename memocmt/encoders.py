@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -188,10 +189,26 @@ def load_audio_encoder(name: str) -> AudioEncoder:
                         " or a faster-whisper (CTranslate2) Whisper directory")
     normalize = _hf_do_normalize(source)
     try:
-        model = AutoModel.from_pretrained(source)
+        with _no_loading_bar():
+            model = AutoModel.from_pretrained(source)
     except OSError as e:
         raise _hub_error("audio", name, BUILTIN_AUDIO_ENCODERS, e) from e
     return HFAudioEncoder(name, model, normalize)
+
+
+@contextmanager
+def _no_loading_bar():
+    """transformers draws a progress bar for every model it loads, even a 90 MB one from disk;
+    it would land in the middle of `memocmt-live`'s and the export's output."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _hf_do_normalize(source: str) -> bool:
@@ -244,7 +261,8 @@ def load_text_encoder(name: str) -> TextEncoder:
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         # Eager attention keeps the graph exportable and lets ONNX Runtime fuse it.
-        model = AutoModel.from_pretrained(source, attn_implementation="eager")
+        with _no_loading_bar():
+            model = AutoModel.from_pretrained(source, attn_implementation="eager")
     except OSError as e:
         raise _hub_error("text", name, BUILTIN_TEXT_ENCODERS, e) from e
     if not getattr(tokenizer, "is_fast", False):

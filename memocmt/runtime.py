@@ -394,6 +394,7 @@ def ensure_default_bundle(providers: str | None = None, threads: int | None = No
             ) from e
         from .onnx_export import export_checkpoint
 
-        logger.info("Exporting the default model to %s (first use)", path)
+        # Shown at the default log level: without it the first start looks hung for ~20 s.
+        logger.warning("First use: exporting the default model to ONNX in %s (about 20 s, once)", path)
         export_checkpoint(checkpoint, path)
     return load_bundle(path, providers, threads)
