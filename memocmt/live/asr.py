@@ -160,7 +160,8 @@ class Transcriber:
             log.info("ASR: full 30 s context (%s's encoder cannot stand in for Whisper's: %s)", name, _first_line(e))
             return False
         if similarity < MIN_ENCODER_COSINE:
-            log.info("ASR: full 30 s context (%s's encoder is not this Whisper model's: similarity %.3f)", name, similarity)
+            log.info("ASR: full 30 s context (%s's encoder output differs from this Whisper model's: similarity %.3f "
+                     "< %.2f; another model, or an int8 bundle)", name, similarity, MIN_ENCODER_COSINE)
             return False
         from faster_whisper.tokenizer import Tokenizer
 
