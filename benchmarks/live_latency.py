@@ -121,7 +121,7 @@ def main() -> None:
         "config": {"vad": args.vad, "hangover_ms": args.hangover_ms, "speculate_ms": args.speculate_ms,
                    "asr_model": transcriber.model_name, "asr_device": transcriber.device,
                    "compute_type": transcriber.compute_type, "emotion_model": args.model,
-                   "asr_context": "short" if transcriber.short_context else "full",
+                   "asr_context": transcriber.context,
                    "asr_fallbacks": transcriber.fallbacks,
                    "source": "file paced in real time", "utterances": args.utterances},
         "recognised": len(results),

@@ -89,7 +89,7 @@ def main() -> None:
         "machine": machine_info(),
         "config": {"minutes": args.minutes, "realtime": args.realtime, "vad": args.vad,
                    "asr_model": transcriber.model_name, "emotion_model": args.model,
-                   "asr_context": "short" if transcriber.short_context else "full", "asr_fallbacks": transcriber.fallbacks},
+                   "asr_context": transcriber.context, "asr_fallbacks": transcriber.fallbacks},
         "utterances_played": played,
         "utterances_recognised": summary.utterances,
         "audio_s": summary.audio_s,

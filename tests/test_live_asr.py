@@ -74,7 +74,7 @@ def test_a_foreign_encoder_is_refused_and_the_standard_path_kept(transcriber):
     rng = np.random.default_rng(0)
     assert not transcriber.attach_encoder(lambda a: rng.standard_normal((a.size // 320, 384)).astype(np.float32))
     assert not transcriber.attach_encoder(lambda a: np.zeros((3, 3), np.float32))  # wrong shape
-    assert not transcriber.short_context
+    assert transcriber.context == "full"
 
 
 def test_short_context_transcribes_speech_and_rejects_silence(whisper_encoder, speech):

@@ -139,9 +139,9 @@ class Transcriber:
         self.fallbacks = 0  # short-context outputs thrown away and re-transcribed the standard way
 
     @property
-    def short_context(self) -> bool:
-        """True when utterances are decoded from an attached own-length encoder pass."""
-        return self._encoder is not None
+    def context(self) -> str:
+        """"short" when utterances are decoded from an attached own-length encoder pass, else "full"."""
+        return "short" if self._encoder is not None else "full"
 
     def attach_encoder(self, encoder: EncoderFn | None, name: str = "the emotion model") -> bool:
         """Decode from `encoder`'s states (see the module docstring) if it is this model's

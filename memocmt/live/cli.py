@@ -179,7 +179,7 @@ def _run(args) -> int:
     view_stream = sys.stderr if args.jsonl == "-" else sys.stdout
     view = make_view(view_stream, rich=False if args.plain else None)
     meta = {"device": None, "asr_model": transcriber.model_name, "model": getattr(emotion, "name", None),
-            "asr_context": "short" if transcriber.short_context else "full"}
+            "asr_context": transcriber.context}
     writer = JsonlWriter(args.jsonl, meta) if args.jsonl else None
     pipeline.start()  # opens the device: errors surface here
     meta["device"] = source.description  # known once the device is open
