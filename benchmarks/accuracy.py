@@ -22,10 +22,22 @@ SYNTHETIC_PER_CLASS, SYNTHETIC_SEED = 100, 0
 SPLIT_NOTE = "RAVDESS 4-class, train actors 01-14, val 15-16, test 17-20 (never seen); synthetic test voices/sentences"
 
 
-def ravdess_test(root: Path):
+def ravdess_split(root: Path):
     from memocmt.corpora import build_ravdess
 
-    return build_ravdess(root, classes="4", split="speaker", test_speakers=TEST_ACTORS, val_speakers=VAL_ACTORS).split("test")
+    return build_ravdess(root, classes="4", split="speaker", test_speakers=TEST_ACTORS, val_speakers=VAL_ACTORS)
+
+
+def ravdess_test(root: Path):
+    return ravdess_split(root).split("test")
+
+
+def ravdess_manifest(root: Path, folder: Path) -> Path:
+    """The speaker split written as a JSONL manifest (int8 calibration and agreement for the edge export)."""
+    from memocmt.manifest import write_manifest
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_manifest(folder / "ravdess4-speaker.jsonl", ravdess_split(root), relative=False)
 
 
 def synthetic_test(folder: Path):

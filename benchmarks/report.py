@@ -360,12 +360,13 @@ def cli(argv: list[str] | None = None) -> int:
     sources = Sources(Path(checkpoint) if checkpoint else None, args.cache_dir or memocmt_home() / "bench",
                       args.threads or default_threads())
 
-    from benchmarks.accuracy import ravdess_test, synthetic_test
+    from benchmarks.accuracy import ravdess_manifest, ravdess_test, synthetic_test
 
     sets = {}
     ravdess = args.ravdess if args.ravdess and args.ravdess.is_dir() else None
     if ravdess:
         sets["ravdess"] = ravdess_test(ravdess)
+        sources.calibration = ravdess_manifest(ravdess, sources.cache_dir)
     else:
         logger.warning("RAVDESS not found at %s: real-speech accuracy and floors are not measured", args.ravdess)
     synthetic = args.synthetic or (DEFAULT_SYNTHETIC if (DEFAULT_SYNTHETIC / "manifest.jsonl").is_file() else sources.cache_dir / "synthetic")

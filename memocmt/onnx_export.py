@@ -29,7 +29,7 @@ from . import __version__
 from .audio import SAMPLE_RATE
 from .encoders import EncoderLoadError, HFAudioEncoder
 from .model import CheckpointError, MemoCMT, load_checkpoint
-from .onnx_transforms import calibration_feeds, convert_fp16, optimize_graph, quantize_int8
+from .onnx_transforms import calibration_feeds, convert_fp16, logit_shift_scorer, optimize_graph, quantize_int8
 from .runtime import BUNDLE_FORMAT, BUNDLE_VERSION, GRAPH_FILES, MANIFEST_NAME, TOKENIZER_FILE, graph_interface, sha256_file
 
 logger = logging.getLogger("memocmt")
@@ -40,7 +40,8 @@ DEFAULT_OPSET = 17  # loads on every onnxruntime from 1.14 on, including the GPU
 IR_VERSION_FOR_OPSET = {17: 8, 18: 8, 19: 9, 20: 9}  # the oldest IR each opset allows
 EXAMPLE_AUDIO_S = 3.0  # length of the tracing input; every length works afterwards
 EXAMPLE_TOKENS = 9
-INT8_SCHEME = "dynamic, int8 weights per output channel, uint8 activations per tensor; weight MatMuls only"
+INT8_SCHEME = ("dynamic, int8 weights per output channel, uint8 activations per tensor; weight MatMuls only, "
+               "the most sensitive kept in fp32 until the calibration logit change is within budget")
 
 
 class ExportError(RuntimeError):
@@ -166,6 +167,9 @@ def graph_specs(model: MemoCMT) -> list[GraphSpec]:
 
 def export_graph(spec: GraphSpec, path: Path, opset: int) -> Path:
     """Trace one graph to ONNX (legacy exporter: opset and IR stay loadable by older runtimes)."""
+    # The exporter puts the module back in the mode it found it in, recursively: a wrapper left
+    # in nn.Module's default training mode would switch the caller's model to training (dropout on).
+    spec.module.eval()
     try:
         # The tracer warns about every shape assertion it folds; verification below is the real check.
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
@@ -286,6 +290,9 @@ def export_bundle(
 
     With int8, `int8_graphs` names the graphs to quantize ("audio", "text", "fusion"; None:
     all); the others stay fp32, e.g. to keep an encoder whose int8 error moves predictions.
+    With int8 and an `eval_manifest`, calibration uses its val/train utterances and, within
+    each graph, the weight MatMuls whose quantization moves the calibration logits most stay
+    fp32 until the change is within budget (`quantize_int8`); the manifest lists them.
 
     `source` describes where the weights came from ({"checkpoint": name, "sha256": ...} for a
     trained checkpoint); without a SHA-256 the manifest marks the bundle as untrained.
@@ -319,7 +326,8 @@ def export_bundle(
             if optimize:
                 optimize_graph(path)
             if precision == "int8" and (int8_graphs is None or spec.stage in int8_graphs):
-                quantized[spec.stage] = quantize_int8(path, optimize, feeds[spec.stage])
+                score = logit_shift_scorer(model, feeds, spec.stage) if eval_manifest is not None else None
+                quantized[spec.stage] = quantize_int8(path, optimize, feeds[spec.stage], score=score)
             elif precision == "fp16":
                 convert_fp16(path)
             if optimize or precision != "fp32":

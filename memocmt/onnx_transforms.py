@@ -6,6 +6,7 @@ calibration shows it helps) and fp16 conversion for CUDA. Each rewrites a graph 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -173,7 +174,52 @@ def _quiet_preprocessing_advice(record: logging.LogRecord) -> bool:
     return "pre-processing before quantization" not in record.getMessage()
 
 
-def quantize_int8(path: Path, optimized: bool, feeds: list[dict] | None = None) -> dict:
+INT8_MAX_LOGIT_SHIFT = 0.1  # accuracy budget: mean over calibration utterances of the largest logit change
+INT8_MAX_KEPT_FRACTION = 0.5  # never keep more than this share of a graph's weight MatMuls in fp32
+
+
+def logit_shift_scorer(model: MemoCMT, feeds: dict[str, list[dict]], stage: str) -> Callable[[Path], float]:
+    """Error of a candidate graph for `stage` in the model's own terms.
+
+    The candidate runs on the calibration feeds; the other stages keep their PyTorch values
+    and the PyTorch fusion head turns the result into logits. The score is the mean over
+    utterances of the largest absolute logit change. Measured on the shipped edge model: its
+    audio encoder's int8 states moved the logits only through the per-layer statistics of
+    the `+stats` pooling, so a graph's own output error does not rank what matters.
+    """
+    import numpy as np
+
+    fusion_names = graph_interface("fusion", model.config.modalities)[0]
+
+    def head_logits(feed: dict):
+        args = [torch.from_numpy(feed[n]) if n in feed else None
+                for n in ("audio_states", "audio_lengths", "text_states", "text_lengths")]
+        with torch.inference_mode():
+            return model.head(*args).float().numpy()
+
+    reference = [head_logits(f) for f in feeds["fusion"]]
+
+    def score(candidate: Path) -> float:
+        session = _cpu_session(candidate)
+        shifts = []
+        for i, ref in enumerate(reference):
+            if stage == "fusion":
+                logits = session.run(["logits"], feeds["fusion"][i])[0]
+            else:
+                fusion = dict(feeds["fusion"][i])
+                outputs = session.run(None, feeds[stage][i])
+                fusion[f"{stage}_states"] = outputs[0]
+                if stage == "audio":
+                    fusion["audio_lengths"] = outputs[1].astype(np.int64)
+                logits = head_logits({k: fusion[k] for k in fusion_names})
+            shifts.append(float(np.abs(logits - ref).max()))
+        return float(np.mean(shifts))
+
+    return score
+
+
+def quantize_int8(path: Path, optimized: bool, feeds: list[dict] | None = None,
+                  score: Callable[[Path], float] | None = None, budget: float = INT8_MAX_LOGIT_SHIFT) -> dict:
     """Dynamic int8 quantization of weight MatMuls only, per output channel; returns what was done.
 
     Measured: quantizing Conv made HuBERT slower; rewriting HuBERT's feature-extractor Convs
@@ -182,40 +228,86 @@ def quantize_int8(path: Path, optimized: bool, feeds: list[dict] | None = None) 
     the Convs in fp32 (each of the six Convs alone: 35-74%; generated noise only 4%), so
     Convs stay fp32; quantizing the activation x activation
     MatMuls of attention (scores and context) moved 3% of the shipped model's RAVDESS test
-    predictions, while weight-only MatMuls keep the speed-up. With calibration `feeds` (graph
-    inputs), the graph is also quantized after SmoothQuant-style smoothing, and the smoothed
-    version is kept only where it lowers the worst relative output error on the calibration
-    feeds by at least SMOOTH_MIN_GAIN.
+    predictions, while weight-only MatMuls keep the speed-up.
+
+    With calibration `feeds` (graph inputs), the graph is also quantized after
+    SmoothQuant-style smoothing, kept only where it lowers the error by at least
+    SMOOTH_MIN_GAIN. The error is `score(candidate graph)` when given (the export passes
+    `logit_shift_scorer`), else the worst relative output error on the feeds. With `score`,
+    when the all-int8 graph's error exceeds `budget`, the MatMuls whose quantization alone
+    hurts most stay fp32, one at a time, until the error is within budget (accuracy-aware
+    mixed precision; at most INT8_MAX_KEPT_FRACTION of them).
     """
     nodes = weight_matmuls(path)
     record = {"weight_matmuls": len(nodes), "quantized": len(nodes), "kept_fp32": [], "smoothing": None}
     if not nodes:
         return record
-    plain = path.with_suffix(".int8.onnx")
-    _quantize_dynamic(path, plain, nodes, optimized)
-    if feeds:
-        smoothed_fp32 = path.with_suffix(".smooth.onnx")
-        smoothed = path.with_suffix(".smooth.int8.onnx")
-        try:
+    measure = score or (lambda candidate: worst_output_error(path, candidate, feeds))
+    candidate = path.with_suffix(".int8.onnx")
+    smoothed_fp32 = path.with_suffix(".smooth.onnx")
+    smoothed = path.with_suffix(".smooth.int8.onnx")
+    source, error = path, None
+    try:
+        _quantize_dynamic(path, candidate, nodes, optimized)
+        if feeds:
             groups = smooth_weight_matmuls(path, smoothed_fp32, feeds)
             _quantize_dynamic(smoothed_fp32, smoothed, nodes, optimized)
-            plain_error = worst_output_error(path, plain, feeds)
-            smooth_error = worst_output_error(path, smoothed, feeds)
+            plain_error, smooth_error = measure(candidate), measure(smoothed)
             applied = smooth_error <= (1 - SMOOTH_MIN_GAIN) * plain_error
             record["smoothing"] = {
                 "alpha": SMOOTH_ALPHA, "activations": groups, "applied": applied,
-                "calibration_items": len(feeds), "worst_rel_error_plain": round(plain_error, 6),
-                "worst_rel_error_smoothed": round(smooth_error, 6), "min_gain": SMOOTH_MIN_GAIN,
+                "calibration_items": len(feeds), "error_plain": round(plain_error, 6),
+                "error_smoothed": round(smooth_error, 6), "min_gain": SMOOTH_MIN_GAIN,
             }
-            logger.info("int8 %s: worst calibration error %.4f plain, %.4f smoothed; smoothing %s", path.name,
+            logger.info("int8 %s: calibration error %.4f plain, %.4f smoothed; smoothing %s", path.name,
                         plain_error, smooth_error, "kept" if applied else "dropped")
             if applied:
-                smoothed.replace(plain)
-        finally:
-            for p in (smoothed_fp32, smoothed):
-                p.unlink(missing_ok=True)
-    plain.replace(path)
+                smoothed.replace(candidate)
+                source = smoothed_fp32
+            error = smooth_error if applied else plain_error
+        if score is not None:
+            error = score(candidate) if error is None else error
+            record["accuracy"] = {"metric": "mean largest logit change over the calibration utterances",
+                                  "budget": budget, "all_int8": round(error, 6), "final": round(error, 6)}
+            if error > budget:
+                kept, error = _keep_sensitive_fp32(source, candidate, nodes, optimized, score, budget)
+                record.update(quantized=len(nodes) - len(kept), kept_fp32=kept)
+                record["accuracy"]["final"] = round(error, 6)
+        candidate.replace(path)
+    finally:
+        for p in (candidate, smoothed_fp32, smoothed):
+            p.unlink(missing_ok=True)
     return record
+
+
+def _keep_sensitive_fp32(source: Path, candidate: Path, nodes: list[str], optimized: bool,
+                         score: Callable[[Path], float], budget: float) -> tuple[list[str], float]:
+    """Rank the MatMuls by the error of quantizing each alone, then keep the worst in fp32 one at a
+    time until `score` is within `budget`; `candidate` ends up as the chosen graph."""
+    trial = candidate.with_suffix(".trial.onnx")
+    try:
+        alone = {}
+        for node in nodes:
+            _quantize_dynamic(source, trial, [node], optimized)
+            alone[node] = score(trial)
+        ranked = sorted(nodes, key=alone.get, reverse=True)
+        best: tuple[float, int] | None = None
+        for k in range(1, max(1, int(len(nodes) * INT8_MAX_KEPT_FRACTION)) + 1):
+            _quantize_dynamic(source, trial, [n for n in nodes if n not in ranked[:k]], optimized)
+            error = score(trial)
+            logger.info("int8 %s: %d of %d MatMuls kept in fp32, calibration error %.4f (budget %.4f)",
+                        source.name, k, len(nodes), error, budget)
+            if best is None or error < best[0]:
+                best = (error, k)
+                trial.replace(candidate)
+            if error <= budget:
+                break
+        if best[0] > budget:
+            logger.warning("int8 %s: error %.4f with %d MatMuls in fp32 is still above the budget %.4f; "
+                           "the agreement check decides", source.name, best[0], best[1], budget)
+        return ranked[: best[1]], best[0]
+    finally:
+        trial.unlink(missing_ok=True)
 
 
 def convert_fp16(path: Path) -> None:

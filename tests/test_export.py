@@ -16,7 +16,14 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from memocmt.model import MemoCMT  # noqa: E402
-from memocmt.onnx_export import ExportError, ExportValidationError, _FusionGraph, export_bundle  # noqa: E402
+from memocmt.onnx_export import (  # noqa: E402
+    ExportError,
+    ExportValidationError,
+    _FusionGraph,
+    export_bundle,
+    export_graph,
+    graph_specs,
+)
 from memocmt.runtime import BUNDLE_FORMAT, BUNDLE_VERSION, sha256_file  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,6 +64,15 @@ def test_tiny_export_writes_a_verified_bundle(tiny_bundle):
     assert parity["max_abs_diff_logits"] <= 1e-4 and parity["class_agreement"] == 1.0
     assert len(set(parity["audio_seconds"])) >= 4  # several lengths were compared
     assert json.loads((path / "manifest.json").read_text()) == manifest
+
+
+def test_tracing_a_graph_leaves_the_model_in_eval_mode(tiny, tmp_path):
+    # the exporter restores each traced wrapper's mode recursively; a wrapper in training mode
+    # would switch the model's encoders and head to training (dropout on) between the graphs,
+    # where int8 calibration scores the head
+    for spec in graph_specs(tiny):
+        export_graph(spec, tmp_path / f"{spec.stage}.onnx", 17)
+        assert [name for name, m in tiny.named_modules() if m.training] == [], spec.stage
 
 
 def test_graphs_pass_the_checker_with_pinned_ir(tiny_bundle):

@@ -105,6 +105,8 @@ def test_int8_manifest_records_the_scheme(tiny, tmp_path):
     for record in int8["graphs"].values():
         assert record["kept_fp32"] == [] and record["quantized"] == record["weight_matmuls"]
         assert record["smoothing"]["calibration_items"] == 2
+        assert record["accuracy"]["budget"] == onnx_transforms.INT8_MAX_LOGIT_SHIFT  # scored through the head
+        assert record["accuracy"]["final"] <= record["accuracy"]["all_int8"]
     assert result.manifest["parity"]["eval_items"] == 2
     assert int8["fp32_graphs"] == []
 
@@ -131,3 +133,33 @@ def test_int8_agreement_bar_still_refuses(tiny, tmp_path, monkeypatch):
     with pytest.raises(ExportValidationError, match="int8 bundle predicts the PyTorch class"):
         export_bundle(tiny, tmp_path / "refused", precision="int8", eval_manifest=manifest)
     assert not (tmp_path / "refused").exists()
+
+
+def _fp32_matmuls(path) -> set[str]:
+    return {n.name for n in onnx.load(str(path)).graph.node if n.op_type == "MatMul"}
+
+
+def test_the_matmuls_that_hurt_stay_fp32_until_within_budget(fp32, tmp_path):
+    path = tmp_path / "text.onnx"
+    shutil.copy(fp32 / "text_encoder.onnx", path)
+    nodes = weight_matmuls(path)
+    harmful = set(nodes[1:3])
+
+    def score(candidate):  # each harmful MatMul that got quantized costs one unit
+        return float(len(harmful - _fp32_matmuls(candidate)))
+
+    record = quantize_int8(path, False, None, score=score, budget=0.5)
+    assert set(record["kept_fp32"]) == harmful
+    assert record["quantized"] == len(nodes) - 2
+    assert record["accuracy"]["all_int8"] == 2.0 and record["accuracy"]["final"] == 0.0
+    assert _fp32_matmuls(path) >= harmful and not (_fp32_matmuls(path) & (set(nodes) - harmful))
+    assert not [p for p in tmp_path.iterdir() if p.name != "text.onnx"]  # no trial graphs left behind
+
+
+def test_an_unreachable_budget_keeps_the_fewest_fp32_and_lets_agreement_decide(fp32, tmp_path, caplog):
+    path = tmp_path / "fusion.onnx"
+    shutil.copy(fp32 / "fusion.onnx", path)
+    with caplog.at_level("WARNING", logger="memocmt"):
+        record = quantize_int8(path, False, None, score=lambda candidate: 1.0, budget=0.5)
+    assert len(record["kept_fp32"]) == 1 and record["accuracy"]["final"] == 1.0
+    assert "still above the budget" in caplog.text
