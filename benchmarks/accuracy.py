@@ -104,8 +104,8 @@ def floors(root: Path, embedding_cache: Path, cache_dir: Path) -> dict:
     if tuple(baselines.TEST_ACTORS) != TEST_ACTORS or tuple(baselines.VAL_ACTORS) != VAL_ACTORS:
         return {"error": "benchmarks/baselines.py uses another actor split; floors would not be comparable"}
     cache = cache_dir / f"floors-{_floors_key(root)}.json"
-    if cache.is_file():
-        return json.loads(cache.read_text())
+    if cache.is_file() and "probe-all-speaker" in (cached := json.loads(cache.read_text())):
+        return cached
     logger.info("Fitting the linear-probe and eGeMAPS floors (cached in %s)", cache)
     results = baselines.run(root, ["4"], embedding_cache)["ravdess-4"]
     out = {name: {"ua": r["test_ua"], "wa": r["test_wa"], "macro_f1": r["test_macro_f1"], "dims": r["dims"]}

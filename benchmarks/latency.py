@@ -180,6 +180,36 @@ def measure_scaling(runners: dict, clips: list[Clip], lengths_s: list[float], re
     }
 
 
+REFERENCE_S = 3.0  # the reference utterance: 3 s of speech with a 12-word transcript, batch 1
+REFERENCE_WORDS = 12
+
+
+def reference_clip(clips: list[Clip]) -> Clip:
+    """3 s of joined test utterances whose transcript is cut (or cycled) to exactly 12 words."""
+    clip = join_clips(clips, REFERENCE_S)
+    words = " ".join(c.text for c in clips).split()
+    text = " ".join(words[i % len(words)] for i in range(REFERENCE_WORDS))
+    return Clip(clip.audio, text, "reference")
+
+
+def measure_reference(runners: dict, clips: list[Clip], repeats: int) -> dict:
+    """Per-stage p50 (ms) of every variant on the reference utterance, interleaved round-robin."""
+    clip = reference_clip(clips)
+    names = list(runners)
+    stages = {n: defaultdict(list) for n in names}
+    for rep in range(repeats):
+        for name in rotated(names, rep):
+            _, t = runners[name].run_stages([clip.audio], [clip.text])
+            for stage, ms in t.items():
+                stages[name][stage].append(ms)
+            stages[name]["model"].append(sum(t.values()))
+            stages[name]["encoders_and_fusion"].append(sum(v for k, v in t.items() if k != "features"))
+    return {
+        "seconds": REFERENCE_S, "words": len(clip.text.split()), "text": clip.text, "repeats": repeats,
+        "variants": {n: {k: float(np.median(v)) for k, v in by.items()} for n, by in stages.items()},
+    }
+
+
 def measure_throughput(runners: dict, clips: list[Clip], batch_sizes: list[int], repeats: int) -> dict:
     """Utterances per second over a folder of utterances, in batches of each size."""
     names = list(runners)

@@ -29,7 +29,7 @@ SCHEMA = "memocmt-bench/1"
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_RAVDESS = REPO.parent / "shared" / "data" / "ravdess-a01-a20"
 DEFAULT_SYNTHETIC = REPO / "runs" / "default-model" / "data" / "synthetic"  # written by the training recipe
-PARTS = ("vad", "asr", "latency", "scaling", "throughput", "accuracy", "floors", "load")
+PARTS = ("vad", "asr", "latency", "reference", "scaling", "throughput", "accuracy", "floors", "load")
 
 
 @dataclass
@@ -49,6 +49,7 @@ class Profile:
     load_repeats: int
     vad_stream_s: float
     vad_repeats: int
+    reference_repeats: int = 10  # runs of the 3 s / 12-word reference utterance per variant
     skip: list[str] = field(default_factory=list)
 
 
@@ -60,7 +61,7 @@ PROFILES = {
                      vad_stream_s=20, vad_repeats=2, skip=["floors"]),
     "full": Profile("full", ALL_VARIANTS, stage_utterances=24, repeats=5, lengths_s=[1, 2, 5, 10, 20], scaling_repeats=3,
                     batch_sizes=[1, 8], throughput_utterances=32, throughput_repeats=2, accuracy_limit=None,
-                    load_repeats=3, vad_stream_s=120, vad_repeats=5),
+                    load_repeats=3, vad_stream_s=120, vad_repeats=5, reference_repeats=40),
 }
 
 
@@ -141,6 +142,9 @@ def run_benchmark(profile: Profile, sources: Sources, eval_sets: dict, *, accura
             result["speedup_vs_reference"] = {
                 n: {k: ref[k]["p50"] / v[k]["p50"] for k in ("model", "audio_encoder", "text_encoder", "end_to_end")}
                 for n, v in result["latency"]["variants"].items()}
+    if "reference" not in skip:
+        logger.info("Reference utterance: %d repeats", profile.reference_repeats)
+        result["reference"] = latency.measure_reference(runners, clips, profile.reference_repeats)
     if "scaling" not in skip:
         logger.info("Scaling with utterance length %s", profile.lengths_s)
         result["scaling"] = latency.measure_scaling(runners, clips, profile.lengths_s, profile.scaling_repeats, transcriber)
@@ -253,6 +257,15 @@ def markdown(result: dict) -> str:
                 "over a stream of the test utterances with gaps and light noise.", "", "| backend | p50 | p95 | segments found | stream s |", "|---|---:|---:|---:|---:|"]
         for name, v in result["vad"].items():
             out.append(f"| {name} | {v['ms_per_audio_s']['p50']:.3f} | {v['ms_per_audio_s']['p95']:.3f} | {v['segments']} | {v['stream_s']:.0f} |")
+    ref = result.get("reference")
+    if ref:
+        out += ["", f"## Reference utterance ({ref['seconds']:g} s of speech, {ref['words']} words, batch 1; ms p50 "
+                f"over {ref['repeats']} interleaved runs)", "", f"Transcript: \"{ref['text']}\".", "",
+                "| variant | features | audio encoder | text encoder | fusion | encoders + fusion | model total |",
+                "|---|---:|---:|---:|---:|---:|---:|"]
+        for name, v in ref["variants"].items():
+            out.append(f"| {name} | " + " | ".join(_f(v.get(k)) for k in
+                                                  ("features", "audio_encoder", "text_encoder", "fusion", "encoders_and_fusion", "model")) + " |")
     sc = result.get("scaling")
     if sc:
         names = list(sc["variants"])

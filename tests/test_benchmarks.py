@@ -56,7 +56,7 @@ def _profile(**changes) -> Profile:
     base = dict(name="quick", variants=["edge-torch", "edge-ort-fp32", "edge-ort-int8", "edge-ort-fp16-cuda"],
                 stage_utterances=3, repeats=2, lengths_s=[1, 2], scaling_repeats=1, batch_sizes=[1, 4],
                 throughput_utterances=4, throughput_repeats=1, accuracy_limit=6, load_repeats=1, vad_stream_s=6,
-                vad_repeats=1, skip=["floors"])
+                vad_repeats=1, reference_repeats=2, skip=["floors"])
     return Profile(**{**base, **changes})
 
 
@@ -105,12 +105,15 @@ def test_quick_run_end_to_end(checkpoint, toy_set, tmp_path):
             assert stages[stage]["n"] == 3 * 2
         assert result["speedup_vs_reference"]["edge-torch"]["model"] == pytest.approx(1.0)
         assert len(result["scaling"]["variants"][name]["model_ms_p50"]) == 2
+        ref = result["reference"]["variants"][name]
+        assert 0 < ref["encoders_and_fusion"] < ref["model"] and ref["features"] > 0
         assert set(result["throughput"]["variants"][name]) == {"1", "4"}
         acc = result["accuracy"][name]["toy"]
         assert 0 <= acc["ua"] <= 1 and 0 <= acc["wa"] <= 1 and acc["n"] == 6
         assert 0 <= acc["agreement_with_reference"] <= 1
         assert result["load"][name]["peak_rss_mb"] > 0 and result["load"][name]["ready_ms"] > 0
     assert result["accuracy"]["edge-torch"]["toy"]["agreement_with_reference"] == 1.0
+    assert result["reference"]["seconds"] == 3.0 and result["reference"]["words"] == 12
     assert set(result["vad"]) == {"webrtc", "silero"}
     if "asr" not in skip:
         assert result["latency"]["shared"]["asr"]["n"] == 6 and "asr" in result["load"]
@@ -131,7 +134,7 @@ def test_quick_run_end_to_end(checkpoint, toy_set, tmp_path):
         assert (out / png) in written and (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-PARTS_EXCEPT_LOADING = ["vad", "asr", "latency", "scaling", "throughput", "accuracy", "floors", "load"]
+PARTS_EXCEPT_LOADING = ["vad", "asr", "latency", "reference", "scaling", "throughput", "accuracy", "floors", "load"]
 
 
 def _result(e2e: dict, rate: float, ua: float, cpu: str = "Test CPU") -> dict:
