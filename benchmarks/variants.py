@@ -155,10 +155,26 @@ def build_torch_model(preset: str, sources: Sources):
     return MemoCMT(preset_config("paper", audio_encoder=str(hubert), text_encoder=str(bert))).eval()
 
 
+EXPORT_CODE = ("model.py", "fusion.py", "encoders.py", "whisper_encoder.py", "onnx_export.py", "onnx_transforms.py")
+
+
+def export_code_key() -> str:
+    """Hash of the library code that shapes the exported graphs: a cached bundle from older code is stale."""
+    import hashlib
+
+    import memocmt
+
+    root = Path(memocmt.__file__).parent
+    h = hashlib.sha256()
+    for name in EXPORT_CODE:
+        h.update((root / name).read_bytes())
+    return h.hexdigest()[:8]
+
+
 def bundle_dir(spec: VariantSpec, sources: Sources) -> Path:
     record = source_record(spec, sources)
     key = record.get("sha256", PAPER_KEY)[:12]
-    return sources.cache_dir / "bundles" / f"{spec.preset}-{key}-{spec.precision}"
+    return sources.cache_dir / "bundles" / f"{spec.preset}-{key}-{export_code_key()}-{spec.precision}"
 
 
 def ensure_bundle(spec: VariantSpec, sources: Sources, models: ModelCache) -> Path:
@@ -177,7 +193,8 @@ def ensure_bundle(spec: VariantSpec, sources: Sources, models: ModelCache) -> Pa
     if manifest.is_file():
         stored = json.loads(manifest.read_text())
         int8 = stored.get("int8", {})
-        calibrated = int8.get("calibration", {}).get("source", "").startswith(eval_manifest.name) if eval_manifest else True
+        calibration = (int8.get("calibration") or {}).get("source", "")
+        calibrated = calibration.startswith(eval_manifest.name) if eval_manifest else not calibration
         if (stored.get("source") == record and stored.get("precision") == spec.precision
                 and (spec.precision != "int8" or (int8.get("scheme") == INT8_SCHEME and calibrated))):
             return out

@@ -316,7 +316,10 @@ def export_bundle(
     try:
         model = model.eval().cpu()
         calibration, feeds, quantized = None, None, {}
-        if precision == "int8":
+        if precision == "int8" and eval_manifest is not None:
+            # Measured: with smoothing chosen on the few verification utterances, the shipped model's
+            # int8 bundle agreed with PyTorch on 91.9% of its test utterances (plain int8: 98.2%),
+            # so without real calibration data int8 stays plain.
             from .onnx_verify import calibration_set
 
             calibration = calibration_set(verify_audio, eval_manifest)
@@ -326,8 +329,8 @@ def export_bundle(
             if optimize:
                 optimize_graph(path)
             if precision == "int8" and (int8_graphs is None or spec.stage in int8_graphs):
-                score = logit_shift_scorer(model, feeds, spec.stage) if eval_manifest is not None else None
-                quantized[spec.stage] = quantize_int8(path, optimize, feeds[spec.stage], score=score)
+                score = logit_shift_scorer(model, feeds, spec.stage) if feeds else None
+                quantized[spec.stage] = quantize_int8(path, optimize, feeds[spec.stage] if feeds else None, score=score)
             elif precision == "fp16":
                 convert_fp16(path)
             if optimize or precision != "fp32":
@@ -338,7 +341,7 @@ def export_bundle(
         if precision == "int8":
             manifest["int8"] = {
                 "scheme": INT8_SCHEME,
-                "calibration": calibration.describe(),
+                "calibration": calibration.describe() if calibration else None,
                 "graphs": quantized,
                 "fp32_graphs": [stage for stage in stages if stage not in quantized],
             }

@@ -270,7 +270,7 @@ def quantize_int8(path: Path, optimized: bool, feeds: list[dict] | None = None,
             record["accuracy"] = {"metric": "mean largest logit change over the calibration utterances",
                                   "budget": budget, "all_int8": round(error, 6), "final": round(error, 6)}
             if error > budget:
-                kept, error = _keep_sensitive_fp32(source, candidate, nodes, optimized, score, budget)
+                kept, error = _keep_sensitive_fp32(source, candidate, nodes, optimized, score, budget, path.name)
                 record.update(quantized=len(nodes) - len(kept), kept_fp32=kept)
                 record["accuracy"]["final"] = round(error, 6)
         candidate.replace(path)
@@ -281,7 +281,7 @@ def quantize_int8(path: Path, optimized: bool, feeds: list[dict] | None = None,
 
 
 def _keep_sensitive_fp32(source: Path, candidate: Path, nodes: list[str], optimized: bool,
-                         score: Callable[[Path], float], budget: float) -> tuple[list[str], float]:
+                         score: Callable[[Path], float], budget: float, name: str) -> tuple[list[str], float]:
     """Rank the MatMuls by the error of quantizing each alone, then keep the worst in fp32 one at a
     time until `score` is within `budget`; `candidate` ends up as the chosen graph."""
     trial = candidate.with_suffix(".trial.onnx")
@@ -296,7 +296,7 @@ def _keep_sensitive_fp32(source: Path, candidate: Path, nodes: list[str], optimi
             _quantize_dynamic(source, trial, [n for n in nodes if n not in ranked[:k]], optimized)
             error = score(trial)
             logger.info("int8 %s: %d of %d MatMuls kept in fp32, calibration error %.4f (budget %.4f)",
-                        source.name, k, len(nodes), error, budget)
+                        name, k, len(nodes), error, budget)
             if best is None or error < best[0]:
                 best = (error, k)
                 trial.replace(candidate)
@@ -304,7 +304,7 @@ def _keep_sensitive_fp32(source: Path, candidate: Path, nodes: list[str], optimi
                 break
         if best[0] > budget:
             logger.warning("int8 %s: error %.4f with %d MatMuls in fp32 is still above the budget %.4f; "
-                           "the agreement check decides", source.name, best[0], best[1], budget)
+                           "the agreement check decides", name, best[0], best[1], budget)
         return ranked[: best[1]], best[0]
     finally:
         trial.unlink(missing_ok=True)

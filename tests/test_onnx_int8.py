@@ -163,3 +163,18 @@ def test_an_unreachable_budget_keeps_the_fewest_fp32_and_lets_agreement_decide(f
         record = quantize_int8(path, False, None, score=lambda candidate: 1.0, budget=0.5)
     assert len(record["kept_fp32"]) == 1 and record["accuracy"]["final"] == 1.0
     assert "still above the budget" in caplog.text
+
+
+def test_int8_batches_give_the_one_at_a_time_answers(tiny, tmp_path):
+    # dynamic int8 takes one activation scale per tensor: batched, utterances would shift each other
+    from memocmt.runtime import load_bundle
+
+    bundle = load_bundle(export_bundle(tiny, tmp_path / "int8", precision="int8").path, providers="cpu")
+    items = verification_set(None)
+    audios, texts = [u.audio for u in items], [u.text for u in items]
+    alone = np.array([list(bundle.predict(a, t).probabilities.values()) for a, t in zip(audios, texts)])
+    batched = np.array([list(p.probabilities.values()) for p in bundle.predict_batch(audios, texts)])
+    assert np.array_equal(alone, batched)
+    bundle.item_by_item = False  # what batching did before: the same utterances, other answers
+    coupled = np.array([list(p.probabilities.values()) for p in bundle.predict_batch(audios, texts)])
+    assert not np.array_equal(alone, coupled)
