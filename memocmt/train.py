@@ -16,7 +16,8 @@ and val speakers instead of by the val split alone, then retrains on all of them
 epochs (memocmt.crossval.train_with_cv); the CV table goes to `cv.json` and `cv.md` in the run folder.
 
 Several GPUs: `torchrun --nproc_per_node=4 -m memocmt.train --config ...` runs
-DistributedDataParallel (WORLD_SIZE > 1 in the environment); rank 0 writes the run folder.
+DistributedDataParallel (WORLD_SIZE > 1 in the environment; nccl on GPUs, gloo on CPU, where the
+tests run it with two processes); rank 0 writes the run folder.
 """
 
 from __future__ import annotations

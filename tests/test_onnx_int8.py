@@ -1,4 +1,4 @@
-"""int8 export: activation smoothing, calibration data and what the manifest records."""
+"""int8 export: accuracy-aware mixed precision, calibration data, batching and what the manifest records."""
 
 import json
 import shutil
@@ -14,13 +14,7 @@ pytest.importorskip("onnxruntime")
 
 from memocmt import onnx_transforms  # noqa: E402
 from memocmt.onnx_export import ExportValidationError, export_bundle  # noqa: E402
-from memocmt.onnx_transforms import (  # noqa: E402
-    calibration_feeds,
-    quantize_int8,
-    smooth_weight_matmuls,
-    weight_matmuls,
-    worst_output_error,
-)
+from memocmt.onnx_transforms import calibration_feeds, logit_shift_scorer, quantize_int8, weight_matmuls  # noqa: E402
 from memocmt.onnx_verify import calibration_set, verification_set  # noqa: E402
 
 
@@ -54,35 +48,12 @@ def _manifest_rows(folder, splits):
     return path
 
 
-def test_smoothing_is_exact_in_float32(fp32, feeds, tmp_path):
-    src = fp32 / "text_encoder.onnx"
-    out = tmp_path / "smoothed.onnx"
-    groups = smooth_weight_matmuls(src, out, feeds["text"])
-    assert groups > 0
-    graph = onnx.load(str(out)).graph
-    assert sum(n.op_type == "Mul" and n.name.endswith("_smooth") for n in graph.node) == groups
-    assert worst_output_error(src, out, feeds["text"]) < 1e-5
-
-
-def test_smoothing_is_kept_only_when_it_helps_enough(fp32, feeds, tmp_path, monkeypatch):
-    for min_gain, expect in ((1.0, False), (-1e9, True)):
-        path = tmp_path / f"text-{expect}.onnx"
-        shutil.copy(fp32 / "text_encoder.onnx", path)
-        monkeypatch.setattr(onnx_transforms, "SMOOTH_MIN_GAIN", min_gain)
-        record = quantize_int8(path, False, feeds["text"])
-        assert record["smoothing"]["applied"] is expect
-        assert record["quantized"] == record["weight_matmuls"] == len(weight_matmuls(fp32 / "text_encoder.onnx"))
-        ops = [n.op_type for n in onnx.load(str(path)).graph.node]
-        assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops
-        assert any(n.name.endswith("_smooth") for n in onnx.load(str(path)).graph.node) is expect
-        assert not list(tmp_path.glob("*.smooth*"))  # no leftovers
-
-
 def test_without_calibration_quantizes_plainly(fp32, tmp_path):
     path = tmp_path / "fusion.onnx"
     shutil.copy(fp32 / "fusion.onnx", path)
-    record = quantize_int8(path, False, None)
-    assert record["smoothing"] is None and record["kept_fp32"] == []
+    record = quantize_int8(path, False)
+    assert record["kept_fp32"] == [] and record["quantized"] == record["weight_matmuls"] > 0
+    assert "accuracy" not in record
 
 
 def test_calibration_never_uses_the_test_split(tmp_path):
@@ -104,7 +75,6 @@ def test_int8_manifest_records_the_scheme(tiny, tmp_path):
     assert set(int8["graphs"]) == {"audio", "text", "fusion"}
     for record in int8["graphs"].values():
         assert record["kept_fp32"] == [] and record["quantized"] == record["weight_matmuls"]
-        assert record["smoothing"]["calibration_items"] == 2
         assert record["accuracy"]["budget"] == onnx_transforms.INT8_MAX_LOGIT_SHIFT  # scored through the head
         assert record["accuracy"]["final"] <= record["accuracy"]["all_int8"]
     assert result.manifest["parity"]["eval_items"] == 2
@@ -148,7 +118,7 @@ def test_the_matmuls_that_hurt_stay_fp32_until_within_budget(fp32, tmp_path):
     def score(candidate):  # each harmful MatMul that got quantized costs one unit
         return float(len(harmful - _fp32_matmuls(candidate)))
 
-    record = quantize_int8(path, False, None, score=score, budget=0.5)
+    record = quantize_int8(path, False, score=score, budget=0.5)
     assert set(record["kept_fp32"]) == harmful
     assert record["quantized"] == len(nodes) - 2
     assert record["accuracy"]["all_int8"] == 2.0 and record["accuracy"]["final"] == 0.0
@@ -160,7 +130,7 @@ def test_an_unreachable_budget_keeps_the_fewest_fp32_and_lets_agreement_decide(f
     path = tmp_path / "fusion.onnx"
     shutil.copy(fp32 / "fusion.onnx", path)
     with caplog.at_level("WARNING", logger="memocmt"):
-        record = quantize_int8(path, False, None, score=lambda candidate: 1.0, budget=0.5)
+        record = quantize_int8(path, False, score=lambda candidate: 1.0, budget=0.5)
     assert len(record["kept_fp32"]) == 1 and record["accuracy"]["final"] == 1.0
     assert "still above the budget" in caplog.text
 
@@ -178,3 +148,13 @@ def test_int8_batches_give_the_one_at_a_time_answers(tiny, tmp_path):
     bundle.item_by_item = False  # what batching did before: the same utterances, other answers
     coupled = np.array([list(p.probabilities.values()) for p in bundle.predict_batch(audios, texts)])
     assert not np.array_equal(alone, coupled)
+
+
+def test_the_scorer_measures_logit_change_through_the_head(tiny, fp32, feeds, tmp_path):
+    for stage, name in (("audio", "audio_encoder.onnx"), ("text", "text_encoder.onnx"), ("fusion", "fusion.onnx")):
+        score = logit_shift_scorer(tiny, feeds, stage)
+        assert score(fp32 / name) < 1e-4, stage  # the exact graph moves nothing
+        quantized = tmp_path / name
+        shutil.copy(fp32 / name, quantized)
+        quantize_int8(quantized, False)
+        assert score(quantized) > score(fp32 / name), stage

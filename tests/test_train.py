@@ -183,3 +183,32 @@ def test_fine_tuning_path_runs_without_cache(tiny, tmp_path):
     _, tensors, _ = read_checkpoint(run / "best.safetensors")
     assert any(k.startswith("audio_encoder.") for k in tensors)
     assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu(tiny, tmp_path):
+    """The documented torchrun path, with the gloo backend on CPU: rank 0 alone writes the run folder."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from memocmt.model import load_checkpoint
+
+    config = tmp_path / "ddp.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(tiny, tmp_path, threads=1).__dict__))
+    run = tmp_path / "ddp-run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "memocmt.train", "--config", str(config), "--run-dir", str(run), "--no-progress"],
+        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3]  # one line per epoch: only rank 0 writes
+    assert all(np.isfinite(r["train_loss"]) for r in records)
+    assert json.loads((run / "test_metrics.json").read_text())["n"] == 6
+    prediction = load_checkpoint(run / "last.safetensors").predict(np.zeros(8000, dtype=np.float32), "i am so angry")
+    assert abs(sum(prediction.probabilities.values()) - 1) < 1e-5
