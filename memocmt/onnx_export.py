@@ -40,8 +40,8 @@ DEFAULT_OPSET = 17  # loads on every onnxruntime from 1.14 on, including the GPU
 IR_VERSION_FOR_OPSET = {17: 8, 18: 8, 19: 9, 20: 9}  # the oldest IR each opset allows
 EXAMPLE_AUDIO_S = 3.0  # length of the tracing input; every length works afterwards
 EXAMPLE_TOKENS = 9
-INT8_SCHEME = ("dynamic, int8 weights per output channel, uint8 activations per tensor; weight MatMuls only, "
-               "the most sensitive kept in fp32 until the calibration logit change is within budget")
+INT8_SCHEME = ("dynamic, int8 weights per output channel, uint8 activations per tensor; weight MatMuls only; "
+               "with calibration data the most sensitive stay fp32 until the logit change is within budget")
 
 
 class ExportError(RuntimeError):
@@ -414,8 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--opset", type=int, choices=OPSETS, default=DEFAULT_OPSET, help="ONNX opset")
     parser.add_argument("--verify-audio", type=Path, help="folder of speech files to verify with "
                         "(default: a RAVDESS sample folder beside the checkout when present, else generated audio)")
-    parser.add_argument("--eval-manifest", type=Path, help="JSONL manifest whose utterances must agree with "
-                        "PyTorch on >= 99%% of predictions (fp16/int8)")
+    parser.add_argument("--eval-manifest", type=Path, help="JSONL manifest whose test utterances must agree with "
+                        "PyTorch on >= 99%% of predictions (fp16/int8); with int8 its val/train utterances also "
+                        "calibrate it, keeping the MatMuls that move the logits most in fp32")
     parser.add_argument("--eval-limit", type=int, help="use at most this many utterances of --eval-manifest")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     return parser
