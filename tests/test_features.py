@@ -29,3 +29,27 @@ def test_pad_batch_keeps_lengths():
     batch, lengths = pad_batch([np.ones((80, 5)), np.ones((80, 3))])
     assert batch.shape == (2, 80, 5) and list(lengths) == [5, 3]
     assert batch[1, :, 3:].sum() == 0
+
+
+def test_the_mel_projection_runs_on_one_blas_thread(monkeypatch):
+    # more BLAS threads leave OpenBLAS workers spinning beside the ONNX encoder that runs next
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from memocmt import features
+
+    blas = threadpoolctl.ThreadpoolController().select(user_api="blas")
+    if not blas.info():
+        pytest.skip("NumPy is not linked to a BLAS threadpoolctl can see")
+    seen = []
+    real = features._cached_filterbank
+
+    def spy(*args):
+        seen.append(max(lib["num_threads"] for lib in threadpoolctl.ThreadpoolController().select(user_api="blas").info()))
+        return real(*args)
+
+    monkeypatch.setattr(features, "_cached_filterbank", spy)
+    spec = FeatureSpec("log_mel")
+    audio = (0.1 * np.sin(np.arange(16000) / 7.0)).astype(np.float32)
+    limited = extract_features(audio, spec)
+    assert seen == [1]
+    monkeypatch.setattr(features, "_blas_threads", lambda: None)  # threadpoolctl missing: same numbers
+    np.testing.assert_array_equal(extract_features(audio, spec), limited)
