@@ -284,7 +284,7 @@ def verify_bundle(
                 f"The {precision} bundle predicts the PyTorch class on only {eval_agreement:.1%} of "
                 f"{len(eval_items)} evaluation utterances (at least {MIN_AGREEMENT:.0%} required)."
             )
-    elif precision != "fp32" and agreement < 1.0:
-        logger.warning("The %s bundle agrees with PyTorch on %.0f%% of the verification utterances; "
-                       "pass --eval-manifest to measure it on real data.", precision, agreement * 100)
+    elif precision != "fp32":
+        logger.warning("The %s bundle agrees with PyTorch on %.0f%% of only %d verification utterances; "
+                       "pass --eval-manifest to calibrate and check it on real data.", precision, agreement * 100, len(items))
     return report
