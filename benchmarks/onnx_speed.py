@@ -117,29 +117,27 @@ def ort_stages(bundle, audio: np.ndarray, text: str):
 
 
 def reusable(folder: Path, precision: str) -> bool:
-    """A bundle exported earlier into --cache-dir with the same precision and (for int8) scheme."""
-    from memocmt.onnx_export import INT8_SCHEME
+    """A bundle exported earlier into --cache-dir with this precision; the folder name carries the
+    exporter-code key, so a bundle from older export code is never reused."""
     from memocmt.runtime import MANIFEST_NAME
 
     manifest = folder / MANIFEST_NAME
-    if not manifest.is_file():
-        return False
-    stored = json.loads(manifest.read_text())
-    return stored.get("precision") == precision and (
-        precision != "int8" or stored.get("int8", {}).get("scheme") == INT8_SCHEME)
+    return manifest.is_file() and json.loads(manifest.read_text()).get("precision") == precision
 
 
 def export_pair(model, root: Path, name: str) -> dict[str, Path]:
+    from benchmarks.variants import export_code_key
     from memocmt.onnx_export import _default_verify_audio, export_bundle
 
     paths = {}
     for precision in ("fp32", "int8"):
-        if reusable(root / f"{name}-{precision}", precision):
-            paths[precision] = root / f"{name}-{precision}"
+        folder = root / f"{name}-{export_code_key()}-{precision}"
+        if reusable(folder, precision):
+            paths[precision] = folder
             print(f"reusing {paths[precision]}", file=sys.stderr)
             continue
         start = time.perf_counter()
-        result = export_bundle(model, root / f"{name}-{precision}", precision=precision,
+        result = export_bundle(model, folder, precision=precision,
                                verify_audio=_default_verify_audio())
         print(f"exported {name} {precision} in {time.perf_counter() - start:.0f} s; parity "
               f"{json.dumps(result.manifest['parity'])}", file=sys.stderr)
@@ -200,7 +198,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--skip-paper", action="store_true", help="only the edge preset (no base-size models)")
     parser.add_argument("--only", choices=("edge", "paper"), help="measure one preset only")
     parser.add_argument("--cache-dir", type=Path, help="keep the exported bundles here and reuse them on later runs "
-                        "(an int8 bundle only while its quantization scheme is unchanged); default: a temporary folder")
+                        "(only while the export code is unchanged); default: a temporary folder")
     parser.add_argument("--threads", type=int, help="CPU threads for both PyTorch and ONNX Runtime "
                         "(default: PyTorch's default and the runtime's default)")
     parser.add_argument("--json", type=Path, help="also write the results here")

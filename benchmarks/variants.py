@@ -183,20 +183,18 @@ def ensure_bundle(spec: VariantSpec, sources: Sources, models: ModelCache) -> Pa
     The edge int8 bundle is calibrated and checked on `sources.calibration` when there is one,
     so the benchmark measures what the documented export command writes.
     """
-    from memocmt.onnx_export import INT8_SCHEME, export_bundle
+    from memocmt.onnx_export import export_bundle
     from memocmt.runtime import MANIFEST_NAME
 
-    out = bundle_dir(spec, sources)
+    out = bundle_dir(spec, sources)  # its name carries the checkpoint and the export code's hash
     record = source_record(spec, sources)
     eval_manifest = sources.calibration if spec.preset == "edge" and spec.precision == "int8" else None
     manifest = out / MANIFEST_NAME
     if manifest.is_file():
         stored = json.loads(manifest.read_text())
-        int8 = stored.get("int8", {})
-        calibration = (int8.get("calibration") or {}).get("source", "")
+        calibration = ((stored.get("int8") or {}).get("calibration") or {}).get("source", "")
         calibrated = calibration.startswith(eval_manifest.name) if eval_manifest else not calibration
-        if (stored.get("source") == record and stored.get("precision") == spec.precision
-                and (spec.precision != "int8" or (int8.get("scheme") == INT8_SCHEME and calibrated))):
+        if stored.get("source") == record and stored.get("precision") == spec.precision and calibrated:
             return out
     logger.info("Exporting %s bundle to %s", spec.name, out)
     export_bundle(models.get(spec.preset), out, precision=spec.precision, source=record, eval_manifest=eval_manifest)
