@@ -65,8 +65,9 @@ def speaker_folds(manifest: Manifest, k: int, corpora: list[str] = ()) -> list[l
 def _subset(split, index: list[int]):
     from .embed_cache import EmbeddedSplit
 
-    return EmbeddedSplit([split.audio[i] for i in index], [split.text[i] for i in index],
-                         [split.targets[i] for i in index], [split.ids[i] for i in index], [])
+    pick = lambda values: [values[i] for i in index] if values else []  # noqa: E731
+    return EmbeddedSplit(pick(split.audio), pick(split.text), pick(split.targets), pick(split.ids), [],
+                         pick(split.speakers), pick(split.offsets))
 
 
 def cross_validate(config: TrainConfig, run_dir: str | os.PathLike, *, folds: int | None = None,
@@ -82,7 +83,7 @@ def cross_validate(config: TrainConfig, run_dir: str | os.PathLike, *, folds: in
     from tqdm.auto import tqdm
 
     from .config import preset
-    from .embed_cache import EmbeddingCache, embed_manifest
+    from .embed_cache import EmbeddingCache, attach_speaker_offsets, embed_manifest
     from .metrics import classification_report
     from .model import MemoCMT, build_head
 
@@ -105,6 +106,8 @@ def cross_validate(config: TrainConfig, run_dir: str | os.PathLike, *, folds: in
         raise ValueError("Cross-validation trains heads on cached embeddings; it needs frozen encoders.")
     cache = EmbeddingCache(config.cache_dir, model)
     embedded = embed_manifest(cache, pool, on_bad_file=config.on_bad_file, progress=progress, desc="embed train+val")
+    if model.config.speaker_norm:
+        attach_speaker_offsets([embedded])
     items, j = [], 0  # the utterances embed_manifest kept, in order (it skips only unusable audio)
     for u in pool.items:
         if j < len(embedded.ids) and embedded.ids[j] == (u.id or str(u.audio)):

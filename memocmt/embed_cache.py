@@ -23,6 +23,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -206,6 +207,8 @@ class EmbeddedSplit:
     targets: list[int]
     ids: list[str]  # utterance id (or audio path) per item
     skipped: list[Problem]  # utterances whose audio could not be used
+    speakers: list = field(default_factory=list)  # (corpus, speaker) per item, None when unknown
+    offsets: list = field(default_factory=list)  # (L, D) float32 speaker offset per item (speaker_norm heads)
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -239,6 +242,23 @@ def embed_manifest(
         out.text.append(cache.text(u.text) if use_text else None)
         out.targets.append(index[u.label])
         out.ids.append(u.id or str(u.audio))
+        out.speakers.append(u.speaker_key() if u.speaker else None)
     if out.skipped:
         logger.warning("Skipped %d unusable audio file(s): %s", len(out.skipped), "; ".join(str(p) for p in out.skipped[:5]))
     return out
+
+
+def attach_speaker_offsets(splits: list[EmbeddedSplit]) -> None:
+    """Fill every split's `offsets`: each speaker's mean audio state per layer over all of that
+    speaker's utterances in `splits` (memocmt.speaker_norm; labels are not used)."""
+    from .speaker_norm import group_offsets
+
+    splits = [s for s in splits if len(s)]
+    if not splits:
+        return
+    means = np.stack([a.float().mean(dim=1).numpy() for s in splits for a in s.audio])
+    offsets = group_offsets(means, [spk for s in splits for spk in s.speakers])
+    start = 0
+    for s in splits:
+        s.offsets = [torch.from_numpy(o) for o in offsets[start : start + len(s)]]
+        start += len(s)

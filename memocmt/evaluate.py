@@ -36,8 +36,12 @@ class Predictor(Protocol):
     """What both MemoCMT (PyTorch) and runtime.Bundle (ONNX) offer."""
 
     labels: list[str]
+    speaker_norm: bool  # takes speaker offsets (memocmt.speaker_norm)
 
-    def predict_batch(self, audios: list[np.ndarray] | None, texts: list[str] | None) -> list[Prediction]: ...
+    def audio_means(self, audios: list[np.ndarray]) -> np.ndarray: ...
+
+    def predict_batch(self, audios: list[np.ndarray] | None, texts: list[str] | None,
+                      audio_offsets: np.ndarray | None = None) -> list[Prediction]: ...
 
 
 def load_predictor(path: str | os.PathLike | None = None) -> Predictor:
@@ -112,42 +116,69 @@ class EvaluationResult:
 
 def evaluate_manifest(predictor: Predictor, manifest: Manifest, *, batch_size: int = 8, on_bad_file: str = "skip",
                       progress: bool = True) -> EvaluationResult:
-    """Predict every utterance of `manifest` (labels already aligned to the model) and score it."""
-    from tqdm.auto import tqdm
+    """Predict every utterance of `manifest` (labels already aligned to the model) and score it.
 
-    from .audio import AudioError, check_audio, load_audio
+    A speaker_norm model (memocmt.speaker_norm) takes two passes: the first averages the audio
+    states of each speaker's utterances (no labels), the second classifies with those offsets.
+    """
+    from .speaker_norm import group_offsets
 
     labels = list(predictor.labels)
     index = {label: i for i, label in enumerate(labels)}
-    targets, probs, rows, skipped = [], [], [], []
     items = list(manifest.items)
-    bar = tqdm(total=len(items), desc="evaluate", disable=not progress, leave=False)
-    for start in range(0, len(items), batch_size):
-        batch, audios = [], []
-        for row, u in enumerate(items[start : start + batch_size], start=start + 1):
-            try:
-                audios.append(check_audio(load_audio(u.audio), name=str(u.audio)))
-            except (AudioError, OSError) as e:
-                if on_bad_file == "stop":
-                    raise ManifestError(f"Row {u.line or row}: cannot use {u.audio}: {e}") from e
-                skipped.append(Problem(u.line or row, str(u.audio), str(e)))
-                continue
-            batch.append(u)
-        bar.update(min(batch_size, len(items) - start))
-        if not batch:
-            continue
-        for u, p in zip(batch, predictor.predict_batch(audios, [u.text for u in batch])):
+    offsets: dict[int, np.ndarray] = {}
+    if getattr(predictor, "speaker_norm", False):
+        rows, means = [], []
+        for batch, audios in _audio_batches(items, batch_size, on_bad_file, [], progress, "speaker offsets"):
+            rows += batch
+            means.append(predictor.audio_means(audios))
+        if rows:
+            speakers = [items[i].speaker_key() if items[i].speaker else None for i in rows]
+            offsets = dict(zip(rows, group_offsets(np.concatenate(means), speakers)))
+    targets, probs, predictions, skipped = [], [], [], []
+    for batch, audios in _audio_batches(items, batch_size, on_bad_file, skipped, progress, "evaluate"):
+        texts = [items[i].text for i in batch]
+        if offsets:
+            batch_predictions = predictor.predict_batch(audios, texts, np.stack([offsets[i] for i in batch]))
+        else:
+            batch_predictions = predictor.predict_batch(audios, texts)
+        for i, p in zip(batch, batch_predictions):
+            u = items[i]
             targets.append(index[u.label])
             probs.append([p.probabilities[label] for label in labels])
-            rows.append((u.id or str(u.audio), u.label, p.label))
-    bar.close()
+            predictions.append((u.id or str(u.audio), u.label, p.label))
     if not targets:
         raise ManifestError("No utterance could be evaluated; every audio file was unusable.")
     probs_arr = np.asarray(probs)
     report = classification_report(targets, probs_arr.argmax(1), labels, probs_arr)
     if skipped:
         logger.warning("Skipped %d unusable audio file(s): %s", len(skipped), "; ".join(str(p) for p in skipped[:5]))
-    return EvaluationResult(report, skipped, rows)
+    return EvaluationResult(report, skipped, predictions)
+
+
+def _audio_batches(items: list, batch_size: int, on_bad_file: str, skipped: list[Problem], progress: bool, desc: str):
+    """Yield (item indices, audio arrays) per batch; unusable audio stops or is appended to `skipped`."""
+    from tqdm.auto import tqdm
+
+    from .audio import AudioError, check_audio, load_audio
+
+    bar = tqdm(total=len(items), desc=desc, disable=not progress, leave=False)
+    for start in range(0, len(items), batch_size):
+        batch, audios = [], []
+        for i in range(start, min(start + batch_size, len(items))):
+            u = items[i]
+            try:
+                audios.append(check_audio(load_audio(u.audio), name=str(u.audio)))
+            except (AudioError, OSError) as e:
+                if on_bad_file == "stop":
+                    raise ManifestError(f"Row {u.line or i + 1}: cannot use {u.audio}: {e}") from e
+                skipped.append(Problem(u.line or i + 1, str(u.audio), str(e)))
+                continue
+            batch.append(i)
+        bar.update(min(batch_size, len(items) - start))
+        if batch:
+            yield batch, audios
+    bar.close()
 
 
 # ---------------------------------------------------------------------------- output

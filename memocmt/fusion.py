@@ -10,6 +10,11 @@ A pooling mode with a `+stats` suffix (`max+stats`, ...) also pools the audio en
 directly: the mean and standard deviation over valid frames of every layer, batch-normalised
 and projected to d_model, are concatenated to the pooled fused vector before the classifier
 (x-vector-style statistics pooling; what a linear probe on frozen features uses).
+
+With `speaker_norm`, the audio states are first centred on a per-speaker offset: the mean
+state of each layer over that speaker's utterances (`audio_offset`, (B, L, D)), which removes
+much of what identifies the voice and keeps what changes between its utterances. Without an
+offset each utterance is centred on its own mean (a speaker heard once).
 """
 
 from __future__ import annotations
@@ -127,6 +132,12 @@ def split_pooling(pooling: str) -> tuple[str, bool]:
     return base, stats
 
 
+def utterance_means(states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, L, T, D) states -> (B, L, D) mean of every layer over each utterance's valid frames."""
+    m = lengths_to_mask(lengths, states.shape[2])[:, None, :, None].to(states.dtype)  # (B, 1, T, 1)
+    return (states * m).sum(dim=2) / m.sum(dim=2).clamp(min=1)
+
+
 class AudioStats(nn.Module):
     """(B, L, T, D) states and lengths -> (B, d_model): per-layer mean and std over valid frames."""
 
@@ -172,6 +183,7 @@ class FusionHead(nn.Module):
         layer_mix: bool = False,
         residual: bool = False,
         audio_layer_concat: bool = False,
+        speaker_norm: bool = False,
     ):
         super().__init__()
         pooling, audio_stats = split_pooling(pooling)
@@ -181,6 +193,7 @@ class FusionHead(nn.Module):
         self.modalities = modalities
         self.use_audio = modalities in ("both", "audio")
         self.use_text = modalities in ("both", "text")
+        self.speaker_norm = speaker_norm and self.use_audio
         if self.use_audio:
             if audio_layer_concat:  # every layer's features, normalised, projected to d_model
                 self.audio_mix = LayerConcat()
@@ -208,10 +221,16 @@ class FusionHead(nn.Module):
         audio_lengths: torch.Tensor | None,
         text_states: torch.Tensor | None,
         text_lengths: torch.Tensor | None,
+        audio_offset: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """Logits; `audio_offset` (B, L, D) is the speaker offset of a `speaker_norm` head (ignored otherwise)."""
         parts, valids = [], []
         if self.use_audio:
             assert audio_states is not None and audio_lengths is not None, "this head needs audio states"
+            if self.speaker_norm:
+                if audio_offset is None:
+                    audio_offset = utterance_means(audio_states, audio_lengths)
+                audio_states = audio_states - audio_offset[:, :, None, :].to(audio_states.dtype)
             audio = self.audio_in(self.audio_mix(audio_states))
             audio_valid = lengths_to_mask(audio_lengths, audio.shape[1])
         if self.use_text:

@@ -44,10 +44,11 @@ class Batch:
     audio_lengths: torch.Tensor | None = None  # (B,) valid feature frames / samples
     input_ids: torch.Tensor | None = None  # (B, tokens)
     text_mask: torch.Tensor | None = None  # (B, tokens), 1 at real tokens
+    audio_offset: torch.Tensor | None = None  # (B, L, D) speaker offsets of a speaker_norm model
 
     def to(self, device) -> "Batch":
         return Batch(*(None if t is None else t.to(device) for t in
-                       (self.audio_features, self.audio_lengths, self.input_ids, self.text_mask)))
+                       (self.audio_features, self.audio_lengths, self.input_ids, self.text_mask, self.audio_offset)))
 
 
 class MemoCMT(nn.Module):
@@ -119,10 +120,7 @@ class MemoCMT(nn.Module):
         if self.audio_encoder is not None:
             if audios is None:
                 raise ValueError("This model uses audio; pass the utterances' audio.")
-            spec = self.audio_encoder.feature_spec
-            feats = [extract_features(check_audio(a, name=f"audio[{i}]"), spec) for i, a in enumerate(audios)]
-            padded, lengths = pad_batch(feats)
-            batch.audio_features, batch.audio_lengths = torch.from_numpy(padded), torch.from_numpy(lengths)
+            batch.audio_features, batch.audio_lengths = self._audio_features(audios)
         if self.text_encoder is not None:
             if texts is None:
                 raise ValueError("This model uses text; pass the utterances' transcripts.")
@@ -130,6 +128,12 @@ class MemoCMT(nn.Module):
                 raise ValueError("Transcripts must be strings (use '' when nothing was said).")
             batch.input_ids, batch.text_mask = self.text_encoder.tokenize(texts, self.config.max_text_tokens)
         return batch
+
+    def _audio_features(self, audios: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        spec = self.audio_encoder.feature_spec
+        feats = [extract_features(check_audio(a, name=f"audio[{i}]"), spec) for i, a in enumerate(audios)]
+        padded, lengths = pad_batch(feats)
+        return torch.from_numpy(padded), torch.from_numpy(lengths)
 
     # ------------------------------------------------------------------ compute
 
@@ -147,14 +151,36 @@ class MemoCMT(nn.Module):
             audio_states, audio_lengths = self.encode_audio(batch.audio_features, batch.audio_lengths)
         if self.text_encoder is not None:
             text_states, text_lengths = self.encode_text(batch.input_ids, batch.text_mask)
-        return self.head(audio_states, audio_lengths, text_states, text_lengths)
+        return self.head(audio_states, audio_lengths, text_states, text_lengths, batch.audio_offset)
+
+    @property
+    def speaker_norm(self) -> bool:
+        """Whether predictions take speaker offsets (memocmt.speaker_norm)."""
+        return self.head.speaker_norm
 
     @torch.inference_mode()
-    def predict_batch(self, audios: list[np.ndarray] | None, texts: list[str] | None) -> list[Prediction]:
+    def audio_means(self, audios: list[np.ndarray]) -> np.ndarray:
+        """(B, L, D) mean audio encoder state of every layer per utterance: what speaker offsets average."""
+        from .fusion import utterance_means
+
+        if self.audio_encoder is None:
+            raise ValueError("This is a text-only model; it has no audio states.")
+        features, lengths = self._audio_features(audios)
+        states, lengths = self.encode_audio(features.to(self.device), lengths.to(self.device))
+        return utterance_means(states.float(), lengths).cpu().numpy()
+
+    @torch.inference_mode()
+    def predict_batch(self, audios: list[np.ndarray] | None, texts: list[str] | None,
+                      audio_offsets: np.ndarray | None = None) -> list[Prediction]:
+        """Predictions for a batch; `audio_offsets` (B, L, D) are the speakers' offsets of a
+        speaker_norm model (default: each utterance's own mean)."""
         was_training = self.training
         self.eval()
         try:
-            logits = self(self.prepare(audios, texts).to(self.device))
+            batch = self.prepare(audios, texts)
+            if audio_offsets is not None and self.speaker_norm:
+                batch.audio_offset = torch.as_tensor(np.asarray(audio_offsets, dtype=np.float32))
+            logits = self(batch.to(self.device))
         finally:
             self.train(was_training)
         probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
@@ -186,6 +212,7 @@ def build_head(config: MemoCMTConfig) -> FusionHead:
         layer_mix=config.layer_mix,
         residual=config.residual,
         audio_layer_concat=config.audio_layer_concat,
+        speaker_norm=config.speaker_norm,
     )
 
 

@@ -28,6 +28,7 @@ from torch import nn
 from . import __version__
 from .audio import SAMPLE_RATE
 from .encoders import EncoderLoadError, HFAudioEncoder
+from .fusion import utterance_means
 from .model import CheckpointError, MemoCMT, load_checkpoint
 from .onnx_transforms import calibration_feeds, convert_fp16, logit_shift_scorer, optimize_graph, quantize_int8
 from .runtime import BUNDLE_FORMAT, BUNDLE_VERSION, GRAPH_FILES, MANIFEST_NAME, TOKENIZER_FILE, graph_interface, sha256_file
@@ -80,15 +81,12 @@ class _FusionGraph(nn.Module):
     def __init__(self, head: nn.Module, modalities: str):
         super().__init__()
         self.head = head
-        self.modalities = modalities
+        self.input_names = graph_interface("fusion", modalities, head.speaker_norm)[0]
 
     def forward(self, *inputs: torch.Tensor):
-        if self.modalities == "both":
-            logits = self.head(*inputs)
-        elif self.modalities == "audio":
-            logits = self.head(inputs[0], inputs[1], None, None)
-        else:
-            logits = self.head(None, None, inputs[0], inputs[1])
+        named = dict(zip(self.input_names, inputs))
+        logits = self.head(*(named.get(n) for n in ("audio_states", "audio_lengths", "text_states", "text_lengths",
+                                                     "audio_offset")))
         return logits, torch.softmax(logits, dim=-1)
 
 
@@ -101,14 +99,15 @@ class GraphSpec:
     args: tuple
     dynamic_axes: dict[str, dict[int, str]]
     modalities: str = "both"
+    speaker_norm: bool = False
 
     @property
     def input_names(self) -> list[str]:
-        return graph_interface(self.stage, self.modalities)[0]
+        return graph_interface(self.stage, self.modalities, self.speaker_norm)[0]
 
     @property
     def output_names(self) -> list[str]:
-        return graph_interface(self.stage, self.modalities)[1]
+        return graph_interface(self.stage, self.modalities, self.speaker_norm)[1]
 
 
 def _example_audio(model: MemoCMT) -> tuple[torch.Tensor, torch.Tensor, bool]:
@@ -159,9 +158,13 @@ def graph_specs(model: MemoCMT) -> list[GraphSpec]:
     if text_states is not None:
         args += [text_states[:batch], text_lengths[:batch]]
         axes.update(text_states={0: "batch", 2: "tokens"}, text_lengths={0: "batch"})
+    speaker_norm = model.head.speaker_norm
+    if speaker_norm:  # speaker offsets of a plausible scale: the batch's mean states
+        args.append(utterance_means(audio_states[:batch], audio_lengths[:batch]).mean(dim=0, keepdim=True).expand(batch, -1, -1))
+        axes.update(audio_offset={0: "batch"})
     axes.update(logits={0: "batch"}, probabilities={0: "batch"})
     modalities = model.config.modalities
-    specs.append(GraphSpec("fusion", _FusionGraph(model.head, modalities), tuple(args), axes, modalities))
+    specs.append(GraphSpec("fusion", _FusionGraph(model.head, modalities), tuple(args), axes, modalities, speaker_norm))
     return specs
 
 

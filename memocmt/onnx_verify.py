@@ -19,6 +19,7 @@ import torch
 from .audio import SAMPLE_RATE, load_audio
 from .model import MemoCMT
 from .onnx_export import IR_VERSION_FOR_OPSET, ExportValidationError
+from .fusion import utterance_means
 from .runtime import GRAPH_FILES, Bundle, graph_interface, load_bundle, read_bundle_manifest
 
 logger = logging.getLogger("memocmt")
@@ -150,7 +151,7 @@ def _check_interfaces(bundle: Bundle, model: MemoCMT) -> None:
     if sorted(bundle.sessions) != sorted([*stages, "fusion"]):
         raise ExportValidationError(f"The bundle has graphs {sorted(bundle.sessions)}; expected {[*stages, 'fusion']}.")
     for stage, session in bundle.sessions.items():
-        expected = graph_interface(stage, model.config.modalities)
+        expected = graph_interface(stage, model.config.modalities, model.head.speaker_norm)
         found = ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
         if found != expected:
             raise ExportValidationError(
@@ -199,8 +200,11 @@ def _compare(bundle: Bundle, model: MemoCMT, items: list[Utterance]) -> tuple[_D
             raise ExportValidationError("The bundle's tokenizer.json gives other token ids than the PyTorch tokenizer.")
         ref_text = model.encode_text(batch.input_ids, batch.text_mask)
         diffs.text_states = _rel_diff("text states", _host(text_enc.states), ref_text[0])
-    logits = bundle.logits(audio_enc, text_enc)
-    ref_logits = model.head(ref_audio[0], ref_audio[1], ref_text[0], ref_text[1]).float().numpy()
+    offset = None
+    if model.head.speaker_norm:  # one shared offset, as for utterances of one speaker: checks the graph's offset input
+        offset = utterance_means(ref_audio[0], ref_audio[1]).mean(dim=0, keepdim=True).expand(len(items), -1, -1)
+    logits = bundle.logits(audio_enc, text_enc, None if offset is None else offset.float().numpy())
+    ref_logits = model.head(ref_audio[0], ref_audio[1], ref_text[0], ref_text[1], offset).float().numpy()
     if logits.shape != ref_logits.shape:
         raise ExportValidationError(f"ONNX logits have shape {logits.shape} but PyTorch gives {ref_logits.shape}.")
     diffs.logits = float(np.max(np.abs(logits - ref_logits)))

@@ -30,6 +30,7 @@ from .audio import SAMPLE_RATE, AudioError, check_audio
 from .features import FeatureSpec, extract_features, pad_batch
 from .providers import ProviderChoice, choose_providers, create_session, default_threads
 from .results import Prediction
+from .speaker_norm import utterance_means
 
 logger = logging.getLogger("memocmt")
 
@@ -41,8 +42,11 @@ TOKENIZER_FILE = "tokenizer.json"
 WARMUP_AUDIO_S = 1.0
 
 
-def graph_interface(stage: str, modalities: str) -> tuple[list[str], list[str]]:
-    """Input and output names of one graph: the contract between the exporter and this runtime."""
+def graph_interface(stage: str, modalities: str, speaker_norm: bool = False) -> tuple[list[str], list[str]]:
+    """Input and output names of one graph: the contract between the exporter and this runtime.
+
+    The fusion graph of a speaker_norm model also takes `audio_offset` (B, L, D), the speaker
+    offsets of memocmt.speaker_norm."""
     if stage == "audio":
         return ["features", "lengths"], ["states", "out_lengths"]
     if stage == "text":
@@ -52,6 +56,8 @@ def graph_interface(stage: str, modalities: str) -> tuple[list[str], list[str]]:
         inputs += ["audio_states", "audio_lengths"]
     if modalities in ("both", "text"):
         inputs += ["text_states", "text_lengths"]
+    if speaker_norm and modalities in ("both", "audio"):
+        inputs.append("audio_offset")
     return inputs, ["logits", "probabilities"]
 
 
@@ -142,6 +148,8 @@ class Bundle:
         # model: batches of 8 disagreed with one-at-a-time on 9% of RAVDESS test predictions).
         # int8 bundles therefore run every graph one utterance at a time.
         self.item_by_item = manifest.get("precision") == "int8"
+        # Speaker-normalised head (memocmt.speaker_norm): the fusion graph takes speaker offsets.
+        self.speaker_norm = bool(manifest.get("config", {}).get("speaker_norm")) and self.uses_audio
         self.load_ms = 0.0
         self.warmup_ms = 0.0
 
@@ -236,17 +244,35 @@ class Bundle:
         (states,) = self._run("text", {"input_ids": ids, "attention_mask": mask}, ["states"], keep_states=True)
         return TextEncoding(states, mask.sum(axis=1).astype(np.int64), {"text_encoder": _ms_since(start)})
 
-    def logits(self, audio: AudioEncoding | None, text: TextEncoding | None) -> np.ndarray:
-        """Fusion head output (B, classes) for encodings of the same batch."""
+    def audio_means(self, audios: list[np.ndarray] | AudioEncoding) -> np.ndarray:
+        """(B, L, D) float32 mean audio encoder state of every layer per utterance (raw audio or an
+        encoding): what the speaker offsets of a speaker_norm model average."""
+        encoding = audios if isinstance(audios, AudioEncoding) else self.encode_audio_batch(audios)
+        return utterance_means(_host(encoding.states), encoding.lengths)
+
+    def logits(self, audio: AudioEncoding | None, text: TextEncoding | None,
+               audio_offset: np.ndarray | None = None) -> np.ndarray:
+        """Fusion head output (B, classes) for encodings of the same batch. A speaker_norm model
+        takes speaker offsets (B, L, D); without them each utterance is centred on its own mean."""
         first = audio if audio is not None else text
         batch = 0 if first is None else len(first.lengths)
+        if self.speaker_norm and audio is not None:
+            if audio_offset is None:
+                audio_offset = self.audio_means(audio)
+            audio_offset = np.asarray(audio_offset, dtype=np.float32)
+            if audio_offset.shape[0] != batch:
+                raise ValueError(f"Got {audio_offset.shape[0]} speaker offsets for {batch} utterances.")
         if self.item_by_item and batch > 1:
-            return np.concatenate([self.logits(_item(audio, i), _item(text, i)) for i in range(batch)])
+            return np.concatenate([self.logits(_item(audio, i), _item(text, i),
+                                               None if audio_offset is None else audio_offset[i : i + 1])
+                                   for i in range(batch)])
         feeds = {}
         if self.uses_audio:
             if audio is None:
                 raise ValueError("This model uses audio; pass the audio encoding.")
             feeds.update(audio_states=audio.states, audio_lengths=audio.lengths)
+            if self.speaker_norm:
+                feeds["audio_offset"] = audio_offset
         if self.uses_text:
             if text is None:
                 raise ValueError("This model uses text; pass the text encoding.")
@@ -254,13 +280,15 @@ class Bundle:
         (logits,) = self._run("fusion", feeds, ["logits"], keep_states=False)
         return logits
 
-    def classify(self, audio: AudioEncoding | None, text: TextEncoding | None) -> Prediction:
+    def classify(self, audio: AudioEncoding | None, text: TextEncoding | None,
+                 audio_offset: np.ndarray | None = None) -> Prediction:
         """Emotion of one utterance from its encodings; timings cover every stage so far."""
-        return self.classify_batch(audio, text)[0]
+        return self.classify_batch(audio, text, audio_offset)[0]
 
-    def classify_batch(self, audio: AudioEncoding | None, text: TextEncoding | None) -> list[Prediction]:
+    def classify_batch(self, audio: AudioEncoding | None, text: TextEncoding | None,
+                       audio_offset: np.ndarray | None = None) -> list[Prediction]:
         start = time.perf_counter()
-        logits = self.logits(audio, text)
+        logits = self.logits(audio, text, audio_offset)
         timings = {"features": 0.0, "audio_encoder": 0.0, "text_encoder": 0.0}
         for enc in (audio, text):
             if enc is not None:
@@ -275,10 +303,13 @@ class Bundle:
         """Emotion of one utterance: float32 16 kHz mono audio in [-1, 1] and its transcript."""
         return self.predict_batch(None if audio is None else [audio], None if text is None else [text])[0]
 
-    def predict_batch(self, audios: list[np.ndarray] | None, texts: list[str] | None) -> list[Prediction]:
+    def predict_batch(self, audios: list[np.ndarray] | None, texts: list[str] | None,
+                      audio_offsets: np.ndarray | None = None) -> list[Prediction]:
+        """Predictions for a batch; `audio_offsets` (B, L, D) are the speakers' offsets of a
+        speaker_norm model (default: each utterance's own mean)."""
         start = time.perf_counter()
         audio_enc, text_enc = self.encode(audios, texts)
-        predictions = self.classify_batch(audio_enc, text_enc)
+        predictions = self.classify_batch(audio_enc, text_enc, audio_offsets)
         total = _ms_since(start)
         for p in predictions:
             p.timings_ms["total"] = total

@@ -210,14 +210,17 @@ class CachedDataset(torch.utils.data.Dataset):
                 mean = audio.mean(dim=1, keepdim=True)
                 var = ((audio * audio).mean(dim=1, keepdim=True) - mean * mean).clamp(min=0) * (n / max(n - 1, 1))
                 audio = audio + self.noise * var.sqrt() * torch.randn_like(audio)
-        return audio, text, self.split.targets[i]
+        offset = self.split.offsets[i] if self.split.offsets else None
+        return audio, text, self.split.targets[i], offset
 
 
 def collate_cached(items):
-    audio, text, targets = zip(*items)
+    """Items of CachedDataset -> the head's inputs (audio states, lengths, text states, lengths, speaker offsets) and targets."""
+    audio, text, targets, offsets = zip(*items)
     a = pad_states(list(audio)) if audio[0] is not None else (None, None)
     t = pad_states(list(text)) if text[0] is not None else (None, None)
-    return (a[0], a[1], t[0], t[1]), torch.tensor(targets)
+    o = torch.stack(offsets) if offsets[0] is not None else None
+    return (a[0], a[1], t[0], t[1], o), torch.tensor(targets)
 
 
 class AudioTextDataset(torch.utils.data.Dataset):
@@ -391,7 +394,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
         splits["train"] = Manifest.from_items(splits["train"].items + splits["val"].items, manifest.labels)
         splits["val"] = Manifest.from_items((), manifest.labels)
     if frozen:
-        from .embed_cache import EmbeddingCache, embed_manifest
+        from .embed_cache import EmbeddingCache, attach_speaker_offsets, embed_manifest
 
         cache = EmbeddingCache(config.cache_dir, model)
         embedded = {name: embed_manifest(cache, m, on_bad_file=config.on_bad_file, progress=progress and main, desc=f"embed {name}")
@@ -400,6 +403,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
             problems += e.skipped
             if not len(e):
                 raise ManifestError(f"The {name} split has no usable utterances left after skipping bad files.")
+        if model.config.speaker_norm and model.audio_encoder is not None:
+            attach_speaker_offsets(list(embedded.values()))  # each speaker's offset over all its utterances, no labels
         module: nn.Module = model.head
         datasets = {name: CachedDataset(e, (config.feature_noise, config.frame_drop, config.crop_frames) if name == "train" else (0.0, 0.0, 0))
                     for name, e in embedded.items()}

@@ -59,7 +59,8 @@ def save_tiny_wav2vec2(path: Path) -> Path:
     return save_tiny_audio(path, "wav2vec2", "layer")
 
 
-def build_tiny_model(root: Path, audio: str = "hubert", modalities: str = "both", norm: str = "group"):
+def build_tiny_model(root: Path, audio: str = "hubert", modalities: str = "both", norm: str = "group",
+                     speaker_norm: bool = False):
     """A MemoCMT over tiny random encoders saved under `root`, in eval mode."""
     from memocmt.config import MemoCMTConfig
     from memocmt.model import MemoCMT
@@ -67,5 +68,6 @@ def build_tiny_model(root: Path, audio: str = "hubert", modalities: str = "both"
     audio_dir = save_tiny_audio(root / f"{audio}-{norm}", audio, norm)
     text_dir = save_tiny_bert(root / "bert")
     config = MemoCMTConfig(audio_encoder=str(audio_dir), text_encoder=str(text_dir), d_model=32, n_heads=2,
-                           head_dims=[16], modalities=modalities, layer_mix=True, max_text_tokens=24)
+                           head_dims=[16], modalities=modalities, layer_mix=True, max_text_tokens=24,
+                           speaker_norm=speaker_norm)
     return MemoCMT(config).eval()

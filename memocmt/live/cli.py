@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     emo.add_argument("--model", metavar="PATH", help="exported MemoCMT bundle directory (default: the runtime's default bundle)")
     emo.add_argument("--no-emotion", action="store_true", help="transcripts only, no emotion model")
     emo.add_argument("--emotion-device", choices=["auto", "cpu", "cuda"], default="auto", help="ONNX Runtime device for the emotion model (default: auto)")
+    emo.add_argument("--adapt-window", type=int, default=20, metavar="N",
+                     help="a speaker-normalised model adapts to the voice of the last N utterances (default: 20)")
     emo.add_argument("--emotion-threads", type=int, default=0,
                      help="CPU threads for the emotion model (default 0: one per physical core, at most 4)")
 
@@ -90,6 +92,8 @@ def cli(argv: list[str] | None = None) -> int:
         parser.error("--device and --capture-rate apply to the microphone, not to --input")
     if args.no_emotion and args.model:
         parser.error("--model and --no-emotion cannot be used together")
+    if args.adapt_window < 1:
+        parser.error("--adapt-window must be at least 1 utterance")
     _configure_logging(args.verbose)
     try:
         return _run(args)
@@ -169,7 +173,7 @@ def _run(args) -> int:
     emotion = None
     if not args.no_emotion:
         device = None if args.emotion_device == "auto" else args.emotion_device
-        emotion = load_emotion_model(args.model, device, args.emotion_threads or None)
+        emotion = load_emotion_model(args.model, device, args.emotion_threads or None, args.adapt_window)
         transcriber.attach_encoder(emotion.whisper_encoder())
     transcriber.warm_up()
 

@@ -55,12 +55,18 @@ class SpeechRecognizer(Protocol):
 
 class BundleEmotionModel:
     """Adapts a `memocmt.runtime.Bundle` to `EmotionModel`: the audio encoder runs on its
-    own (overlapping ASR), then the text encoder and the fusion head once the words are known."""
+    own (overlapping ASR), then the text encoder and the fusion head once the words are known.
 
-    def __init__(self, bundle: Any, name: str):
+    A speaker-normalised bundle (memocmt.speaker_norm) classifies each utterance with the mean
+    audio state of the last `adapt_window` utterances of the session, this one included."""
+
+    def __init__(self, bundle: Any, name: str, adapt_window: int = 20):
+        from memocmt.speaker_norm import SpeakerAdapter
+
         self.bundle = bundle
         self.name = name
         self.labels = list(bundle.labels)
+        self.adapter = SpeakerAdapter(adapt_window) if getattr(bundle, "speaker_norm", False) else None
 
     def encode_audio(self, audio: np.ndarray) -> Any:
         return self.bundle.encode_audio(audio) if self.bundle.uses_audio else None
@@ -84,10 +90,12 @@ class BundleEmotionModel:
         if self.bundle.uses_audio and audio_features is None:
             audio_features = self.bundle.encode_audio(audio)
         text_features = self.bundle.encode_text(text) if self.bundle.uses_text else None
-        return self.bundle.classify(audio_features, text_features)
+        offset = self.adapter.update(self.bundle.audio_means(audio_features)) if self.adapter is not None else None
+        return self.bundle.classify(audio_features, text_features, offset)
 
 
-def load_emotion_model(path: str | None, device: str | None = None, threads: int | None = None) -> BundleEmotionModel:
+def load_emotion_model(path: str | None, device: str | None = None, threads: int | None = None,
+                       adapt_window: int = 20) -> BundleEmotionModel:
     """Load an exported bundle on "cpu", "cuda" or automatically (None); without a path, the
     runtime's default bundle. `threads` caps ONNX Runtime's CPU threads (None: the runtime's
     default). Every failure becomes one LiveError sentence."""
@@ -110,7 +118,7 @@ def load_emotion_model(path: str | None, device: str | None = None, threads: int
         detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         what = "the default emotion model" if path is None else f"the emotion model bundle {path}"
         raise LiveError(f"Cannot load {what}: {detail}") from e
-    return BundleEmotionModel(bundle, str(bundle.path))
+    return BundleEmotionModel(bundle, str(bundle.path), adapt_window)
 
 
 @dataclass
