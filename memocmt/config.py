@@ -21,9 +21,9 @@ class MemoCMTConfig:
     layer_mix: bool = False  # learn a softmax-weighted sum of encoder layers instead of the last one
     residual: bool = False  # add each branch's queries back before its LayerNorm (the paper's branch has none)
     audio_layer_concat: bool = False  # feed all audio encoder layers side by side (LayerNorm + linear) instead of a mix
-    # Subtract the speaker's mean audio state (per layer, over that speaker's utterances, no labels)
-    # before the head: memocmt.speaker_norm. Without known speakers each utterance uses its own mean.
-    speaker_norm: bool = False
+    # none | mean | mean+std: centre (and scale) the audio states on their speaker's statistics over
+    # that speaker's utterances, without labels (memocmt.speaker_norm); an unknown speaker is the utterance itself
+    speaker_norm: str = "none"
     freeze_audio: bool = True  # the paper keeps both encoders frozen
     freeze_text: bool = True
     max_text_tokens: int = 128

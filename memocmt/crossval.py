@@ -67,7 +67,7 @@ def _subset(split, index: list[int]):
 
     pick = lambda values: [values[i] for i in index] if values else []  # noqa: E731
     return EmbeddedSplit(pick(split.audio), pick(split.text), pick(split.targets), pick(split.ids), [],
-                         pick(split.speakers), pick(split.offsets))
+                         pick(split.speakers), pick(split.speaker_stats))
 
 
 def cross_validate(config: TrainConfig, run_dir: str | os.PathLike, *, folds: int | None = None,
@@ -83,7 +83,7 @@ def cross_validate(config: TrainConfig, run_dir: str | os.PathLike, *, folds: in
     from tqdm.auto import tqdm
 
     from .config import preset
-    from .embed_cache import EmbeddingCache, attach_speaker_offsets, embed_manifest
+    from .embed_cache import EmbeddingCache, attach_speaker_stats, embed_manifest
     from .metrics import classification_report
     from .model import MemoCMT, build_head
 
@@ -106,8 +106,8 @@ def cross_validate(config: TrainConfig, run_dir: str | os.PathLike, *, folds: in
         raise ValueError("Cross-validation trains heads on cached embeddings; it needs frozen encoders.")
     cache = EmbeddingCache(config.cache_dir, model)
     embedded = embed_manifest(cache, pool, on_bad_file=config.on_bad_file, progress=progress, desc="embed train+val")
-    if model.config.speaker_norm:
-        attach_speaker_offsets([embedded])
+    if model.head.speaker_norm:
+        attach_speaker_stats([embedded])
     items, j = [], 0  # the utterances embed_manifest kept, in order (it skips only unusable audio)
     for u in pool.items:
         if j < len(embedded.ids) and embedded.ids[j] == (u.id or str(u.audio)):
@@ -129,7 +129,8 @@ def cross_validate(config: TrainConfig, run_dir: str | os.PathLike, *, folds: in
         for fold in range(k):
             train_idx = [i for i, f in enumerate(item_fold) if f != fold]
             held_idx = [i for i, f in enumerate(item_fold) if f == fold]
-            train_set = CachedDataset(_subset(embedded, train_idx), (cand.feature_noise, cand.frame_drop, cand.crop_frames))
+            train_set = CachedDataset(_subset(embedded, train_idx), (cand.feature_noise, cand.frame_drop, cand.crop_frames),
+                                      cand.speaker_subsample)
             held_set = CachedDataset(_subset(embedded, held_idx))
             seed_everything(cand.seed)
             head = build_head(head_config).to(device)

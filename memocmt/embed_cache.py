@@ -208,7 +208,7 @@ class EmbeddedSplit:
     ids: list[str]  # utterance id (or audio path) per item
     skipped: list[Problem]  # utterances whose audio could not be used
     speakers: list = field(default_factory=list)  # (corpus, speaker) per item, None when unknown
-    offsets: list = field(default_factory=list)  # (L, D) float32 speaker offset per item (speaker_norm heads)
+    speaker_stats: list = field(default_factory=list)  # (2, L, D) float32 statistics of each item's speaker (speaker_norm heads)
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -248,17 +248,24 @@ def embed_manifest(
     return out
 
 
-def attach_speaker_offsets(splits: list[EmbeddedSplit]) -> None:
-    """Fill every split's `offsets`: each speaker's mean audio state per layer over all of that
+def cached_utterance_stats(states: torch.Tensor) -> np.ndarray:
+    """(2, L, D) float32 mean and variance over frames of one utterance's cached (L, T, D) states."""
+    from .speaker_norm import utterance_stats
+
+    return utterance_stats(states.float().numpy()[None], np.array([states.shape[1]]))[0]
+
+
+def attach_speaker_stats(splits: list[EmbeddedSplit]) -> None:
+    """Fill every split's `speaker_stats`: each speaker's audio statistics pooled over all of that
     speaker's utterances in `splits` (memocmt.speaker_norm; labels are not used)."""
-    from .speaker_norm import group_offsets
+    from .speaker_norm import group_stats
 
     splits = [s for s in splits if len(s)]
     if not splits:
         return
-    means = np.stack([a.float().mean(dim=1).numpy() for s in splits for a in s.audio])
-    offsets = group_offsets(means, [spk for s in splits for spk in s.speakers])
+    stats = np.stack([cached_utterance_stats(a) for s in splits for a in s.audio])
+    pooled = group_stats(stats, [spk for s in splits for spk in s.speakers])
     start = 0
     for s in splits:
-        s.offsets = [torch.from_numpy(o) for o in offsets[start : start + len(s)]]
+        s.speaker_stats = [torch.from_numpy(o) for o in pooled[start : start + len(s)]]
         start += len(s)

@@ -36,12 +36,12 @@ class Predictor(Protocol):
     """What both MemoCMT (PyTorch) and runtime.Bundle (ONNX) offer."""
 
     labels: list[str]
-    speaker_norm: bool  # takes speaker offsets (memocmt.speaker_norm)
+    speaker_norm: str  # "mean" / "mean+std" when it takes speaker statistics (memocmt.speaker_norm), else ""
 
-    def audio_means(self, audios: list[np.ndarray]) -> np.ndarray: ...
+    def audio_stats(self, audios: list[np.ndarray]) -> np.ndarray: ...
 
     def predict_batch(self, audios: list[np.ndarray] | None, texts: list[str] | None,
-                      audio_offsets: np.ndarray | None = None) -> list[Prediction]: ...
+                      speaker_stats: np.ndarray | None = None) -> list[Prediction]: ...
 
 
 def load_predictor(path: str | os.PathLike | None = None) -> Predictor:
@@ -118,28 +118,28 @@ def evaluate_manifest(predictor: Predictor, manifest: Manifest, *, batch_size: i
                       progress: bool = True) -> EvaluationResult:
     """Predict every utterance of `manifest` (labels already aligned to the model) and score it.
 
-    A speaker_norm model (memocmt.speaker_norm) takes two passes: the first averages the audio
-    states of each speaker's utterances (no labels), the second classifies with those offsets.
+    A speaker_norm model (memocmt.speaker_norm) takes two passes: the first pools the audio
+    statistics of each speaker's utterances (no labels), the second classifies with them.
     """
-    from .speaker_norm import group_offsets
+    from .speaker_norm import group_stats
 
     labels = list(predictor.labels)
     index = {label: i for i, label in enumerate(labels)}
     items = list(manifest.items)
-    offsets: dict[int, np.ndarray] = {}
-    if getattr(predictor, "speaker_norm", False):
-        rows, means = [], []
-        for batch, audios in _audio_batches(items, batch_size, on_bad_file, [], progress, "speaker offsets"):
+    speaker_stats: dict[int, np.ndarray] = {}
+    if getattr(predictor, "speaker_norm", ""):
+        rows, stats = [], []
+        for batch, audios in _audio_batches(items, batch_size, on_bad_file, [], progress, "speaker statistics"):
             rows += batch
-            means.append(predictor.audio_means(audios))
+            stats.append(predictor.audio_stats(audios))
         if rows:
             speakers = [items[i].speaker_key() if items[i].speaker else None for i in rows]
-            offsets = dict(zip(rows, group_offsets(np.concatenate(means), speakers)))
+            speaker_stats = dict(zip(rows, group_stats(np.concatenate(stats), speakers)))
     targets, probs, predictions, skipped = [], [], [], []
     for batch, audios in _audio_batches(items, batch_size, on_bad_file, skipped, progress, "evaluate"):
         texts = [items[i].text for i in batch]
-        if offsets:
-            batch_predictions = predictor.predict_batch(audios, texts, np.stack([offsets[i] for i in batch]))
+        if speaker_stats:
+            batch_predictions = predictor.predict_batch(audios, texts, np.stack([speaker_stats[i] for i in batch]))
         else:
             batch_predictions = predictor.predict_batch(audios, texts)
         for i, p in zip(batch, batch_predictions):

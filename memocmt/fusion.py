@@ -11,10 +11,11 @@ directly: the mean and standard deviation over valid frames of every layer, batc
 and projected to d_model, are concatenated to the pooled fused vector before the classifier
 (x-vector-style statistics pooling; what a linear probe on frozen features uses).
 
-With `speaker_norm`, the audio states are first centred on a per-speaker offset: the mean
-state of each layer over that speaker's utterances (`audio_offset`, (B, L, D)), which removes
-much of what identifies the voice and keeps what changes between its utterances. Without an
-offset each utterance is centred on its own mean (a speaker heard once).
+With `speaker_norm` ("mean" or "mean+std"), the audio states are first centred on (and scaled
+by) their speaker's statistics: `speaker_stats` (B, 2, L, D), the mean and variance of every
+layer over that speaker's utterances (memocmt.speaker_norm). That removes much of what
+identifies the voice and keeps what changes between its utterances. Without statistics each
+utterance uses its own (a speaker heard once).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from torch import nn
 POOLINGS = ("cls", "mean", "max", "min")
 STATS_SUFFIX = "+stats"  # e.g. "max+stats": also mean+std statistics of every audio layer
 MODALITIES = ("both", "audio", "text")
+SPEAKER_NORMS = ("none", "mean", "mean+std")  # as memocmt.speaker_norm.SPEAKER_NORMS
+SPEAKER_VAR_EPS = 1e-5  # added to a speaker's variance before dividing by its square root
 
 
 def lengths_to_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -132,10 +135,13 @@ def split_pooling(pooling: str) -> tuple[str, bool]:
     return base, stats
 
 
-def utterance_means(states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """(B, L, T, D) states -> (B, L, D) mean of every layer over each utterance's valid frames."""
+def utterance_stats(states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, L, T, D) states -> (B, 2, L, D) mean and variance of every layer over each utterance's valid frames."""
     m = lengths_to_mask(lengths, states.shape[2])[:, None, :, None].to(states.dtype)  # (B, 1, T, 1)
-    return (states * m).sum(dim=2) / m.sum(dim=2).clamp(min=1)
+    n = m.sum(dim=2).clamp(min=1)
+    mean = (states * m).sum(dim=2) / n
+    var = (((states - mean[:, :, None]) * m) ** 2).sum(dim=2) / n
+    return torch.stack([mean, var], dim=1)
 
 
 class AudioStats(nn.Module):
@@ -183,7 +189,7 @@ class FusionHead(nn.Module):
         layer_mix: bool = False,
         residual: bool = False,
         audio_layer_concat: bool = False,
-        speaker_norm: bool = False,
+        speaker_norm: str = "none",
     ):
         super().__init__()
         pooling, audio_stats = split_pooling(pooling)
@@ -193,7 +199,9 @@ class FusionHead(nn.Module):
         self.modalities = modalities
         self.use_audio = modalities in ("both", "audio")
         self.use_text = modalities in ("both", "text")
-        self.speaker_norm = speaker_norm and self.use_audio
+        if speaker_norm not in SPEAKER_NORMS:
+            raise ValueError(f"Unknown speaker_norm {speaker_norm!r}; choose one of {', '.join(SPEAKER_NORMS)}.")
+        self.speaker_norm = speaker_norm if self.use_audio and speaker_norm != "none" else ""  # "" when off
         if self.use_audio:
             if audio_layer_concat:  # every layer's features, normalised, projected to d_model
                 self.audio_mix = LayerConcat()
@@ -221,16 +229,19 @@ class FusionHead(nn.Module):
         audio_lengths: torch.Tensor | None,
         text_states: torch.Tensor | None,
         text_lengths: torch.Tensor | None,
-        audio_offset: torch.Tensor | None = None,
+        speaker_stats: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Logits; `audio_offset` (B, L, D) is the speaker offset of a `speaker_norm` head (ignored otherwise)."""
+        """Logits; `speaker_stats` (B, 2, L, D) are the speakers' statistics for a `speaker_norm` head (ignored otherwise)."""
         parts, valids = [], []
         if self.use_audio:
             assert audio_states is not None and audio_lengths is not None, "this head needs audio states"
             if self.speaker_norm:
-                if audio_offset is None:
-                    audio_offset = utterance_means(audio_states, audio_lengths)
-                audio_states = audio_states - audio_offset[:, :, None, :].to(audio_states.dtype)
+                if speaker_stats is None:
+                    speaker_stats = utterance_stats(audio_states, audio_lengths)
+                speaker_stats = speaker_stats.to(audio_states.dtype)
+                audio_states = audio_states - speaker_stats[:, 0, :, None, :]
+                if self.speaker_norm == "mean+std":
+                    audio_states = audio_states * torch.rsqrt(speaker_stats[:, 1, :, None, :] + SPEAKER_VAR_EPS)
             audio = self.audio_in(self.audio_mix(audio_states))
             audio_valid = lengths_to_mask(audio_lengths, audio.shape[1])
         if self.use_text:

@@ -44,11 +44,11 @@ class Batch:
     audio_lengths: torch.Tensor | None = None  # (B,) valid feature frames / samples
     input_ids: torch.Tensor | None = None  # (B, tokens)
     text_mask: torch.Tensor | None = None  # (B, tokens), 1 at real tokens
-    audio_offset: torch.Tensor | None = None  # (B, L, D) speaker offsets of a speaker_norm model
+    speaker_stats: torch.Tensor | None = None  # (B, 2, L, D) speaker statistics of a speaker_norm model
 
     def to(self, device) -> "Batch":
         return Batch(*(None if t is None else t.to(device) for t in
-                       (self.audio_features, self.audio_lengths, self.input_ids, self.text_mask, self.audio_offset)))
+                       (self.audio_features, self.audio_lengths, self.input_ids, self.text_mask, self.speaker_stats)))
 
 
 class MemoCMT(nn.Module):
@@ -151,35 +151,35 @@ class MemoCMT(nn.Module):
             audio_states, audio_lengths = self.encode_audio(batch.audio_features, batch.audio_lengths)
         if self.text_encoder is not None:
             text_states, text_lengths = self.encode_text(batch.input_ids, batch.text_mask)
-        return self.head(audio_states, audio_lengths, text_states, text_lengths, batch.audio_offset)
+        return self.head(audio_states, audio_lengths, text_states, text_lengths, batch.speaker_stats)
 
     @property
-    def speaker_norm(self) -> bool:
-        """Whether predictions take speaker offsets (memocmt.speaker_norm)."""
+    def speaker_norm(self) -> str:
+        """"mean" or "mean+std" when predictions take speaker statistics (memocmt.speaker_norm), else ""."""
         return self.head.speaker_norm
 
     @torch.inference_mode()
-    def audio_means(self, audios: list[np.ndarray]) -> np.ndarray:
-        """(B, L, D) mean audio encoder state of every layer per utterance: what speaker offsets average."""
-        from .fusion import utterance_means
+    def audio_stats(self, audios: list[np.ndarray]) -> np.ndarray:
+        """(B, 2, L, D) mean and variance of every audio encoder layer per utterance: what speaker statistics pool."""
+        from .fusion import utterance_stats
 
         if self.audio_encoder is None:
             raise ValueError("This is a text-only model; it has no audio states.")
         features, lengths = self._audio_features(audios)
         states, lengths = self.encode_audio(features.to(self.device), lengths.to(self.device))
-        return utterance_means(states.float(), lengths).cpu().numpy()
+        return utterance_stats(states.float(), lengths).cpu().numpy()
 
     @torch.inference_mode()
     def predict_batch(self, audios: list[np.ndarray] | None, texts: list[str] | None,
-                      audio_offsets: np.ndarray | None = None) -> list[Prediction]:
-        """Predictions for a batch; `audio_offsets` (B, L, D) are the speakers' offsets of a
-        speaker_norm model (default: each utterance's own mean)."""
+                      speaker_stats: np.ndarray | None = None) -> list[Prediction]:
+        """Predictions for a batch; `speaker_stats` (B, 2, L, D) are the speakers' statistics for a
+        speaker_norm model (default: each utterance's own)."""
         was_training = self.training
         self.eval()
         try:
             batch = self.prepare(audios, texts)
-            if audio_offsets is not None and self.speaker_norm:
-                batch.audio_offset = torch.as_tensor(np.asarray(audio_offsets, dtype=np.float32))
+            if speaker_stats is not None and self.speaker_norm:
+                batch.speaker_stats = torch.as_tensor(np.asarray(speaker_stats, dtype=np.float32))
             logits = self(batch.to(self.device))
         finally:
             self.train(was_training)

@@ -28,7 +28,7 @@ from torch import nn
 from . import __version__
 from .audio import SAMPLE_RATE
 from .encoders import EncoderLoadError, HFAudioEncoder
-from .fusion import utterance_means
+from .fusion import utterance_stats
 from .model import CheckpointError, MemoCMT, load_checkpoint
 from .onnx_transforms import calibration_feeds, convert_fp16, logit_shift_scorer, optimize_graph, quantize_int8
 from .runtime import BUNDLE_FORMAT, BUNDLE_VERSION, GRAPH_FILES, MANIFEST_NAME, TOKENIZER_FILE, graph_interface, sha256_file
@@ -86,7 +86,7 @@ class _FusionGraph(nn.Module):
     def forward(self, *inputs: torch.Tensor):
         named = dict(zip(self.input_names, inputs))
         logits = self.head(*(named.get(n) for n in ("audio_states", "audio_lengths", "text_states", "text_lengths",
-                                                     "audio_offset")))
+                                                     "speaker_stats")))
         return logits, torch.softmax(logits, dim=-1)
 
 
@@ -99,7 +99,7 @@ class GraphSpec:
     args: tuple
     dynamic_axes: dict[str, dict[int, str]]
     modalities: str = "both"
-    speaker_norm: bool = False
+    speaker_norm: str = ""
 
     @property
     def input_names(self) -> list[str]:
@@ -159,9 +159,9 @@ def graph_specs(model: MemoCMT) -> list[GraphSpec]:
         args += [text_states[:batch], text_lengths[:batch]]
         axes.update(text_states={0: "batch", 2: "tokens"}, text_lengths={0: "batch"})
     speaker_norm = model.head.speaker_norm
-    if speaker_norm:  # speaker offsets of a plausible scale: the batch's mean states
-        args.append(utterance_means(audio_states[:batch], audio_lengths[:batch]).mean(dim=0, keepdim=True).expand(batch, -1, -1))
-        axes.update(audio_offset={0: "batch"})
+    if speaker_norm:  # statistics of a plausible scale: the batch's own
+        args.append(utterance_stats(audio_states[:batch], audio_lengths[:batch]))
+        axes.update(speaker_stats={0: "batch"})
     axes.update(logits={0: "batch"}, probabilities={0: "batch"})
     modalities = model.config.modalities
     specs.append(GraphSpec("fusion", _FusionGraph(model.head, modalities), tuple(args), axes, modalities, speaker_norm))

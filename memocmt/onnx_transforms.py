@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .fusion import utterance_means
+from .fusion import utterance_stats
 from .model import MemoCMT
 from .runtime import graph_interface
 
@@ -59,8 +59,8 @@ def calibration_feeds(model: MemoCMT, items) -> dict[str, list[dict]]:
                 feeds["text"].append({"input_ids": batch.input_ids.numpy(), "attention_mask": batch.text_mask.numpy()})
                 states, _ = model.encode_text(batch.input_ids, batch.text_mask)
                 fusion += [states.float().numpy(), batch.text_mask.sum(dim=1).numpy().astype("int64")]
-            if model.head.speaker_norm:  # each utterance centred on its own mean, as the runtime's default
-                fusion.append(utterance_means(torch.from_numpy(fusion[0]), torch.from_numpy(fusion[1])).numpy())
+            if model.head.speaker_norm:  # each utterance's own statistics, as the runtime's default
+                fusion.append(utterance_stats(torch.from_numpy(fusion[0]), torch.from_numpy(fusion[1])).numpy())
             feeds["fusion"].append(dict(zip(graph_interface("fusion", modalities, model.head.speaker_norm)[0], fusion)))
     return feeds
 
@@ -112,7 +112,7 @@ def logit_shift_scorer(model: MemoCMT, feeds: dict[str, list[dict]], stage: str)
 
     def head_logits(feed: dict):
         args = [torch.from_numpy(feed[n]) if n in feed else None
-                for n in ("audio_states", "audio_lengths", "text_states", "text_lengths", "audio_offset")]
+                for n in ("audio_states", "audio_lengths", "text_states", "text_lengths", "speaker_stats")]
         with torch.inference_mode():
             return model.head(*args).float().numpy()
 
@@ -130,7 +130,7 @@ def logit_shift_scorer(model: MemoCMT, feeds: dict[str, list[dict]], stage: str)
                 fusion[f"{stage}_states"] = outputs[0]
                 if stage == "audio":
                     fusion["audio_lengths"] = outputs[1].astype(np.int64)
-                    fusion.pop("audio_offset", None)  # recentred on the candidate's own states, as at run time
+                    fusion.pop("speaker_stats", None)  # the candidate's own statistics, as at run time
                 logits = head_logits({k: fusion[k] for k in fusion_names if k in fusion})
             shifts.append(float(np.abs(logits - ref).max()))
         return float(np.mean(shifts))

@@ -19,7 +19,8 @@ import torch
 from .audio import SAMPLE_RATE, load_audio
 from .model import MemoCMT
 from .onnx_export import IR_VERSION_FOR_OPSET, ExportValidationError
-from .fusion import utterance_means
+from .fusion import utterance_stats
+from .speaker_norm import pool_stats
 from .runtime import GRAPH_FILES, Bundle, graph_interface, load_bundle, read_bundle_manifest
 
 logger = logging.getLogger("memocmt")
@@ -200,11 +201,12 @@ def _compare(bundle: Bundle, model: MemoCMT, items: list[Utterance]) -> tuple[_D
             raise ExportValidationError("The bundle's tokenizer.json gives other token ids than the PyTorch tokenizer.")
         ref_text = model.encode_text(batch.input_ids, batch.text_mask)
         diffs.text_states = _rel_diff("text states", _host(text_enc.states), ref_text[0])
-    offset = None
-    if model.head.speaker_norm:  # one shared offset, as for utterances of one speaker: checks the graph's offset input
-        offset = utterance_means(ref_audio[0], ref_audio[1]).mean(dim=0, keepdim=True).expand(len(items), -1, -1)
-    logits = bundle.logits(audio_enc, text_enc, None if offset is None else offset.float().numpy())
-    ref_logits = model.head(ref_audio[0], ref_audio[1], ref_text[0], ref_text[1], offset).float().numpy()
+    stats = None
+    if model.head.speaker_norm:  # shared statistics, as for utterances of one speaker: checks the graph's input
+        own = utterance_stats(ref_audio[0].float(), ref_audio[1]).numpy()
+        stats = torch.from_numpy(np.repeat(pool_stats(own)[None], len(items), axis=0))
+    logits = bundle.logits(audio_enc, text_enc, None if stats is None else stats.numpy())
+    ref_logits = model.head(ref_audio[0], ref_audio[1], ref_text[0], ref_text[1], stats).float().numpy()
     if logits.shape != ref_logits.shape:
         raise ExportValidationError(f"ONNX logits have shape {logits.shape} but PyTorch gives {ref_logits.shape}.")
     diffs.logits = float(np.max(np.abs(logits - ref_logits)))

@@ -30,7 +30,7 @@ from .audio import SAMPLE_RATE, AudioError, check_audio
 from .features import FeatureSpec, extract_features, pad_batch
 from .providers import ProviderChoice, choose_providers, create_session, default_threads
 from .results import Prediction
-from .speaker_norm import utterance_means
+from .speaker_norm import utterance_stats
 
 logger = logging.getLogger("memocmt")
 
@@ -42,11 +42,11 @@ TOKENIZER_FILE = "tokenizer.json"
 WARMUP_AUDIO_S = 1.0
 
 
-def graph_interface(stage: str, modalities: str, speaker_norm: bool = False) -> tuple[list[str], list[str]]:
+def graph_interface(stage: str, modalities: str, speaker_norm: str = "") -> tuple[list[str], list[str]]:
     """Input and output names of one graph: the contract between the exporter and this runtime.
 
-    The fusion graph of a speaker_norm model also takes `audio_offset` (B, L, D), the speaker
-    offsets of memocmt.speaker_norm."""
+    The fusion graph of a speaker_norm model also takes `speaker_stats` (B, 2, L, D), the speaker
+    statistics of memocmt.speaker_norm."""
     if stage == "audio":
         return ["features", "lengths"], ["states", "out_lengths"]
     if stage == "text":
@@ -56,8 +56,8 @@ def graph_interface(stage: str, modalities: str, speaker_norm: bool = False) -> 
         inputs += ["audio_states", "audio_lengths"]
     if modalities in ("both", "text"):
         inputs += ["text_states", "text_lengths"]
-    if speaker_norm and modalities in ("both", "audio"):
-        inputs.append("audio_offset")
+    if speaker_norm and speaker_norm != "none" and modalities in ("both", "audio"):
+        inputs.append("speaker_stats")
     return inputs, ["logits", "probabilities"]
 
 
@@ -148,8 +148,9 @@ class Bundle:
         # model: batches of 8 disagreed with one-at-a-time on 9% of RAVDESS test predictions).
         # int8 bundles therefore run every graph one utterance at a time.
         self.item_by_item = manifest.get("precision") == "int8"
-        # Speaker-normalised head (memocmt.speaker_norm): the fusion graph takes speaker offsets.
-        self.speaker_norm = bool(manifest.get("config", {}).get("speaker_norm")) and self.uses_audio
+        # Speaker-normalised head (memocmt.speaker_norm): the fusion graph takes speaker statistics.
+        norm = manifest.get("config", {}).get("speaker_norm", "none")
+        self.speaker_norm: str = norm if norm != "none" and self.uses_audio else ""
         self.load_ms = 0.0
         self.warmup_ms = 0.0
 
@@ -244,27 +245,27 @@ class Bundle:
         (states,) = self._run("text", {"input_ids": ids, "attention_mask": mask}, ["states"], keep_states=True)
         return TextEncoding(states, mask.sum(axis=1).astype(np.int64), {"text_encoder": _ms_since(start)})
 
-    def audio_means(self, audios: list[np.ndarray] | AudioEncoding) -> np.ndarray:
-        """(B, L, D) float32 mean audio encoder state of every layer per utterance (raw audio or an
-        encoding): what the speaker offsets of a speaker_norm model average."""
+    def audio_stats(self, audios: list[np.ndarray] | AudioEncoding) -> np.ndarray:
+        """(B, 2, L, D) float32 mean and variance of every audio encoder layer per utterance (raw
+        audio or an encoding): what the speaker statistics of a speaker_norm model pool."""
         encoding = audios if isinstance(audios, AudioEncoding) else self.encode_audio_batch(audios)
-        return utterance_means(_host(encoding.states), encoding.lengths)
+        return utterance_stats(_host(encoding.states), encoding.lengths)
 
     def logits(self, audio: AudioEncoding | None, text: TextEncoding | None,
-               audio_offset: np.ndarray | None = None) -> np.ndarray:
+               speaker_stats: np.ndarray | None = None) -> np.ndarray:
         """Fusion head output (B, classes) for encodings of the same batch. A speaker_norm model
-        takes speaker offsets (B, L, D); without them each utterance is centred on its own mean."""
+        takes speaker statistics (B, 2, L, D); without them each utterance uses its own."""
         first = audio if audio is not None else text
         batch = 0 if first is None else len(first.lengths)
         if self.speaker_norm and audio is not None:
-            if audio_offset is None:
-                audio_offset = self.audio_means(audio)
-            audio_offset = np.asarray(audio_offset, dtype=np.float32)
-            if audio_offset.shape[0] != batch:
-                raise ValueError(f"Got {audio_offset.shape[0]} speaker offsets for {batch} utterances.")
+            if speaker_stats is None:
+                speaker_stats = self.audio_stats(audio)
+            speaker_stats = np.asarray(speaker_stats, dtype=np.float32)
+            if speaker_stats.shape[0] != batch:
+                raise ValueError(f"Got speaker statistics for {speaker_stats.shape[0]} utterances but {batch} utterances.")
         if self.item_by_item and batch > 1:
             return np.concatenate([self.logits(_item(audio, i), _item(text, i),
-                                               None if audio_offset is None else audio_offset[i : i + 1])
+                                               None if speaker_stats is None else speaker_stats[i : i + 1])
                                    for i in range(batch)])
         feeds = {}
         if self.uses_audio:
@@ -272,7 +273,7 @@ class Bundle:
                 raise ValueError("This model uses audio; pass the audio encoding.")
             feeds.update(audio_states=audio.states, audio_lengths=audio.lengths)
             if self.speaker_norm:
-                feeds["audio_offset"] = audio_offset
+                feeds["speaker_stats"] = speaker_stats
         if self.uses_text:
             if text is None:
                 raise ValueError("This model uses text; pass the text encoding.")
@@ -281,14 +282,14 @@ class Bundle:
         return logits
 
     def classify(self, audio: AudioEncoding | None, text: TextEncoding | None,
-                 audio_offset: np.ndarray | None = None) -> Prediction:
+                 speaker_stats: np.ndarray | None = None) -> Prediction:
         """Emotion of one utterance from its encodings; timings cover every stage so far."""
-        return self.classify_batch(audio, text, audio_offset)[0]
+        return self.classify_batch(audio, text, speaker_stats)[0]
 
     def classify_batch(self, audio: AudioEncoding | None, text: TextEncoding | None,
-                       audio_offset: np.ndarray | None = None) -> list[Prediction]:
+                       speaker_stats: np.ndarray | None = None) -> list[Prediction]:
         start = time.perf_counter()
-        logits = self.logits(audio, text, audio_offset)
+        logits = self.logits(audio, text, speaker_stats)
         timings = {"features": 0.0, "audio_encoder": 0.0, "text_encoder": 0.0}
         for enc in (audio, text):
             if enc is not None:
@@ -304,12 +305,12 @@ class Bundle:
         return self.predict_batch(None if audio is None else [audio], None if text is None else [text])[0]
 
     def predict_batch(self, audios: list[np.ndarray] | None, texts: list[str] | None,
-                      audio_offsets: np.ndarray | None = None) -> list[Prediction]:
-        """Predictions for a batch; `audio_offsets` (B, L, D) are the speakers' offsets of a
-        speaker_norm model (default: each utterance's own mean)."""
+                      speaker_stats: np.ndarray | None = None) -> list[Prediction]:
+        """Predictions for a batch; `speaker_stats` (B, 2, L, D) are the speakers' statistics for a
+        speaker_norm model (default: each utterance's own)."""
         start = time.perf_counter()
         audio_enc, text_enc = self.encode(audios, texts)
-        predictions = self.classify_batch(audio_enc, text_enc, audio_offsets)
+        predictions = self.classify_batch(audio_enc, text_enc, speaker_stats)
         total = _ms_since(start)
         for p in predictions:
             p.timings_ms["total"] = total

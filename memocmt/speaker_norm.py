@@ -1,16 +1,22 @@
-"""Speaker offsets for models trained with `speaker_norm` (NumPy only; the runtime uses it too).
+"""Speaker statistics for models trained with `speaker_norm` (NumPy only; the runtime uses it too).
 
 Much of what a frozen speech encoder's states carry is who is speaking. A head trained with
-`speaker_norm` sees each utterance's audio states minus its speaker's offset: the mean state
-of every encoder layer over that speaker's utterances, computed without labels. What is left
-is how this utterance differs from the speaker's usual voice, which is what emotion changes.
+`speaker_norm: mean` sees each utterance's audio states minus its speaker's mean state (per
+layer and dimension); with `mean+std` they are also divided by the speaker's standard
+deviation. What is left is how this utterance differs from the speaker's usual voice, which is
+what emotion changes. Labels are never used.
 
-Where the offset comes from:
+Speaker statistics are an array (2, L, D): the mean and the variance of the speaker's frames.
+Each utterance contributes its own (mean, variance) over its frames; a speaker's statistics pool
+those with equal weight per utterance (mean of means; mean of variances plus the variance of the
+means), which stays exact in float32 where E[x^2] - E[x]^2 would cancel.
+
+Where the statistics come from:
 - training and `memocmt-eval`: every utterance of the speaker in the data (the manifest's
   `speaker` field), as speaker-level normalisation is usually evaluated;
 - live (`SpeakerAdapter`): the utterances heard so far in the session, up to a window, so the
-  first utterances are less accurate than later ones;
-- one utterance on its own (`predict` without offsets): its own mean.
+  first utterances of a session are less accurate than later ones;
+- one utterance on its own (`predict` without statistics): its own.
 """
 
 from __future__ import annotations
@@ -20,59 +26,70 @@ from typing import Hashable, Sequence
 
 import numpy as np
 
+SPEAKER_NORMS = ("none", "mean", "mean+std")
 
-def utterance_means(states: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """(B, L, T, D) states and (B,) valid frames -> (B, L, D) float32 mean over each utterance's frames."""
+
+def utterance_stats(states: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """(B, L, T, D) states and (B,) valid frames -> (B, 2, L, D) float32 mean and variance over each utterance's frames."""
     states = np.asarray(states, dtype=np.float32)
-    t = states.shape[2]
-    mask = (np.arange(t)[None, :] < np.asarray(lengths)[:, None]).astype(np.float32)  # (B, T)
+    mask = (np.arange(states.shape[2])[None, :] < np.asarray(lengths)[:, None]).astype(np.float32)  # (B, T)
     counts = np.maximum(mask.sum(axis=1), 1.0)[:, None, None]
-    return np.einsum("bltd,bt->bld", states, mask) / counts
+    mean = np.einsum("bltd,bt->bld", states, mask) / counts
+    var = np.einsum("bltd,bt->bld", (states - mean[:, :, None]) ** 2, mask) / counts
+    return np.stack([mean, var], axis=1)
 
 
-def group_offsets(means: np.ndarray, speakers: Sequence[Hashable | None]) -> np.ndarray:
-    """(N, L, D) utterance means -> (N, L, D) offsets: the mean over all utterances of the same
-    speaker; an utterance whose speaker is unknown (None or "") is its own speaker."""
-    means = np.asarray(means, dtype=np.float32)
-    if len(speakers) != len(means):
-        raise ValueError(f"Got {len(means)} utterance means but {len(speakers)} speakers.")
+def pool_stats(stats: np.ndarray) -> np.ndarray:
+    """(N, 2, L, D) statistics of N utterances -> (2, L, D) statistics of all their frames, each utterance weighted equally."""
+    stats = np.asarray(stats, dtype=np.float32)
+    means = stats[:, 0]
+    mean = means.mean(axis=0)
+    var = stats[:, 1].mean(axis=0) + ((means - mean) ** 2).mean(axis=0)
+    return np.stack([mean, var])
+
+
+def group_stats(stats: np.ndarray, speakers: Sequence[Hashable | None]) -> np.ndarray:
+    """(N, 2, L, D) utterance statistics -> (N, 2, L, D) statistics of each utterance's speaker,
+    pooled over all of that speaker's utterances; an unknown speaker (None or "") is its own."""
+    stats = np.asarray(stats, dtype=np.float32)
+    if len(speakers) != len(stats):
+        raise ValueError(f"Got statistics of {len(stats)} utterances but {len(speakers)} speakers.")
     groups: dict[Hashable, list[int]] = {}
     for i, speaker in enumerate(speakers):
-        key = ("utterance", i) if speaker is None or speaker == "" else speaker
-        groups.setdefault(key, []).append(i)
-    offsets = np.empty_like(means)
+        groups.setdefault(("utterance", i) if speaker is None or speaker == "" else speaker, []).append(i)
+    out = np.empty_like(stats)
     for index in groups.values():
-        offsets[index] = means[index].mean(axis=0)
-    return offsets
+        out[index] = pool_stats(stats[index])
+    return out
 
 
 class SpeakerAdapter:
-    """The speaker offset of a live session: the mean of the last `window` utterance means.
+    """Speaker statistics of a live session: those of the last `window` utterances.
 
-    `update(means)` adds one utterance (its (L, D) or (1, L, D) mean) and returns the offset to
-    classify it with, (1, L, D), which already includes it. A window follows a change of speaker
-    within about `window` utterances; `reset()` forgets the session.
+    `update(stats)` adds one utterance's (2, L, D) or (1, 2, L, D) statistics and returns the
+    statistics to classify it with, (1, 2, L, D), which already include it. A window follows a
+    change of speaker within about `window` utterances; `reset()` forgets the session.
     """
 
     def __init__(self, window: int = 20):
         if window < 1:
             raise ValueError(f"The speaker adaptation window must be at least 1 utterance, not {window}.")
         self.window = window
-        self._means: deque[np.ndarray] = deque(maxlen=window)
+        self._stats: deque[np.ndarray] = deque(maxlen=window)
 
     def __len__(self) -> int:
-        return len(self._means)
+        return len(self._stats)
 
-    def update(self, means: np.ndarray) -> np.ndarray:
-        means = np.asarray(means, dtype=np.float32)
-        if means.ndim == 3:
-            if means.shape[0] != 1:
+    def update(self, stats: np.ndarray) -> np.ndarray:
+        stats = np.asarray(stats, dtype=np.float32)
+        if stats.ndim == 4:
+            if stats.shape[0] != 1:
                 raise ValueError("SpeakerAdapter.update takes one utterance at a time.")
-            means = means[0]
-        if self._means and self._means[0].shape != means.shape:
-            raise ValueError(f"Utterance means of shape {means.shape} do not match the session's {self._means[0].shape}.")
-        self._means.append(means)
-        return np.mean(np.stack(self._means), axis=0)[None]
+            stats = stats[0]
+        if self._stats and self._stats[0].shape != stats.shape:
+            raise ValueError(f"Utterance statistics of shape {stats.shape} do not match the session's {self._stats[0].shape}.")
+        self._stats.append(stats)
+        return pool_stats(np.stack(self._stats))[None]
 
     def reset(self) -> None:
-        self._means.clear()
+        self._stats.clear()

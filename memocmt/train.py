@@ -71,6 +71,10 @@ class TrainConfig:
     feature_noise: float = 0.0  # training only: Gaussian noise on cached audio states, in units of their std
     frame_drop: float = 0.0  # training only: fraction of cached audio frames dropped at random
     crop_frames: int = 0  # training only: random crop of cached audio states to this many frames (0 = whole)
+    # training only, speaker_norm models: probability that an utterance's speaker statistics pool a
+    # random subset of its speaker's utterances (itself and 0..n-1 others) instead of all of them,
+    # as live adaptation has early in a session
+    speaker_subsample: float = 0.0
     device: str = "auto"  # auto | cpu | cuda
     num_workers: int = 0  # DataLoader workers
     threads: int = 0  # CPU threads for PyTorch; 0 keeps its default (1 is fastest on a busy shared machine)
@@ -94,6 +98,8 @@ class TrainConfig:
             raise ValueError("The training config names no manifests; set `manifests: [path.jsonl, ...]`.")
         if self.batch_size < 1 or self.epochs < 1 or self.lr <= 0:
             raise ValueError("batch_size and epochs must be at least 1 and lr positive.")
+        if not 0.0 <= self.speaker_subsample <= 1.0:
+            raise ValueError(f"speaker_subsample {self.speaker_subsample} must be a probability between 0 and 1.")
         if not 0 <= self.stop_epoch <= self.epochs:
             raise ValueError(f"stop_epoch {self.stop_epoch} must be between 0 and epochs ({self.epochs}).")
         if self.cv_folds == 1 or self.cv_folds < 0:
@@ -187,10 +193,20 @@ def pad_states(states: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class CachedDataset(torch.utils.data.Dataset):
-    """Cached states; with augmentation (noise, frame drop, crop length) for training."""
+    """Cached states; with augmentation (noise, frame drop, crop length, speaker statistics from
+    subsets of the speaker's utterances) for training."""
 
-    def __init__(self, split, augment: tuple[float, float, int] = (0.0, 0.0, 0)):
+    def __init__(self, split, augment: tuple[float, float, int] = (0.0, 0.0, 0), speaker_subsample: float = 0.0):
         self.split, self.noise, self.drop, self.crop = split, *augment
+        self.speaker_subsample = speaker_subsample if split.speaker_stats else 0.0
+        if self.speaker_subsample:
+            from .embed_cache import cached_utterance_stats
+
+            self.stats = [cached_utterance_stats(a) for a in split.audio]
+            groups: dict = {}
+            for i, speaker in enumerate(split.speakers):
+                groups.setdefault(speaker if speaker is not None else ("utterance", i), []).append(i)
+            self.same_speaker = [groups[s if s is not None else ("utterance", i)] for i, s in enumerate(split.speakers)]
 
     def __len__(self) -> int:
         return len(self.split)
@@ -210,17 +226,24 @@ class CachedDataset(torch.utils.data.Dataset):
                 mean = audio.mean(dim=1, keepdim=True)
                 var = ((audio * audio).mean(dim=1, keepdim=True) - mean * mean).clamp(min=0) * (n / max(n - 1, 1))
                 audio = audio + self.noise * var.sqrt() * torch.randn_like(audio)
-        offset = self.split.offsets[i] if self.split.offsets else None
-        return audio, text, self.split.targets[i], offset
+        stats = self.split.speaker_stats[i] if self.split.speaker_stats else None
+        if self.speaker_subsample and float(torch.rand(())) < self.speaker_subsample:
+            from .speaker_norm import pool_stats
+
+            others = [j for j in self.same_speaker[i] if j != i]
+            k = int(torch.randint(0, len(others) + 1, ()))
+            picked = [others[j] for j in torch.randperm(len(others))[:k].tolist()]
+            stats = torch.from_numpy(pool_stats(np.stack([self.stats[i]] + [self.stats[j] for j in picked])))
+        return audio, text, self.split.targets[i], stats
 
 
 def collate_cached(items):
-    """Items of CachedDataset -> the head's inputs (audio states, lengths, text states, lengths, speaker offsets) and targets."""
-    audio, text, targets, offsets = zip(*items)
+    """Items of CachedDataset -> the head's inputs (audio states, lengths, text states, lengths, speaker statistics) and targets."""
+    audio, text, targets, speaker_stats = zip(*items)
     a = pad_states(list(audio)) if audio[0] is not None else (None, None)
     t = pad_states(list(text)) if text[0] is not None else (None, None)
-    o = torch.stack(offsets) if offsets[0] is not None else None
-    return (a[0], a[1], t[0], t[1], o), torch.tensor(targets)
+    s = torch.stack(speaker_stats) if speaker_stats[0] is not None else None
+    return (a[0], a[1], t[0], t[1], s), torch.tensor(targets)
 
 
 class AudioTextDataset(torch.utils.data.Dataset):
@@ -394,7 +417,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
         splits["train"] = Manifest.from_items(splits["train"].items + splits["val"].items, manifest.labels)
         splits["val"] = Manifest.from_items((), manifest.labels)
     if frozen:
-        from .embed_cache import EmbeddingCache, attach_speaker_offsets, embed_manifest
+        from .embed_cache import EmbeddingCache, attach_speaker_stats, embed_manifest
 
         cache = EmbeddingCache(config.cache_dir, model)
         embedded = {name: embed_manifest(cache, m, on_bad_file=config.on_bad_file, progress=progress and main, desc=f"embed {name}")
@@ -403,11 +426,11 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
             problems += e.skipped
             if not len(e):
                 raise ManifestError(f"The {name} split has no usable utterances left after skipping bad files.")
-        if model.config.speaker_norm and model.audio_encoder is not None:
-            attach_speaker_offsets(list(embedded.values()))  # each speaker's offset over all its utterances, no labels
+        if model.head.speaker_norm:
+            attach_speaker_stats(list(embedded.values()))  # each speaker's statistics over all its utterances, no labels
         module: nn.Module = model.head
-        datasets = {name: CachedDataset(e, (config.feature_noise, config.frame_drop, config.crop_frames) if name == "train" else (0.0, 0.0, 0))
-                    for name, e in embedded.items()}
+        datasets = {name: CachedDataset(e, (config.feature_noise, config.frame_drop, config.crop_frames), config.speaker_subsample)
+                    if name == "train" else CachedDataset(e) for name, e in embedded.items()}
         collate = collate_cached
         train_targets = embedded["train"].targets
         if main:

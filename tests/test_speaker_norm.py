@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from memocmt.fusion import FusionHead, utterance_means
-from memocmt.speaker_norm import SpeakerAdapter, group_offsets
-from memocmt.speaker_norm import utterance_means as utterance_means_np
+from memocmt.fusion import FusionHead, utterance_stats
+from memocmt.speaker_norm import SpeakerAdapter, group_stats, pool_stats
+from memocmt.speaker_norm import utterance_stats as utterance_stats_np
 
 
-def make_head(speaker_norm=True, modalities="both"):
+def make_head(speaker_norm="mean+std", modalities="both"):
     torch.manual_seed(0)
     return FusionHead(audio_dim=24, text_dim=16, audio_layers=3, text_layers=2, d_model=32, n_heads=4, n_classes=4,
                       head_dims=(16,), pooling="max+stats", modalities=modalities, layer_mix=True, residual=True,
@@ -28,65 +28,97 @@ def speaker_batch(seed=0):
     return states, lengths, ["a", "a", "a", "b", "b", "b"]
 
 
-def test_numpy_and_torch_utterance_means_agree_and_ignore_padding():
+def test_numpy_and_torch_utterance_stats_agree_and_ignore_padding():
     states, lengths, _ = speaker_batch()
-    means = utterance_means(states, lengths)
-    assert torch.allclose(means[1], states[1, :, :9].mean(dim=1), atol=1e-6)
-    assert np.allclose(utterance_means_np(states.numpy(), lengths.numpy()), means.numpy(), atol=1e-5)
+    stats = utterance_stats(states, lengths)
+    assert stats.shape == (6, 2, 3, 24)
+    frames = states[0, :, :5]
+    assert torch.allclose(stats[0, 0], frames.mean(dim=1), atol=1e-6)
+    assert torch.allclose(stats[0, 1], frames.var(dim=1, unbiased=False), atol=1e-5)
+    assert np.allclose(utterance_stats_np(states.numpy(), lengths.numpy()), stats.numpy(), atol=1e-5)
 
 
-def test_group_offsets_average_each_speaker_and_keep_unknown_speakers_alone():
-    means = np.arange(5, dtype=np.float32)[:, None, None] * np.ones((5, 2, 3), np.float32)
-    offsets = group_offsets(means, ["a", "b", "a", None, ""])
-    assert np.allclose(offsets[0], 1.0) and np.allclose(offsets[2], 1.0)  # (0 + 2) / 2
-    assert np.allclose(offsets[1], 1.0)  # b alone
-    assert np.allclose(offsets[3], 3.0) and np.allclose(offsets[4], 4.0)  # unknown: their own means
-    with pytest.raises(ValueError, match="5 utterance means but 2 speakers"):
-        group_offsets(means, ["a", "b"])
+def test_pooled_stats_are_those_of_all_frames_with_equal_utterance_weights():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(3.0, 2.0, (1, 2, 40, 4)), rng.normal(-1.0, 0.5, (1, 2, 40, 4))
+    pooled = pool_stats(np.concatenate([utterance_stats_np(a, [40]), utterance_stats_np(b, [40])]))
+    frames = np.concatenate([a[0], b[0]], axis=1)
+    assert np.allclose(pooled[0], frames.mean(axis=1), atol=1e-4)
+    assert np.allclose(pooled[1], frames.var(axis=1), atol=1e-3)
+    big = np.full((1, 1, 2, 1), 1e4, np.float32) + np.array([0.0, 2**-6], np.float32)[None, None, :, None]
+    assert pool_stats(utterance_stats_np(big, [2]))[1].item() == pytest.approx(2**-14, rel=1e-3)  # no cancellation
 
 
-def test_a_speaker_wide_shift_of_the_states_does_not_change_the_logits():
-    """What speaker normalisation is for: a voice's constant colouring of every state cancels out."""
-    head = make_head()
+def test_group_stats_pool_each_speaker_and_keep_unknown_speakers_alone():
+    stats = np.zeros((5, 2, 2, 3), np.float32)
+    stats[:, 0] = np.arange(5, dtype=np.float32)[:, None, None]
+    stats[:, 1] = 1.0
+    grouped = group_stats(stats, ["a", "b", "a", None, ""])
+    assert np.allclose(grouped[0, 0], 1.0) and np.allclose(grouped[2, 0], 1.0)  # (0 + 2) / 2
+    assert np.allclose(grouped[0, 1], 2.0)  # within-utterance 1 plus between-utterance 1
+    assert np.allclose(grouped[1], stats[1])  # b alone
+    assert np.allclose(grouped[3], stats[3]) and np.allclose(grouped[4], stats[4])  # unknown: their own
+    with pytest.raises(ValueError, match="5 utterances but 2 speakers"):
+        group_stats(stats, ["a", "b"])
+
+
+@pytest.mark.parametrize("mode", ["mean", "mean+std"])
+def test_a_speakers_voice_colouring_does_not_change_the_logits(mode):
+    """What speaker normalisation is for: a voice's constant shift (and, with mean+std, scale) of
+    every state cancels out."""
+    head = make_head(mode)
     states, lengths, speakers = speaker_batch()
     text, text_lengths = torch.randn(6, 2, 4, 16), torch.tensor([4, 3, 4, 2, 4, 4])
-    shift = torch.zeros_like(states)
-    shift[3:, :, :] = torch.randn(1, 3, 1, 24) * 3.0  # speaker b's voice moves all its frames
-    shifted = states + shift
+    voiced = states.clone()
+    voiced[3:] = voiced[3:] + torch.randn(1, 3, 1, 24) * 3.0  # speaker b's voice moves all its frames
+    if mode == "mean+std":
+        voiced[3:] = voiced[3:] * (0.5 + torch.rand(1, 3, 1, 24) * 2)
     with torch.no_grad():
-        plain = [head(s, lengths, text, text_lengths, torch.from_numpy(
-            group_offsets(utterance_means(s, lengths).numpy(), speakers))) for s in (states, shifted)]
-        unnormalised = make_head(speaker_norm=False)
-        raw = [unnormalised(s, lengths, text, text_lengths) for s in (states, shifted)]
-    assert torch.allclose(plain[0], plain[1], atol=1e-4)
+        logits = [head(s, lengths, text, text_lengths, torch.from_numpy(
+            group_stats(utterance_stats(s, lengths).numpy(), speakers))) for s in (states, voiced)]
+        plain = make_head("none")
+        raw = [plain(s, lengths, text, text_lengths) for s in (states, voiced)]
+    assert torch.allclose(logits[0], logits[1], atol=1e-3)
     assert not torch.allclose(raw[0][3:], raw[1][3:], atol=1e-2)  # the test can fail: without it the logits move
 
 
-def test_without_offsets_each_utterance_is_centred_on_its_own_mean():
+def test_without_stats_each_utterance_uses_its_own():
     head = make_head()
     states, lengths, _ = speaker_batch()
     text, text_lengths = torch.randn(6, 2, 4, 16), torch.full((6,), 4)
     with torch.no_grad():
         default = head(states, lengths, text, text_lengths)
-        own = head(states, lengths, text, text_lengths, utterance_means(states, lengths))
-        other = head(states, lengths, text, text_lengths, torch.zeros(6, 3, 24))
+        own = head(states, lengths, text, text_lengths, utterance_stats(states, lengths))
+        shared = head(states, lengths, text, text_lengths, torch.from_numpy(
+            np.repeat(pool_stats(utterance_stats(states, lengths).numpy())[None], 6, axis=0)))
     assert torch.allclose(default, own, atol=1e-5)
-    assert not torch.allclose(default, other, atol=1e-3)
+    assert not torch.allclose(default, shared, atol=1e-3)
 
 
-def test_speaker_adapter_averages_a_window_and_resets():
+def test_unknown_mode_is_refused():
+    with pytest.raises(ValueError, match="Unknown speaker_norm 'z'"):
+        make_head("z")
+
+
+def test_speaker_adapter_pools_a_window_and_resets():
     adapter = SpeakerAdapter(window=2)
-    first = adapter.update(np.full((2, 3), 1.0, np.float32))
-    assert first.shape == (1, 2, 3) and np.allclose(first, 1.0)
-    assert np.allclose(adapter.update(np.full((1, 2, 3), 3.0, np.float32)), 2.0)
-    assert np.allclose(adapter.update(np.full((2, 3), 5.0, np.float32)), 4.0)  # the first fell out of the window
+    one = np.stack([np.full((2, 3), 1.0), np.zeros((2, 3))]).astype(np.float32)
+    first = adapter.update(one)
+    assert first.shape == (1, 2, 2, 3) and np.allclose(first[0, 0], 1.0) and np.allclose(first[0, 1], 0.0)
+    three = one.copy()
+    three[0] = 3.0
+    assert np.allclose(adapter.update(three[None])[0, 0], 2.0)
+    five = one.copy()
+    five[0] = 5.0
+    pooled = adapter.update(five)
+    assert np.allclose(pooled[0, 0], 4.0) and np.allclose(pooled[0, 1], 1.0)  # the first fell out of the window
     assert len(adapter) == 2
     adapter.reset()
     assert len(adapter) == 0
     with pytest.raises(ValueError, match="at least 1"):
         SpeakerAdapter(window=0)
     with pytest.raises(ValueError, match="one utterance at a time"):
-        adapter.update(np.zeros((2, 2, 3), np.float32))
+        adapter.update(np.zeros((2, 2, 2, 3), np.float32))
 
 
 # ---------------------------------------------------------------------- training and evaluation
@@ -95,51 +127,55 @@ def test_speaker_adapter_averages_a_window_and_resets():
 def test_training_feeds_each_speaker_its_offset(tmp_path):
     from tests.test_train import save_tiny_encoders, tiny_config, write_tone_corpus
 
-    from memocmt.embed_cache import attach_speaker_offsets
+    from memocmt.embed_cache import attach_speaker_stats
     from memocmt.model import load_checkpoint
     from memocmt.train import CachedDataset, collate_cached, train
 
     audio_dir, text_dir = save_tiny_encoders(tmp_path / "enc")
     tiny = {"audio": str(audio_dir), "text": str(text_dir), "manifest": str(write_tone_corpus(tmp_path / "data"))}
-    config = tiny_config(tiny, tmp_path, epochs=2)
-    config.model["speaker_norm"] = True
+    config = tiny_config(tiny, tmp_path, epochs=2, speaker_subsample=0.5)
+    config.model["speaker_norm"] = "mean+std"
     run = train(config, tmp_path / "run", progress=False)
     model = load_checkpoint(run / "best.safetensors")
-    assert model.config.speaker_norm and model.speaker_norm
+    assert model.config.speaker_norm == model.speaker_norm == "mean+std"
     assert (run / "test_metrics.json").is_file()
 
     from memocmt.embed_cache import EmbeddedSplit
 
     states = [torch.randn(2, n, 4) for n in (3, 5, 4)]
     split = EmbeddedSplit(states, [None] * 3, [0, 1, 0], ["x", "y", "z"], [], [("c", "s1"), ("c", "s1"), None])
-    attach_speaker_offsets([split])
+    attach_speaker_stats([split])
     expected = (states[0].mean(dim=1) + states[1].mean(dim=1)) / 2
-    assert torch.allclose(split.offsets[0], expected, atol=1e-5) and torch.allclose(split.offsets[1], expected, atol=1e-5)
-    assert torch.allclose(split.offsets[2], states[2].mean(dim=1), atol=1e-5)
+    assert torch.allclose(split.speaker_stats[0][0], expected, atol=1e-5)
+    assert torch.allclose(split.speaker_stats[1], split.speaker_stats[0])
+    assert torch.allclose(split.speaker_stats[2][1], states[2].var(dim=1, unbiased=False), atol=1e-5)
     inputs, _ = collate_cached([CachedDataset(split)[i] for i in range(3)])
-    assert inputs[4].shape == (3, 2, 4)
+    assert inputs[4].shape == (3, 2, 2, 4)
+    torch.manual_seed(0)
+    subsampled = [CachedDataset(split, speaker_subsample=1.0)[0][3] for _ in range(20)]
+    assert any(not torch.allclose(s, split.speaker_stats[0]) for s in subsampled)  # itself alone, sometimes
 
 
 class _Recorder:
     """A speaker_norm predictor that records the offsets it is given."""
 
     labels = ["neutral", "angry"]
-    speaker_norm = True
+    speaker_norm = "mean"
 
     def __init__(self):
-        self.offsets = []
+        self.stats = []
 
-    def audio_means(self, audios):
-        return np.stack([np.full((1, 2), float(a.size), np.float32) for a in audios])
+    def audio_stats(self, audios):
+        return np.stack([np.stack([np.full((1, 2), float(a.size)), np.ones((1, 2))]).astype(np.float32) for a in audios])
 
-    def predict_batch(self, audios, texts, audio_offsets=None):
+    def predict_batch(self, audios, texts, speaker_stats=None):
         from memocmt.results import Prediction
 
-        self.offsets.append(audio_offsets)
+        self.stats.append(speaker_stats)
         return [Prediction.from_probabilities(self.labels, np.array([0.6, 0.4], np.float32)) for _ in audios]
 
 
-def test_evaluation_offsets_average_each_speakers_utterances(tmp_path):
+def test_evaluation_pools_each_speakers_utterances(tmp_path):
     import soundfile as sf
 
     from memocmt.evaluate import evaluate_manifest
@@ -152,8 +188,8 @@ def test_evaluation_offsets_average_each_speakers_utterances(tmp_path):
         items.append(Utterance(audio=path, text="", label="neutral", speaker=speaker, split="test"))
     predictor = _Recorder()
     evaluate_manifest(predictor, Manifest.from_items(items, ["neutral", "angry"]), batch_size=2, progress=False)
-    offsets = np.concatenate(predictor.offsets)
-    assert np.allclose(offsets[:, 0, 0], [2400, 2400, 4800])
+    stats = np.concatenate(predictor.stats)
+    assert np.allclose(stats[:, 0, 0, 0], [2400, 2400, 4800])
 
 
 # ---------------------------------------------------------------------- export and runtime
@@ -167,7 +203,7 @@ def exported(tmp_path_factory):
     from memocmt.onnx_export import export_bundle
 
     root = tmp_path_factory.mktemp("speaker-norm")
-    model = build_tiny_model(root / "models", speaker_norm=True)
+    model = build_tiny_model(root / "models", speaker_norm="mean+std")
     return model, export_bundle(model, root / "bundle")
 
 
@@ -177,26 +213,27 @@ def _clips(n=3):
             .astype(np.float32) for i in range(n)]
 
 
-def test_fusion_graph_takes_offsets_and_matches_pytorch(exported):
+def test_fusion_graph_takes_speaker_stats_and_matches_pytorch(exported):
     from memocmt.runtime import load_bundle
 
     model, result = exported
     names = [i["name"] for i in result.manifest["graphs"]["fusion"]["inputs"]]
-    assert names[-1] == "audio_offset"
+    assert names[-1] == "speaker_stats"
     bundle = load_bundle(result.path, "cpu")
-    assert bundle.speaker_norm
+    assert bundle.speaker_norm == "mean+std"
     clips, texts = _clips(), ["i am so angry", "the door is open", "hello"]
-    offsets = np.repeat(bundle.audio_means(clips).mean(axis=0, keepdims=True), 3, axis=0)
-    torch_means = model.audio_means(clips)
-    assert np.allclose(bundle.audio_means(clips), torch_means, atol=1e-3)
-    for given in (None, offsets):
+    stats = np.repeat(pool_stats(bundle.audio_stats(clips))[None], 3, axis=0)
+    assert np.allclose(bundle.audio_stats(clips), model.audio_stats(clips), atol=1e-3)
+    for given in (None, stats):
         ours = np.stack([list(p.probabilities.values()) for p in bundle.predict_batch(clips, texts, given)])
         ref = np.stack([list(p.probabilities.values()) for p in model.predict_batch(clips, texts, given)])
         assert np.allclose(ours, ref, atol=1e-3)
-    differs = [p.probabilities for p in bundle.predict_batch(clips, texts, np.zeros_like(offsets))]
-    assert differs != [p.probabilities for p in bundle.predict_batch(clips, texts, offsets)]
-    with pytest.raises(ValueError, match="2 speaker offsets for 3 utterances"):
-        bundle.predict_batch(clips, texts, offsets[:2])
+    other = stats.copy()
+    other[:, 0] += 1.0
+    differs = [p.probabilities for p in bundle.predict_batch(clips, texts, other)]
+    assert differs != [p.probabilities for p in bundle.predict_batch(clips, texts, stats)]
+    with pytest.raises(ValueError, match="statistics for 2 utterances but 3"):
+        bundle.predict_batch(clips, texts, stats[:2])
 
 
 def test_live_model_adapts_to_the_session_speaker(exported):
@@ -211,5 +248,5 @@ def test_live_model_adapts_to_the_session_speaker(exported):
     assert len(live.adapter) == 1
     second = live.predict(clips[1], "hello")
     expected = bundle.classify(bundle.encode_audio(clips[1]), bundle.encode_text("hello"),
-                               bundle.audio_means(clips[:2]).mean(axis=0, keepdims=True))
+                               pool_stats(bundle.audio_stats(clips[:2]))[None])
     assert np.allclose(list(second.probabilities.values()), list(expected.probabilities.values()), atol=1e-5)

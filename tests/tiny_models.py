@@ -60,7 +60,7 @@ def save_tiny_wav2vec2(path: Path) -> Path:
 
 
 def build_tiny_model(root: Path, audio: str = "hubert", modalities: str = "both", norm: str = "group",
-                     speaker_norm: bool = False):
+                     speaker_norm: str = "none"):
     """A MemoCMT over tiny random encoders saved under `root`, in eval mode."""
     from memocmt.config import MemoCMTConfig
     from memocmt.model import MemoCMT

@@ -57,8 +57,8 @@ class BundleEmotionModel:
     """Adapts a `memocmt.runtime.Bundle` to `EmotionModel`: the audio encoder runs on its
     own (overlapping ASR), then the text encoder and the fusion head once the words are known.
 
-    A speaker-normalised bundle (memocmt.speaker_norm) classifies each utterance with the mean
-    audio state of the last `adapt_window` utterances of the session, this one included."""
+    A speaker-normalised bundle (memocmt.speaker_norm) classifies each utterance with the audio
+    statistics of the last `adapt_window` utterances of the session, this one included."""
 
     def __init__(self, bundle: Any, name: str, adapt_window: int = 20):
         from memocmt.speaker_norm import SpeakerAdapter
@@ -90,8 +90,8 @@ class BundleEmotionModel:
         if self.bundle.uses_audio and audio_features is None:
             audio_features = self.bundle.encode_audio(audio)
         text_features = self.bundle.encode_text(text) if self.bundle.uses_text else None
-        offset = self.adapter.update(self.bundle.audio_means(audio_features)) if self.adapter is not None else None
-        return self.bundle.classify(audio_features, text_features, offset)
+        stats = self.adapter.update(self.bundle.audio_stats(audio_features)) if self.adapter is not None else None
+        return self.bundle.classify(audio_features, text_features, stats)
 
 
 def load_emotion_model(path: str | None, device: str | None = None, threads: int | None = None,
