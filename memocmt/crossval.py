@@ -83,7 +83,7 @@ def cross_validate(config: TrainConfig, run_dir: str | os.PathLike, *, folds: in
     from tqdm.auto import tqdm
 
     from .config import preset
-    from .embed_cache import EmbeddingCache, attach_speaker_stats, embed_manifest
+    from .embed_cache import EmbeddingCache, attach_speaker_stats, embed_manifest, prior_stats
     from .metrics import classification_report
     from .model import MemoCMT, build_head
 
@@ -106,8 +106,7 @@ def cross_validate(config: TrainConfig, run_dir: str | os.PathLike, *, folds: in
         raise ValueError("Cross-validation trains heads on cached embeddings; it needs frozen encoders.")
     cache = EmbeddingCache(config.cache_dir, model)
     embedded = embed_manifest(cache, pool, on_bad_file=config.on_bad_file, progress=progress, desc="embed train+val")
-    if model.head.speaker_norm:
-        attach_speaker_stats([embedded])
+    attach_speaker_stats([embedded])  # used by candidates with model.speaker_norm, ignored by the others
     items, j = [], 0  # the utterances embed_manifest kept, in order (it skips only unusable audio)
     for u in pool.items:
         if j < len(embedded.ids) and embedded.ids[j] == (u.id or str(u.audio)):
@@ -129,11 +128,16 @@ def cross_validate(config: TrainConfig, run_dir: str | os.PathLike, *, folds: in
         for fold in range(k):
             train_idx = [i for i, f in enumerate(item_fold) if f != fold]
             held_idx = [i for i, f in enumerate(item_fold) if f == fold]
-            train_set = CachedDataset(_subset(embedded, train_idx), (cand.feature_noise, cand.frame_drop, cand.crop_frames),
-                                      cand.speaker_subsample)
+            train_split = _subset(embedded, train_idx)
+            prior = prior_stats(train_split) if head_config.speaker_norm != "none" else None
+            train_set = CachedDataset(train_split, (cand.feature_noise, cand.frame_drop, cand.crop_frames),
+                                      cand.speaker_subsample, prior)
             held_set = CachedDataset(_subset(embedded, held_idx))
             seed_everything(cand.seed)
-            head = build_head(head_config).to(device)
+            head = build_head(head_config)
+            if head.speaker_norm:
+                head.speaker_prior.copy_(prior)
+            head = head.to(device)
             params = [p for p in head.parameters() if p.requires_grad]
             optimizer, scheduler = make_optimizer(cand, params)
             weight = class_weight(train_set.split.targets, len(labels), device) if cand.class_weights else None

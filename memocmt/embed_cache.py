@@ -255,6 +255,13 @@ def cached_utterance_stats(states: torch.Tensor) -> np.ndarray:
     return utterance_stats(states.float().numpy()[None], np.array([states.shape[1]]))[0]
 
 
+def prior_stats(split: EmbeddedSplit) -> torch.Tensor:
+    """(2, L, D) statistics of all utterances of a (training) split, each weighted equally: a speaker_norm head's prior."""
+    from .speaker_norm import pool_stats
+
+    return torch.from_numpy(pool_stats(np.stack([cached_utterance_stats(a) for a in split.audio])))
+
+
 def attach_speaker_stats(splits: list[EmbeddedSplit]) -> None:
     """Fill every split's `speaker_stats`: each speaker's audio statistics pooled over all of that
     speaker's utterances in `splits` (memocmt.speaker_norm; labels are not used)."""

@@ -15,7 +15,7 @@ With `speaker_norm` ("mean" or "mean+std"), the audio states are first centred o
 by) their speaker's statistics: `speaker_stats` (B, 2, L, D), the mean and variance of every
 layer over that speaker's utterances (memocmt.speaker_norm). That removes much of what
 identifies the voice and keeps what changes between its utterances. Without statistics each
-utterance uses its own (a speaker heard once).
+utterance uses its own pooled with the head's prior (a speaker heard once).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ STATS_SUFFIX = "+stats"  # e.g. "max+stats": also mean+std statistics of every a
 MODALITIES = ("both", "audio", "text")
 SPEAKER_NORMS = ("none", "mean", "mean+std")  # as memocmt.speaker_norm.SPEAKER_NORMS
 SPEAKER_VAR_EPS = 1e-5  # added to a speaker's variance before dividing by its square root
+PRIOR_WEIGHT = 3.0  # as memocmt.speaker_norm.PRIOR_WEIGHT
 
 
 def lengths_to_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -144,6 +145,14 @@ def utterance_stats(states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor
     return torch.stack([mean, var], dim=1)
 
 
+def pool_with_prior(stats: torch.Tensor, prior: torch.Tensor, prior_weight: float = PRIOR_WEIGHT) -> torch.Tensor:
+    """(B, 2, L, D) statistics of one utterance each, pooled with a (2, L, D) prior worth `prior_weight` utterances."""
+    a = prior_weight / (prior_weight + 1.0)
+    mean = a * prior[0] + (1 - a) * stats[:, 0]
+    var = a * (prior[1] + (prior[0] - mean) ** 2) + (1 - a) * (stats[:, 1] + (stats[:, 0] - mean) ** 2)
+    return torch.stack([mean, var], dim=1)
+
+
 class AudioStats(nn.Module):
     """(B, L, T, D) states and lengths -> (B, d_model): per-layer mean and std over valid frames."""
 
@@ -202,6 +211,9 @@ class FusionHead(nn.Module):
         if speaker_norm not in SPEAKER_NORMS:
             raise ValueError(f"Unknown speaker_norm {speaker_norm!r}; choose one of {', '.join(SPEAKER_NORMS)}.")
         self.speaker_norm = speaker_norm if self.use_audio and speaker_norm != "none" else ""  # "" when off
+        if self.speaker_norm:  # statistics of all training utterances, set by training (memocmt.speaker_norm)
+            self.register_buffer("speaker_prior", torch.stack([torch.zeros(audio_layers, audio_dim),
+                                                               torch.ones(audio_layers, audio_dim)]))
         if self.use_audio:
             if audio_layer_concat:  # every layer's features, normalised, projected to d_model
                 self.audio_mix = LayerConcat()
@@ -236,8 +248,8 @@ class FusionHead(nn.Module):
         if self.use_audio:
             assert audio_states is not None and audio_lengths is not None, "this head needs audio states"
             if self.speaker_norm:
-                if speaker_stats is None:
-                    speaker_stats = utterance_stats(audio_states, audio_lengths)
+                if speaker_stats is None:  # a speaker heard once: this utterance and the prior
+                    speaker_stats = pool_with_prior(utterance_stats(audio_states, audio_lengths), self.speaker_prior)
                 speaker_stats = speaker_stats.to(audio_states.dtype)
                 audio_states = audio_states - speaker_stats[:, 0, :, None, :]
                 if self.speaker_norm == "mean+std":

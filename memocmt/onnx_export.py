@@ -22,6 +22,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -31,7 +32,16 @@ from .encoders import EncoderLoadError, HFAudioEncoder
 from .fusion import utterance_stats
 from .model import CheckpointError, MemoCMT, load_checkpoint
 from .onnx_transforms import calibration_feeds, convert_fp16, logit_shift_scorer, optimize_graph, quantize_int8
-from .runtime import BUNDLE_FORMAT, BUNDLE_VERSION, GRAPH_FILES, MANIFEST_NAME, TOKENIZER_FILE, graph_interface, sha256_file
+from .runtime import (
+    BUNDLE_FORMAT,
+    BUNDLE_VERSION,
+    GRAPH_FILES,
+    MANIFEST_NAME,
+    SPEAKER_PRIOR_FILE,
+    TOKENIZER_FILE,
+    graph_interface,
+    sha256_file,
+)
 
 logger = logging.getLogger("memocmt")
 
@@ -338,6 +348,8 @@ def export_bundle(
                 pin_ir_version(path, opset)
         if model.text_encoder is not None:
             _save_tokenizer(model, staging)
+        if model.head.speaker_norm:
+            np.save(staging / SPEAKER_PRIOR_FILE, model.head.speaker_prior.detach().cpu().float().numpy())
         manifest = _manifest(model, staging, precision, optimize, opset, source or {})
         if precision == "int8":
             manifest["int8"] = {

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .fusion import utterance_stats
+from .fusion import pool_with_prior, utterance_stats
 from .model import MemoCMT
 from .runtime import graph_interface
 
@@ -59,8 +59,9 @@ def calibration_feeds(model: MemoCMT, items) -> dict[str, list[dict]]:
                 feeds["text"].append({"input_ids": batch.input_ids.numpy(), "attention_mask": batch.text_mask.numpy()})
                 states, _ = model.encode_text(batch.input_ids, batch.text_mask)
                 fusion += [states.float().numpy(), batch.text_mask.sum(dim=1).numpy().astype("int64")]
-            if model.head.speaker_norm:  # each utterance's own statistics, as the runtime's default
-                fusion.append(utterance_stats(torch.from_numpy(fusion[0]), torch.from_numpy(fusion[1])).numpy())
+            if model.head.speaker_norm:  # each utterance's own statistics with the prior, as the runtime's default
+                own = utterance_stats(torch.from_numpy(fusion[0]), torch.from_numpy(fusion[1]))
+                fusion.append(pool_with_prior(own, model.head.speaker_prior).numpy())
             feeds["fusion"].append(dict(zip(graph_interface("fusion", modalities, model.head.speaker_norm)[0], fusion)))
     return feeds
 

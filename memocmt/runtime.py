@@ -30,7 +30,7 @@ from .audio import SAMPLE_RATE, AudioError, check_audio
 from .features import FeatureSpec, extract_features, pad_batch
 from .providers import ProviderChoice, choose_providers, create_session, default_threads
 from .results import Prediction
-from .speaker_norm import utterance_stats
+from .speaker_norm import pool_stats, utterance_stats
 
 logger = logging.getLogger("memocmt")
 
@@ -39,6 +39,7 @@ BUNDLE_VERSION = 1  # bump when the manifest or graph interfaces change incompat
 MANIFEST_NAME = "manifest.json"
 GRAPH_FILES = {"audio": "audio_encoder.onnx", "text": "text_encoder.onnx", "fusion": "fusion.onnx"}
 TOKENIZER_FILE = "tokenizer.json"
+SPEAKER_PRIOR_FILE = "speaker_prior.npy"  # (2, L, D) prior statistics of a speaker_norm model
 WARMUP_AUDIO_S = 1.0
 
 
@@ -151,6 +152,7 @@ class Bundle:
         # Speaker-normalised head (memocmt.speaker_norm): the fusion graph takes speaker statistics.
         norm = manifest.get("config", {}).get("speaker_norm", "none")
         self.speaker_norm: str = norm if norm != "none" and self.uses_audio else ""
+        self.speaker_prior = _load_prior(path) if self.speaker_norm else None
         self.load_ms = 0.0
         self.warmup_ms = 0.0
 
@@ -258,8 +260,8 @@ class Bundle:
         first = audio if audio is not None else text
         batch = 0 if first is None else len(first.lengths)
         if self.speaker_norm and audio is not None:
-            if speaker_stats is None:
-                speaker_stats = self.audio_stats(audio)
+            if speaker_stats is None:  # a speaker heard once: each utterance with the prior
+                speaker_stats = np.stack([pool_stats(s[None], self.speaker_prior) for s in self.audio_stats(audio)])
             speaker_stats = np.asarray(speaker_stats, dtype=np.float32)
             if speaker_stats.shape[0] != batch:
                 raise ValueError(f"Got speaker statistics for {speaker_stats.shape[0]} utterances but {batch} utterances.")
@@ -338,6 +340,17 @@ class Bundle:
         audio = (0.05 * rng.standard_normal(int(WARMUP_AUDIO_S * SAMPLE_RATE))).astype(np.float32)
         self.predict(audio if self.uses_audio else None, "warm up" if self.uses_text else None)
         return _ms_since(start)
+
+
+def _load_prior(path: Path) -> np.ndarray:
+    try:
+        prior = np.load(path / SPEAKER_PRIOR_FILE, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise BundleError(f"Bundle {path} is a speaker-normalised model but {SPEAKER_PRIOR_FILE} cannot be read ({e}); "
+                          "export the bundle again.") from e
+    if prior.ndim != 3 or prior.shape[0] != 2:
+        raise BundleError(f"{path / SPEAKER_PRIOR_FILE} has shape {prior.shape}, not (2, layers, width); export the bundle again.")
+    return prior.astype(np.float32)
 
 
 def _host(states) -> np.ndarray:

@@ -14,9 +14,14 @@ means), which stays exact in float32 where E[x^2] - E[x]^2 would cancel.
 Where the statistics come from:
 - training and `memocmt-eval`: every utterance of the speaker in the data (the manifest's
   `speaker` field), as speaker-level normalisation is usually evaluated;
-- live (`SpeakerAdapter`): the utterances heard so far in the session, up to a window, so the
-  first utterances of a session are less accurate than later ones;
+- live (`SpeakerAdapter`): the utterances heard so far in the session, up to a window;
 - one utterance on its own (`predict` without statistics): its own.
+
+A speaker heard only a few times is poorly described by those utterances alone (one utterance
+standardised by its own statistics loses what its average voice says), so outside the
+all-utterances case the statistics also pool the model's prior, the statistics of all its
+training utterances, with the weight of PRIOR_WEIGHT utterances. Training shows the head such
+few-utterance statistics too (`speaker_subsample`).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from typing import Hashable, Sequence
 import numpy as np
 
 SPEAKER_NORMS = ("none", "mean", "mean+std")
+PRIOR_WEIGHT = 3.0  # the prior counts as this many utterances when a speaker's statistics are pooled
+ADAPT_WINDOW = 20  # utterances a live session pools; training subsamples up to this many
 
 
 def utterance_stats(states: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -39,12 +46,18 @@ def utterance_stats(states: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.stack([mean, var], axis=1)
 
 
-def pool_stats(stats: np.ndarray) -> np.ndarray:
-    """(N, 2, L, D) statistics of N utterances -> (2, L, D) statistics of all their frames, each utterance weighted equally."""
+def pool_stats(stats: np.ndarray, prior: np.ndarray | None = None, prior_weight: float = PRIOR_WEIGHT) -> np.ndarray:
+    """(N, 2, L, D) statistics of N utterances -> (2, L, D) statistics of all their frames, each
+    utterance weighted equally; a (2, L, D) `prior` joins them with the weight of `prior_weight` utterances."""
     stats = np.asarray(stats, dtype=np.float32)
+    weights = np.ones(len(stats), dtype=np.float32)
+    if prior is not None:
+        stats = np.concatenate([np.asarray(prior, dtype=np.float32)[None], stats])
+        weights = np.concatenate([[np.float32(prior_weight)], weights])
+    w = (weights / weights.sum())[:, None, None]
     means = stats[:, 0]
-    mean = means.mean(axis=0)
-    var = stats[:, 1].mean(axis=0) + ((means - mean) ** 2).mean(axis=0)
+    mean = (w * means).sum(axis=0)
+    var = (w * (stats[:, 1] + (means - mean) ** 2)).sum(axis=0)
     return np.stack([mean, var])
 
 
@@ -64,17 +77,19 @@ def group_stats(stats: np.ndarray, speakers: Sequence[Hashable | None]) -> np.nd
 
 
 class SpeakerAdapter:
-    """Speaker statistics of a live session: those of the last `window` utterances.
+    """Speaker statistics of a live session: those of the last `window` utterances, pooled with
+    the model's `prior` (when it has one).
 
     `update(stats)` adds one utterance's (2, L, D) or (1, 2, L, D) statistics and returns the
     statistics to classify it with, (1, 2, L, D), which already include it. A window follows a
     change of speaker within about `window` utterances; `reset()` forgets the session.
     """
 
-    def __init__(self, window: int = 20):
+    def __init__(self, window: int = ADAPT_WINDOW, prior: np.ndarray | None = None):
         if window < 1:
             raise ValueError(f"The speaker adaptation window must be at least 1 utterance, not {window}.")
         self.window = window
+        self.prior = prior
         self._stats: deque[np.ndarray] = deque(maxlen=window)
 
     def __len__(self) -> int:
@@ -89,7 +104,7 @@ class SpeakerAdapter:
         if self._stats and self._stats[0].shape != stats.shape:
             raise ValueError(f"Utterance statistics of shape {stats.shape} do not match the session's {self._stats[0].shape}.")
         self._stats.append(stats)
-        return pool_stats(np.stack(self._stats))[None]
+        return pool_stats(np.stack(self._stats), self.prior)[None]
 
     def reset(self) -> None:
         self._stats.clear()

@@ -71,9 +71,9 @@ class TrainConfig:
     feature_noise: float = 0.0  # training only: Gaussian noise on cached audio states, in units of their std
     frame_drop: float = 0.0  # training only: fraction of cached audio frames dropped at random
     crop_frames: int = 0  # training only: random crop of cached audio states to this many frames (0 = whole)
-    # training only, speaker_norm models: probability that an utterance's speaker statistics pool a
-    # random subset of its speaker's utterances (itself and 0..n-1 others) instead of all of them,
-    # as live adaptation has early in a session
+    # training only, speaker_norm models: probability that an utterance's speaker statistics pool the
+    # head's prior with a random subset of 1 to 20 of its speaker's utterances (itself included)
+    # instead of all of them, as live adaptation has them early in a session
     speaker_subsample: float = 0.0
     device: str = "auto"  # auto | cpu | cuda
     num_workers: int = 0  # DataLoader workers
@@ -196,9 +196,11 @@ class CachedDataset(torch.utils.data.Dataset):
     """Cached states; with augmentation (noise, frame drop, crop length, speaker statistics from
     subsets of the speaker's utterances) for training."""
 
-    def __init__(self, split, augment: tuple[float, float, int] = (0.0, 0.0, 0), speaker_subsample: float = 0.0):
+    def __init__(self, split, augment: tuple[float, float, int] = (0.0, 0.0, 0), speaker_subsample: float = 0.0,
+                 prior: torch.Tensor | None = None):
         self.split, self.noise, self.drop, self.crop = split, *augment
         self.speaker_subsample = speaker_subsample if split.speaker_stats else 0.0
+        self.prior = None if prior is None else prior.numpy()
         if self.speaker_subsample:
             from .embed_cache import cached_utterance_stats
 
@@ -228,12 +230,12 @@ class CachedDataset(torch.utils.data.Dataset):
                 audio = audio + self.noise * var.sqrt() * torch.randn_like(audio)
         stats = self.split.speaker_stats[i] if self.split.speaker_stats else None
         if self.speaker_subsample and float(torch.rand(())) < self.speaker_subsample:
-            from .speaker_norm import pool_stats
+            from .speaker_norm import ADAPT_WINDOW, pool_stats
 
             others = [j for j in self.same_speaker[i] if j != i]
-            k = int(torch.randint(0, len(others) + 1, ()))
+            k = int(torch.randint(0, min(len(others), ADAPT_WINDOW - 1) + 1, ()))
             picked = [others[j] for j in torch.randperm(len(others))[:k].tolist()]
-            stats = torch.from_numpy(pool_stats(np.stack([self.stats[i]] + [self.stats[j] for j in picked])))
+            stats = torch.from_numpy(pool_stats(np.stack([self.stats[i]] + [self.stats[j] for j in picked]), self.prior))
         return audio, text, self.split.targets[i], stats
 
 
@@ -417,7 +419,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
         splits["train"] = Manifest.from_items(splits["train"].items + splits["val"].items, manifest.labels)
         splits["val"] = Manifest.from_items((), manifest.labels)
     if frozen:
-        from .embed_cache import EmbeddingCache, attach_speaker_stats, embed_manifest
+        from .embed_cache import EmbeddingCache, attach_speaker_stats, embed_manifest, prior_stats
 
         cache = EmbeddingCache(config.cache_dir, model)
         embedded = {name: embed_manifest(cache, m, on_bad_file=config.on_bad_file, progress=progress and main, desc=f"embed {name}")
@@ -426,10 +428,13 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
             problems += e.skipped
             if not len(e):
                 raise ManifestError(f"The {name} split has no usable utterances left after skipping bad files.")
+        prior = None
         if model.head.speaker_norm:
             attach_speaker_stats(list(embedded.values()))  # each speaker's statistics over all its utterances, no labels
+            prior = prior_stats(embedded["train"])
+            model.head.speaker_prior.copy_(prior)
         module: nn.Module = model.head
-        datasets = {name: CachedDataset(e, (config.feature_noise, config.frame_drop, config.crop_frames), config.speaker_subsample)
+        datasets = {name: CachedDataset(e, (config.feature_noise, config.frame_drop, config.crop_frames), config.speaker_subsample, prior)
                     if name == "train" else CachedDataset(e) for name, e in embedded.items()}
         collate = collate_cached
         train_targets = embedded["train"].targets

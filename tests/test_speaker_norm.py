@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from memocmt.fusion import FusionHead, utterance_stats
+from memocmt.fusion import FusionHead, pool_with_prior, utterance_stats
 from memocmt.speaker_norm import SpeakerAdapter, group_stats, pool_stats
 from memocmt.speaker_norm import utterance_stats as utterance_stats_np
 
@@ -82,13 +82,18 @@ def test_a_speakers_voice_colouring_does_not_change_the_logits(mode):
     assert not torch.allclose(raw[0][3:], raw[1][3:], atol=1e-2)  # the test can fail: without it the logits move
 
 
-def test_without_stats_each_utterance_uses_its_own():
+def test_without_stats_each_utterance_uses_its_own_with_the_prior():
     head = make_head()
+    head.speaker_prior.copy_(torch.stack([torch.full((3, 24), 0.5), torch.full((3, 24), 2.0)]))
     states, lengths, _ = speaker_batch()
     text, text_lengths = torch.randn(6, 2, 4, 16), torch.full((6,), 4)
+    own_stats = utterance_stats(states, lengths)
+    with_prior = pool_with_prior(own_stats, head.speaker_prior)
+    expected = np.stack([pool_stats(s[None], head.speaker_prior.numpy()) for s in own_stats.numpy()])
+    assert np.allclose(with_prior.numpy(), expected, atol=1e-5)  # the torch and NumPy pools agree
     with torch.no_grad():
         default = head(states, lengths, text, text_lengths)
-        own = head(states, lengths, text, text_lengths, utterance_stats(states, lengths))
+        own = head(states, lengths, text, text_lengths, with_prior)
         shared = head(states, lengths, text, text_lengths, torch.from_numpy(
             np.repeat(pool_stats(utterance_stats(states, lengths).numpy())[None], 6, axis=0)))
     assert torch.allclose(default, own, atol=1e-5)
@@ -98,6 +103,16 @@ def test_without_stats_each_utterance_uses_its_own():
 def test_unknown_mode_is_refused():
     with pytest.raises(ValueError, match="Unknown speaker_norm 'z'"):
         make_head("z")
+
+
+def test_prior_counts_as_prior_weight_utterances():
+    prior = np.stack([np.zeros((1, 1)), np.ones((1, 1))]).astype(np.float32)
+    one = np.stack([np.full((1, 1), 4.0), np.ones((1, 1))]).astype(np.float32)
+    pooled = pool_stats(one[None], prior, prior_weight=3.0)
+    assert pooled[0].item() == pytest.approx(1.0)  # (3 * 0 + 4) / 4
+    assert pooled[1].item() == pytest.approx(1.0 + (3 * 1.0 + 9.0) / 4)  # within plus between
+    adapter = SpeakerAdapter(window=5, prior=prior)
+    assert np.allclose(adapter.update(one), pooled[None])
 
 
 def test_speaker_adapter_pools_a_window_and_resets():
@@ -138,6 +153,8 @@ def test_training_feeds_each_speaker_its_offset(tmp_path):
     run = train(config, tmp_path / "run", progress=False)
     model = load_checkpoint(run / "best.safetensors")
     assert model.config.speaker_norm == model.speaker_norm == "mean+std"
+    prior = model.head.speaker_prior
+    assert prior.shape[0] == 2 and not torch.allclose(prior[0], torch.zeros_like(prior[0]))  # set from the training data
     assert (run / "test_metrics.json").is_file()
 
     from memocmt.embed_cache import EmbeddedSplit
@@ -204,6 +221,7 @@ def exported(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("speaker-norm")
     model = build_tiny_model(root / "models", speaker_norm="mean+std")
+    model.head.speaker_prior.copy_(torch.from_numpy(pool_stats(model.audio_stats(_clips(4)))))
     return model, export_bundle(model, root / "bundle")
 
 
@@ -221,6 +239,7 @@ def test_fusion_graph_takes_speaker_stats_and_matches_pytorch(exported):
     assert names[-1] == "speaker_stats"
     bundle = load_bundle(result.path, "cpu")
     assert bundle.speaker_norm == "mean+std"
+    assert np.allclose(bundle.speaker_prior, model.head.speaker_prior.numpy())
     clips, texts = _clips(), ["i am so angry", "the door is open", "hello"]
     stats = np.repeat(pool_stats(bundle.audio_stats(clips))[None], 3, axis=0)
     assert np.allclose(bundle.audio_stats(clips), model.audio_stats(clips), atol=1e-3)
@@ -248,5 +267,5 @@ def test_live_model_adapts_to_the_session_speaker(exported):
     assert len(live.adapter) == 1
     second = live.predict(clips[1], "hello")
     expected = bundle.classify(bundle.encode_audio(clips[1]), bundle.encode_text("hello"),
-                               pool_stats(bundle.audio_stats(clips[:2]))[None])
+                               pool_stats(bundle.audio_stats(clips[:2]), bundle.speaker_prior)[None])
     assert np.allclose(list(second.probabilities.values()), list(expected.probabilities.values()), atol=1e-5)

@@ -66,7 +66,7 @@ class BundleEmotionModel:
         self.bundle = bundle
         self.name = name
         self.labels = list(bundle.labels)
-        self.adapter = SpeakerAdapter(adapt_window) if getattr(bundle, "speaker_norm", False) else None
+        self.adapter = SpeakerAdapter(adapt_window, bundle.speaker_prior) if getattr(bundle, "speaker_norm", "") else None
 
     def encode_audio(self, audio: np.ndarray) -> Any:
         return self.bundle.encode_audio(audio) if self.bundle.uses_audio else None
