@@ -235,6 +235,16 @@ def markdown(result: dict) -> str:
             f"{_f(v.get('disk_mb'), '{:.0f}')} | {_f(load.get(name, {}).get('ready_ms'), '{:.0f}')} | "
             f"{_f(load.get(name, {}).get('peak_rss_mb'), '{:.0f}')} | "
             f"{' / '.join(_f(bs.get(k, {}).get('utt_per_s')) for k in sorted(bs, key=int))} |")
+    adapted = {name: a for name, a in acc.items() if any(k.startswith("ravdess_after_") for k in a)}
+    if adapted:
+        ks = sorted({int(k.rsplit("_", 1)[1]) for a in adapted.values() for k in a if k.startswith("ravdess_after_")})
+        out += ["", "Speaker-normalised variants on RAVDESS when each speaker's statistics come from only K of its "
+                    "utterances (the one classified and K-1 others) and the model's prior, as live after K utterances:", "",
+                "| variant | " + " | ".join(f"UA, K = {k}" for k in ks) + " | UA, all utterances |",
+                "|---|" + "---:|" * (len(ks) + 1)]
+        for name, a in adapted.items():
+            out.append(f"| {name} | " + " | ".join(_pct(a.get(f"ravdess_after_{k}", {}).get("ua")) for k in ks)
+                       + f" | {_pct(a.get('ravdess', {}).get('ua'))} |")
     floors = result.get("floors") or {}
     if floors:
         out += ["", "Floors on the same RAVDESS test actors (logistic regression, benchmarks/baselines.py):", ""]

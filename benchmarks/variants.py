@@ -230,6 +230,7 @@ class TorchRunner:
 
     def __init__(self, spec: VariantSpec, model):
         self.spec, self.model, self.labels = spec, model, list(model.labels)
+        self.speaker_norm, self.speaker_prior = model.speaker_norm, model.speaker_prior
 
     def run_stages(self, audios: list[np.ndarray], texts: list[str]) -> tuple[np.ndarray, dict[str, float]]:
         import torch
@@ -250,8 +251,11 @@ class TorchRunner:
             t["fusion"] = _ms(start)
         return logits.float().numpy(), t
 
-    def predict_batch(self, audios, texts):
-        return self.model.predict_batch(audios, texts)
+    def audio_stats(self, audios):
+        return self.model.audio_stats(audios)
+
+    def predict_batch(self, audios, texts, speaker_stats=None):
+        return self.model.predict_batch(audios, texts, speaker_stats)
 
 
 class OrtRunner:
@@ -259,6 +263,7 @@ class OrtRunner:
 
     def __init__(self, spec: VariantSpec, bundle):
         self.spec, self.bundle, self.labels = spec, bundle, list(bundle.labels)
+        self.speaker_norm, self.speaker_prior = bundle.speaker_norm, bundle.speaker_prior
 
     def run_stages(self, audios: list[np.ndarray], texts: list[str]) -> tuple[np.ndarray, dict[str, float]]:
         b, t = self.bundle, {"features": 0.0, "audio_encoder": 0.0}
@@ -273,8 +278,11 @@ class OrtRunner:
         t["fusion"] = _ms(start)
         return logits, t
 
-    def predict_batch(self, audios, texts):
-        return self.bundle.predict_batch(audios, texts)
+    def audio_stats(self, audios):
+        return self.bundle.audio_stats(audios)
+
+    def predict_batch(self, audios, texts, speaker_stats=None):
+        return self.bundle.predict_batch(audios, texts, speaker_stats)
 
 
 def open_runner(spec: VariantSpec, sources: Sources, models: ModelCache, *, warm_up: bool = False):

@@ -37,6 +37,7 @@ class Predictor(Protocol):
 
     labels: list[str]
     speaker_norm: str  # "mean" / "mean+std" when it takes speaker statistics (memocmt.speaker_norm), else ""
+    speaker_prior: np.ndarray | None  # (2, L, D) prior statistics of a speaker_norm model
 
     def audio_stats(self, audios: list[np.ndarray]) -> np.ndarray: ...
 
@@ -115,13 +116,16 @@ class EvaluationResult:
 
 
 def evaluate_manifest(predictor: Predictor, manifest: Manifest, *, batch_size: int = 8, on_bad_file: str = "skip",
-                      progress: bool = True) -> EvaluationResult:
+                      progress: bool = True, speaker_utterances: int = 0, seed: int = 0) -> EvaluationResult:
     """Predict every utterance of `manifest` (labels already aligned to the model) and score it.
 
-    A speaker_norm model (memocmt.speaker_norm) takes two passes: the first pools the audio
-    statistics of each speaker's utterances (no labels), the second classifies with them.
+    A speaker_norm model (memocmt.speaker_norm) takes two passes: the first computes the audio
+    statistics of every utterance (no labels), the second classifies each utterance with its
+    speaker's statistics pooled over all of the speaker's utterances or, with
+    `speaker_utterances=K`, over K of them (this one and K-1 others drawn with `seed`) and the
+    model's prior: what live adaptation has after K utterances of a speaker.
     """
-    from .speaker_norm import group_stats
+    from .speaker_norm import group_stats, pool_stats
 
     labels = list(predictor.labels)
     index = {label: i for i, label in enumerate(labels)}
@@ -134,7 +138,18 @@ def evaluate_manifest(predictor: Predictor, manifest: Manifest, *, batch_size: i
             stats.append(predictor.audio_stats(audios))
         if rows:
             speakers = [items[i].speaker_key() if items[i].speaker else None for i in rows]
-            speaker_stats = dict(zip(rows, group_stats(np.concatenate(stats), speakers)))
+            stats = np.concatenate(stats)
+            if speaker_utterances:
+                rng = np.random.default_rng(seed)
+                prior = getattr(predictor, "speaker_prior", None)
+                pooled = []
+                for r, speaker in enumerate(speakers):
+                    others = [j for j, s in enumerate(speakers) if j != r and s is not None and s == speaker]
+                    picked = rng.permutation(others)[: speaker_utterances - 1].tolist()
+                    pooled.append(pool_stats(stats[[r, *picked]], prior))
+                speaker_stats = dict(zip(rows, pooled))
+            else:
+                speaker_stats = dict(zip(rows, group_stats(stats, speakers)))
     targets, probs, predictions, skipped = [], [], [], []
     for batch, audios in _audio_batches(items, batch_size, on_bad_file, skipped, progress, "evaluate"):
         texts = [items[i].text for i in batch]
@@ -258,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--label-map", help="'old=new,other=' (empty target drops the class) or a JSON file")
     parser.add_argument("--json", required=True, help="output JSON; the summary and plots are written next to it")
     parser.add_argument("--batch-size", type=int, default=8, help="utterances per forward pass")
+    parser.add_argument("--speaker-utterances", type=int, default=0, metavar="K",
+                        help="speaker-normalised models: pool each speaker's statistics over K of its utterances (this "
+                             "one and K-1 at random) and the model's prior, as live after K utterances (default: all)")
     parser.add_argument("--on-bad-file", choices=("skip", "stop"), default="skip", help="unusable audio: skip and list, or stop")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -271,6 +289,8 @@ def cli(argv: list[str] | None = None) -> int:
         parser.error("--split applies to --manifest; a --data folder is scored whole.")
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1.")
+    if args.speaker_utterances < 0:
+        parser.error("--speaker-utterances must be at least 1 (or 0 for all of a speaker's utterances).")
     try:
         if args.manifest:
             manifest = read_manifest(args.manifest)
@@ -286,7 +306,7 @@ def cli(argv: list[str] | None = None) -> int:
         predictor = load_predictor(args.model)
         manifest = align_labels(manifest, predictor.labels, mapping)
         result = evaluate_manifest(predictor, manifest, batch_size=args.batch_size, on_bad_file=args.on_bad_file,
-                                   progress=not args.no_progress)
+                                   progress=not args.no_progress, speaker_utterances=args.speaker_utterances)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"memocmt-eval: error: {e}", file=sys.stderr)
         return 2
@@ -295,6 +315,7 @@ def cli(argv: list[str] | None = None) -> int:
     write_report(result.report, args.json, title=title, extra={
         "model": str(args.model or "default"), "data": str(source), "split": args.split if args.manifest else "all",
         "label_map": mapping, "skipped": [str(p) for p in result.skipped],
+        "speaker_utterances": args.speaker_utterances or "all",
     })
     print(format_summary(result.report, title))
     return 0

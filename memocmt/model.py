@@ -158,6 +158,11 @@ class MemoCMT(nn.Module):
         """"mean" or "mean+std" when predictions take speaker statistics (memocmt.speaker_norm), else ""."""
         return self.head.speaker_norm
 
+    @property
+    def speaker_prior(self) -> np.ndarray | None:
+        """(2, L, D) prior statistics of a speaker_norm model (those of its training utterances), else None."""
+        return self.head.speaker_prior.detach().cpu().float().numpy() if self.speaker_norm else None
+
     @torch.inference_mode()
     def audio_stats(self, audios: list[np.ndarray]) -> np.ndarray:
         """(B, 2, L, D) mean and variance of every audio encoder layer per utterance: what speaker statistics pool."""

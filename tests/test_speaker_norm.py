@@ -178,6 +178,7 @@ class _Recorder:
 
     labels = ["neutral", "angry"]
     speaker_norm = "mean"
+    speaker_prior = np.zeros((2, 1, 2), np.float32)
 
     def __init__(self):
         self.stats = []
@@ -207,6 +208,13 @@ def test_evaluation_pools_each_speakers_utterances(tmp_path):
     evaluate_manifest(predictor, Manifest.from_items(items, ["neutral", "angry"]), batch_size=2, progress=False)
     stats = np.concatenate(predictor.stats)
     assert np.allclose(stats[:, 0, 0, 0], [2400, 2400, 4800])
+
+    predictor = _Recorder()  # K = 1: each utterance with the prior (worth 3 utterances), as live at the start
+    evaluate_manifest(predictor, Manifest.from_items(items, ["neutral", "angry"]), progress=False, speaker_utterances=1)
+    assert np.allclose(np.concatenate(predictor.stats)[:, 0, 0, 0], [1600 / 4, 3200 / 4, 4800 / 4])
+    predictor = _Recorder()  # K = 2: s1's two utterances pool together with the prior; s2 has no other
+    evaluate_manifest(predictor, Manifest.from_items(items, ["neutral", "angry"]), progress=False, speaker_utterances=2)
+    assert np.allclose(np.concatenate(predictor.stats)[:, 0, 0, 0], [4800 / 5, 4800 / 5, 4800 / 4])
 
 
 # ---------------------------------------------------------------------- export and runtime

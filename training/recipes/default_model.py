@@ -39,6 +39,7 @@ from memocmt.manifest import read_manifest, write_manifest  # noqa: E402
 from memocmt.train import load_config, train  # noqa: E402
 
 TEST_ACTORS, VAL_ACTORS = (17, 18, 19, 20), (15, 16)
+ADAPTATION_UTTERANCES = (1, 3, 10)  # live-like scores: speaker statistics from this many utterances
 SHIP_DIR = REPO / "memocmt" / "models" / "edge-ravdess"
 logger = logging.getLogger("memocmt")
 
@@ -55,7 +56,9 @@ def make_data(ravdess: Path, data_dir: Path, synthetic_per_class: int) -> None:
 
 
 def evaluate_run(run_dir: Path, data_dir: Path, classes: str) -> dict:
-    """Final checkpoint (best on val, or the CV-chosen epoch count on train + val) scored on the RAVDESS test actors and the synthetic test voices."""
+    """Final checkpoint (best on val, or the CV-chosen epoch count on train + val) scored on the RAVDESS test actors
+    and the synthetic test voices; a speaker-normalised model also with the statistics of only K utterances of each
+    test speaker (`ravdess_after_K`: as live adaptation has them after K utterances)."""
     from memocmt.model import load_checkpoint
 
     model = load_checkpoint(run_dir / "best.safetensors")
@@ -68,6 +71,12 @@ def evaluate_run(run_dir: Path, data_dir: Path, classes: str) -> dict:
         scores[name] = {"ua": result.report.ua, "wa": result.report.wa, "macro_f1": result.report.macro_f1,
                         "n": result.report.n, "macro_auc": result.report.macro_auc}
         logger.info("%s on %s test: UA %.2f%% WA %.2f%%", run_dir.name, name, 100 * result.report.ua, 100 * result.report.wa)
+    if model.speaker_norm:
+        manifest = read_manifest(sets["ravdess"]).split("test")
+        for k in ADAPTATION_UTTERANCES:
+            report = evaluate_manifest(model, manifest, batch_size=16, progress=False, speaker_utterances=k).report
+            scores[f"ravdess_after_{k}"] = {"ua": report.ua, "wa": report.wa, "macro_f1": report.macro_f1, "n": report.n}
+            logger.info("%s on ravdess test, statistics of %d utterance(s) per speaker: UA %.2f%%", run_dir.name, k, 100 * report.ua)
     return scores
 
 

@@ -1,0 +1,80 @@
+"""How much of a difference between two heads is the training seed? Retrain the default model's
+fusion and audio-only heads with other seeds and score them on the RAVDESS test actors.
+
+    python training/recipes/seed_spread.py --work runs/default-model --seeds 1 2 3
+
+Needs a finished `training/recipes/default_model.py` run in `--work` (its data and, with
+cross-validation, the chosen epoch count in edge-ravdess4/cv.json); the recipe's own runs count as
+seed 0. Writes <work>/seed_spread.json and prints a table: UA per seed, mean and standard deviation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
+
+from memocmt.crossval import final_config  # noqa: E402
+from memocmt.evaluate import evaluate_manifest  # noqa: E402
+from memocmt.manifest import read_manifest  # noqa: E402
+from memocmt.model import load_checkpoint  # noqa: E402
+from memocmt.train import load_config, train  # noqa: E402
+
+HEADS = {"fusion": ("edge-ravdess4", []), "audio-only": ("edge-ravdess4-audio", ["model.modalities=audio"])}
+
+
+def test_ua(checkpoint: Path, manifest) -> float:
+    return evaluate_manifest(load_checkpoint(checkpoint), manifest, batch_size=16, progress=False).report.ua
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Test UA of the default model's heads over training seeds.")
+    parser.add_argument("--work", default="runs/default-model", help="work folder of a finished default_model.py run")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="seeds to train besides the recipe's")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="training config override applied to every run (as given to the recipe)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    work = Path(args.work)
+    data = work / "data"
+    if not (data / "ravdess4.jsonl").is_file():
+        parser.error(f"{work} holds no recipe data; run training/recipes/default_model.py --work {work} first.")
+    cv_path = work / "edge-ravdess4" / "cv.json"
+    cv = json.loads(cv_path.read_text()) if cv_path.is_file() else None
+    test = read_manifest(data / "ravdess4.jsonl").split("test")
+    manifests = f"[{data / 'ravdess4.jsonl'}, {data / 'synthetic' / 'manifest.jsonl'}]"
+    table: dict[str, dict[str, float]] = {}
+    for head, (recipe_run, extra) in HEADS.items():
+        scores = {}
+        if (work / recipe_run / "best.safetensors").is_file():
+            scores["0"] = test_ua(work / recipe_run / "best.safetensors", test)
+        for seed in args.seeds:
+            name = f"seeds/{recipe_run}-seed{seed}"
+            config = load_config(REPO / "training" / "configs" / "edge-ravdess.yaml",
+                                 [f"out_dir={work}", f"run_name={name}", f"manifests={manifests}", f"seed={seed}",
+                                  *extra, *args.overrides])
+            if cv is not None:
+                config = final_config(config, cv)
+            run = train(config, work / name, progress=False)
+            scores[str(seed)] = test_ua(run / "best.safetensors", test)
+            logging.info("%s seed %d: test UA %.2f%%", head, seed, 100 * scores[str(seed)])
+        values = np.array(list(scores.values()))
+        table[head] = {"per_seed": scores, "mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+    (work / "seed_spread.json").write_text(json.dumps(table, indent=2))
+    print("| head | " + " | ".join(f"seed {s}" for s in table["fusion"]["per_seed"]) + " | mean | std |")
+    print("|---|" + "---:|" * (len(table["fusion"]["per_seed"]) + 2))
+    for head, row in table.items():
+        print(f"| {head} | " + " | ".join(f"{100 * v:.1f}%" for v in row["per_seed"].values())
+              + f" | {100 * row['mean']:.1f}% | {100 * row['std']:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
