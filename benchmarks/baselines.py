@@ -8,9 +8,8 @@ regularisation strength C), test 17-20. Features:
 * probe-all:  frozen Whisper tiny.en encoder, mean and std over time of every layer (3840-d);
 * probe-last: the same, last layer only (768-d);
 * probe-all-speaker: probe-all with each actor's mean feature vector subtracted, the mean taken
-  over all of that actor's recordings (every emotion, no labels): speaker normalisation, which
-  needs several utterances of the speaker before it applies, so it is a lead, not a floor the
-  shipped model (one utterance at a time) is held to;
+  over all of that actor's recordings (every emotion, no labels): speaker normalisation, as the
+  shipped model uses it (memocmt.speaker_norm), so this is the probe to compare it with;
 * egemaps:    openSMILE eGeMAPSv02 functionals (88-d), the standard hand-crafted set.
 
 Encoder states come from the training embedding cache, so this reuses what training computed.

@@ -86,6 +86,8 @@ def test_bad_emotion_bundle(speech_wav, tmp_path):
 def test_bad_option_combinations_use_argparse():
     result = live("--realtime", "--no-emotion")
     assert result.returncode == 2 and b"apply to --input only" in result.stderr and b"Traceback" not in result.stderr
+    result = live("--adapt-window", "0")
+    assert result.returncode == 2 and b"--adapt-window must be at least 1" in result.stderr and b"Traceback" not in result.stderr
 
 
 def test_file_at_full_speed_writes_jsonl_to_stdout_and_a_summary(speech_wav, tmp_path):

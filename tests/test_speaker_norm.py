@@ -277,3 +277,22 @@ def test_live_model_adapts_to_the_session_speaker(exported):
     expected = bundle.classify(bundle.encode_audio(clips[1]), bundle.encode_text("hello"),
                                pool_stats(bundle.audio_stats(clips[:2]), bundle.speaker_prior)[None])
     assert np.allclose(list(second.probabilities.values()), list(expected.probabilities.values()), atol=1e-5)
+
+
+def test_adaptation_benchmark_scores_every_k_over_draws(tmp_path):
+    import soundfile as sf
+
+    from benchmarks.adaptation import adaptation_curve, to_markdown
+    from memocmt.manifest import Manifest, Utterance
+
+    items = []
+    for i in range(6):
+        path = tmp_path / f"{i}.wav"
+        sf.write(path, np.full(1600 * (i + 1), 0.01, np.float32), 16000)
+        items.append(Utterance(audio=path, text="", label="neutral", speaker=f"s{i % 2}", split="test"))
+    predictor = _Recorder()
+    curve = adaptation_curve(predictor, Manifest.from_items(items, ["neutral", "angry"]), ks=(1, 3), draws=2)
+    assert set(curve) == {"1", "3", "all"} and len(curve["3"]["ua"]) == 2
+    assert len(predictor.stats) == 2 * 2 + 1  # one batch per evaluation (all six fit in 16)
+    text = to_markdown({"model": "m", "n": 6, "classes": 2, "draws": 2, "curve": curve, "machine": "here"})
+    assert "| 3 |" in text and "| all |" in text
