@@ -67,7 +67,7 @@ def _subset(split, index: list[int]):
 
     pick = lambda values: [values[i] for i in index] if values else []  # noqa: E731
     return EmbeddedSplit(pick(split.audio), pick(split.text), pick(split.targets), pick(split.ids), [],
-                         pick(split.speakers), pick(split.speaker_stats))
+                         pick(split.speakers), pick(split.utterance_stats), pick(split.speaker_stats))
 
 
 def cross_validate(config: TrainConfig, run_dir: str | os.PathLike, *, folds: int | None = None,

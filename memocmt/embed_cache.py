@@ -208,6 +208,7 @@ class EmbeddedSplit:
     ids: list[str]  # utterance id (or audio path) per item
     skipped: list[Problem]  # utterances whose audio could not be used
     speakers: list = field(default_factory=list)  # (corpus, speaker) per item, None when unknown
+    utterance_stats: list = field(default_factory=list)  # (2, L, D) float32 mean and variance of each item's audio states
     speaker_stats: list = field(default_factory=list)  # (2, L, D) float32 statistics of each item's speaker (speaker_norm heads)
 
     def __len__(self) -> int:
@@ -256,22 +257,24 @@ def cached_utterance_stats(states: torch.Tensor) -> np.ndarray:
 
 
 def prior_stats(split: EmbeddedSplit) -> torch.Tensor:
-    """(2, L, D) statistics of all utterances of a (training) split, each weighted equally: a speaker_norm head's prior."""
+    """(2, L, D) statistics of all utterances of a (training) split with attached statistics, each
+    weighted equally: a speaker_norm head's prior."""
     from .speaker_norm import pool_stats
 
-    return torch.from_numpy(pool_stats(np.stack([cached_utterance_stats(a) for a in split.audio])))
+    return torch.from_numpy(pool_stats(np.stack(split.utterance_stats)))
 
 
 def attach_speaker_stats(splits: list[EmbeddedSplit]) -> None:
-    """Fill every split's `speaker_stats`: each speaker's audio statistics pooled over all of that
-    speaker's utterances in `splits` (memocmt.speaker_norm; labels are not used)."""
+    """Fill every split's `utterance_stats` and `speaker_stats`: each speaker's audio statistics
+    pooled over all of that speaker's utterances in `splits` (memocmt.speaker_norm; no labels)."""
     from .speaker_norm import group_stats
 
     splits = [s for s in splits if len(s)]
     if not splits:
         return
-    stats = np.stack([cached_utterance_stats(a) for s in splits for a in s.audio])
-    pooled = group_stats(stats, [spk for s in splits for spk in s.speakers])
+    for s in splits:
+        s.utterance_stats = [cached_utterance_stats(a) for a in s.audio]
+    pooled = group_stats(np.stack([u for s in splits for u in s.utterance_stats]), [spk for s in splits for spk in s.speakers])
     start = 0
     for s in splits:
         s.speaker_stats = [torch.from_numpy(o) for o in pooled[start : start + len(s)]]

@@ -24,12 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .speaker_norm import PRIOR_WEIGHT, SPEAKER_NORMS
+
 POOLINGS = ("cls", "mean", "max", "min")
 STATS_SUFFIX = "+stats"  # e.g. "max+stats": also mean+std statistics of every audio layer
 MODALITIES = ("both", "audio", "text")
-SPEAKER_NORMS = ("none", "mean", "mean+std")  # as memocmt.speaker_norm.SPEAKER_NORMS
 SPEAKER_VAR_EPS = 1e-5  # added to a speaker's variance before dividing by its square root
-PRIOR_WEIGHT = 3.0  # as memocmt.speaker_norm.PRIOR_WEIGHT
 
 
 def lengths_to_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:

@@ -202,9 +202,6 @@ class CachedDataset(torch.utils.data.Dataset):
         self.speaker_subsample = speaker_subsample if split.speaker_stats else 0.0
         self.prior = None if prior is None else prior.numpy()
         if self.speaker_subsample:
-            from .embed_cache import cached_utterance_stats
-
-            self.stats = [cached_utterance_stats(a) for a in split.audio]
             groups: dict = {}
             for i, speaker in enumerate(split.speakers):
                 groups.setdefault(speaker if speaker is not None else ("utterance", i), []).append(i)
@@ -235,7 +232,8 @@ class CachedDataset(torch.utils.data.Dataset):
             others = [j for j in self.same_speaker[i] if j != i]
             k = int(torch.randint(0, min(len(others), ADAPT_WINDOW - 1) + 1, ()))
             picked = [others[j] for j in torch.randperm(len(others))[:k].tolist()]
-            stats = torch.from_numpy(pool_stats(np.stack([self.stats[i]] + [self.stats[j] for j in picked]), self.prior))
+            own = self.split.utterance_stats
+            stats = torch.from_numpy(pool_stats(np.stack([own[i]] + [own[j] for j in picked]), self.prior))
         return audio, text, self.split.targets[i], stats
 
 

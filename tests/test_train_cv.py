@@ -46,8 +46,10 @@ def test_config_checks_and_candidates():
 
 
 def test_cross_validation_chooses_and_retrains_on_train_and_val(tiny, tmp_path):
+    # the candidate also normalises speakers: CV folds carry each speaker's statistics and the fold's prior
     config = tiny_config(tiny, tmp_path, epochs=3, scheduler="cosine", cv_folds=2,
-                         cv_candidates={"stats": {"model": {"pooling": "mean+stats"}, "epochs": 2}})
+                         cv_candidates={"stats": {"model": {"pooling": "mean+stats", "speaker_norm": "mean+std"},
+                                                  "speaker_subsample": 0.5, "epochs": 2}})
     run = train_with_cv(config, tmp_path / "run", progress=False)
     cv = json.loads((run / "cv.json").read_text())
     assert cv["folds"] == [["s1", "s2"], ["s3", "s4"]]  # the test speaker s5 takes no part
