@@ -142,9 +142,12 @@ def evaluate_manifest(predictor: Predictor, manifest: Manifest, *, batch_size: i
             if speaker_utterances:
                 rng = np.random.default_rng(seed)
                 prior = getattr(predictor, "speaker_prior", None)
+                by_speaker: dict = {}
+                for r, speaker in enumerate(speakers):
+                    by_speaker.setdefault(speaker, []).append(r)
                 pooled = []
                 for r, speaker in enumerate(speakers):
-                    others = [j for j, s in enumerate(speakers) if j != r and s is not None and s == speaker]
+                    others = [j for j in by_speaker[speaker] if j != r] if speaker is not None else []
                     picked = rng.permutation(others)[: speaker_utterances - 1].tolist()
                     pooled.append(pool_stats(stats[[r, *picked]], prior))
                 speaker_stats = dict(zip(rows, pooled))
