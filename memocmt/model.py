@@ -178,7 +178,7 @@ class MemoCMT(nn.Module):
     def predict_batch(self, audios: list[np.ndarray] | None, texts: list[str] | None,
                       speaker_stats: np.ndarray | None = None) -> list[Prediction]:
         """Predictions for a batch; `speaker_stats` (B, 2, L, D) are the speakers' statistics for a
-        speaker_norm model (default: each utterance's own)."""
+        speaker_norm model (default: each utterance's own with the prior)."""
         was_training = self.training
         self.eval()
         try:

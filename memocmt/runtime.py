@@ -256,15 +256,18 @@ class Bundle:
     def logits(self, audio: AudioEncoding | None, text: TextEncoding | None,
                speaker_stats: np.ndarray | None = None) -> np.ndarray:
         """Fusion head output (B, classes) for encodings of the same batch. A speaker_norm model
-        takes speaker statistics (B, 2, L, D); without them each utterance uses its own."""
+        takes speaker statistics (B, 2, L, D); without them each utterance uses its own with the prior."""
         first = audio if audio is not None else text
         batch = 0 if first is None else len(first.lengths)
         if self.speaker_norm and audio is not None:
             if speaker_stats is None:  # a speaker heard once: each utterance with the prior
                 speaker_stats = np.stack([pool_stats(s[None], self.speaker_prior) for s in self.audio_stats(audio)])
             speaker_stats = np.asarray(speaker_stats, dtype=np.float32)
+            if speaker_stats.shape[1:] != self.speaker_prior.shape:
+                raise ValueError(f"Speaker statistics must have shape (utterances, {', '.join(map(str, self.speaker_prior.shape))}), "
+                                 f"not {speaker_stats.shape}; compute them with audio_stats and memocmt.speaker_norm.pool_stats.")
             if speaker_stats.shape[0] != batch:
-                raise ValueError(f"Got speaker statistics for {speaker_stats.shape[0]} utterances but {batch} utterances.")
+                raise ValueError(f"Got speaker statistics for {speaker_stats.shape[0]} utterances but the batch has {batch}.")
         if self.item_by_item and batch > 1:
             return np.concatenate([self.logits(_item(audio, i), _item(text, i),
                                                None if speaker_stats is None else speaker_stats[i : i + 1])
@@ -309,7 +312,7 @@ class Bundle:
     def predict_batch(self, audios: list[np.ndarray] | None, texts: list[str] | None,
                       speaker_stats: np.ndarray | None = None) -> list[Prediction]:
         """Predictions for a batch; `speaker_stats` (B, 2, L, D) are the speakers' statistics for a
-        speaker_norm model (default: each utterance's own)."""
+        speaker_norm model (default: each utterance's own with the prior)."""
         start = time.perf_counter()
         audio_enc, text_enc = self.encode(audios, texts)
         predictions = self.classify_batch(audio_enc, text_enc, speaker_stats)

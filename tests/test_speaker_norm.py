@@ -259,8 +259,10 @@ def test_fusion_graph_takes_speaker_stats_and_matches_pytorch(exported):
     other[:, 0] += 1.0
     differs = [p.probabilities for p in bundle.predict_batch(clips, texts, other)]
     assert differs != [p.probabilities for p in bundle.predict_batch(clips, texts, stats)]
-    with pytest.raises(ValueError, match="statistics for 2 utterances but 3"):
+    with pytest.raises(ValueError, match="statistics for 2 utterances but the batch has 3"):
         bundle.predict_batch(clips, texts, stats[:2])
+    with pytest.raises(ValueError, match="must have shape"):
+        bundle.predict_batch(clips, texts, stats[:, 0])
 
 
 def test_live_model_adapts_to_the_session_speaker(exported):
