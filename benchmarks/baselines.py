@@ -10,6 +10,8 @@ regularisation strength C), test 17-20. Features:
 * probe-all-speaker: probe-all with each actor's mean feature vector subtracted, the mean taken
   over all of that actor's recordings (every emotion, no labels): speaker normalisation, as the
   shipped model uses it (memocmt.speaker_norm), so this is the probe to compare it with;
+* probe-all-speaker-std: probe-all on states standardised per layer and dimension by each actor's
+  mean and variance over all of its recordings: the shipped head's `speaker_norm: mean+std`;
 * egemaps:    openSMILE eGeMAPSv02 functionals (88-d), the standard hand-crafted set.
 
 Encoder states come from the training embedding cache, so this reuses what training computed.
@@ -89,6 +91,25 @@ def speaker_centred(x: np.ndarray, speakers: list[str], means: dict[str, np.ndar
     return x - np.stack([means[s] for s in speakers])
 
 
+def speaker_state_stats(cache, manifest) -> dict[str, np.ndarray]:
+    """Each speaker's (2, L, D) mean and variance of its encoder states over all its recordings."""
+    from memocmt.embed_cache import cached_utterance_stats
+    from memocmt.speaker_norm import pool_stats
+
+    by_speaker: dict[str, list[np.ndarray]] = {}
+    for u in manifest:
+        by_speaker.setdefault(u.speaker, []).append(cached_utterance_stats(cache.audio(u.audio)))
+    return {s: pool_stats(np.stack(rows)) for s, rows in by_speaker.items()}
+
+
+def standardised(states, stats: np.ndarray):
+    """(L, T, D) states standardised per layer and dimension by (2, L, D) speaker statistics."""
+    import torch
+
+    mean, var = torch.from_numpy(stats[0])[:, None], torch.from_numpy(stats[1])[:, None]
+    return (states.float() - mean) / torch.sqrt(var + 1e-5)
+
+
 def run(ravdess: Path, classes: list[str], cache_dir: Path) -> dict:
     from memocmt.corpora import build_ravdess
     from memocmt.embed_cache import EmbeddingCache
@@ -102,6 +123,7 @@ def run(ravdess: Path, classes: list[str], cache_dir: Path) -> dict:
     for u in everything:
         by_speaker.setdefault(u.speaker, []).append(probe_features(cache.audio(u.audio), "all"))
     speaker_means = {s: np.mean(rows, axis=0) for s, rows in by_speaker.items()}
+    speaker_stats = speaker_state_stats(cache, everything)
     results: dict = {}
     for c in classes:
         manifest = build_ravdess(ravdess, classes=c, test_speakers=TEST_ACTORS, val_speakers=VAL_ACTORS)
@@ -115,6 +137,8 @@ def run(ravdess: Path, classes: list[str], cache_dir: Path) -> dict:
             "probe-last": np.stack([probe_features(s, "last") for s in states]),
             "probe-all-speaker": speaker_centred(np.stack([probe_features(s, "all") for s in states]),
                                                  [u.speaker for u in manifest], speaker_means),
+            "probe-all-speaker-std": np.stack([probe_features(standardised(s, speaker_stats[u.speaker]), "all")
+                                               for s, u in zip(states, manifest)]),
             "egemaps": egemaps_features(paths, cache_dir / "egemaps.npz"),
         }
         results[f"ravdess-{c}"] = {name: fit_and_score(x, y, split, list(manifest.labels)) for name, x in features.items()}
