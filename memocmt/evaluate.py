@@ -307,6 +307,9 @@ def cli(argv: list[str] | None = None) -> int:
             manifest = build_folder(args.data)
         mapping = parse_label_map(args.label_map) if args.label_map else {}
         predictor = load_predictor(args.model)
+        if args.speaker_utterances and not getattr(predictor, "speaker_norm", ""):
+            raise ValueError(f"--speaker-utterances applies to speaker-normalised models; {args.model or 'the shipped model'} "
+                             "is not one (its config has speaker_norm: none).")
         manifest = align_labels(manifest, predictor.labels, mapping)
         result = evaluate_manifest(predictor, manifest, batch_size=args.batch_size, on_bad_file=args.on_bad_file,
                                    progress=not args.no_progress, speaker_utterances=args.speaker_utterances)

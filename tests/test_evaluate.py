@@ -43,6 +43,15 @@ def test_eval_cli_writes_every_output(checkpoint, tmp_path):
     assert (out.parent / "metrics.md").read_text().startswith("# manifest.jsonl (all)")
 
 
+def test_speaker_utterances_needs_a_speaker_normalised_model(checkpoint, tmp_path, capsys):
+    model, manifest = checkpoint
+    assert cli(["--model", str(model), "--manifest", str(manifest), "--split", "all", "--speaker-utterances", "3",
+                "--json", str(tmp_path / "m.json"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "applies to speaker-normalised models" in err and "Traceback" not in err
+    assert not (tmp_path / "m.json").exists()
+
+
 def test_folder_data_with_label_map(checkpoint, tmp_path):
     model, manifest = checkpoint
     import shutil
