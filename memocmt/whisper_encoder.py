@@ -73,17 +73,21 @@ class _ResidualAttentionBlock(nn.Module):
         super().__init__()
         assert n_state % n_head == 0, "width must be divisible by the number of heads"
         self.n_head = n_head
+        self.scale = (n_state // n_head) ** -0.5
         self.attn_ln = nn.LayerNorm(n_state)
         self.qkv = nn.Linear(n_state, 3 * n_state)  # fused query, key, value (key bias is zero)
         self.out = nn.Linear(n_state, n_state)
         self.mlp_ln = nn.LayerNorm(n_state)
         self.mlp = nn.Sequential(nn.Linear(n_state, 4 * n_state), nn.GELU(), nn.Linear(4 * n_state, n_state))
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor) -> torch.Tensor:
+        """x (B, T, D); attn_bias (B, 1, 1, T): 0 for real frames, a large negative number for padding."""
         b, t, d = x.shape
         q, k, v = self.qkv(self.attn_ln(x)).view(b, t, 3, self.n_head, d // self.n_head).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        x = x + self.out(y.transpose(1, 2).reshape(b, t, d))
+        # Written out rather than scaled_dot_product_attention: its ONNX export recomputes the scale
+        # from shapes and guards against NaN in every layer (~20 small ops per layer at run time).
+        weights = torch.softmax(q @ k.transpose(-1, -2) * self.scale + attn_bias, dim=-1)
+        x = x + self.out((weights @ v).transpose(1, 2).reshape(b, t, d))
         return x + self.mlp(self.mlp_ln(x))
 
 
@@ -120,10 +124,11 @@ class WhisperAudioEncoder(nn.Module):
         x = x + self.positional_embedding[:t]
         lengths = self.output_lengths(mel_lengths)
         valid = torch.arange(t, device=x.device)[None, :] < lengths[:, None]  # (B, T)
-        attn_mask = valid[:, None, None, :]  # keys only; padded queries are ignored downstream
+        # Keys only (padded queries are ignored downstream); computed once for every layer.
+        attn_bias = torch.zeros_like(x[:, None, None, :, 0]).masked_fill(~valid[:, None, None, :], torch.finfo(x.dtype).min)
         states = [x]
         for i, block in enumerate(self.blocks):
-            x = block(x, attn_mask)
+            x = block(x, attn_bias)
             states.append(self.ln_post(x) if i == self.n_layer - 1 else x)
         return torch.stack(states, dim=1), lengths
 
