@@ -31,14 +31,7 @@ from .audio import SAMPLE_RATE
 from .encoders import EncoderLoadError, HFAudioEncoder
 from .fusion import utterance_stats
 from .model import CheckpointError, MemoCMT, load_checkpoint
-from .onnx_transforms import (
-    calibration_feeds,
-    convert_fp16,
-    convs_as_matmuls,
-    logit_shift_scorer,
-    optimize_graph,
-    quantize_int8,
-)
+from .onnx_transforms import calibration_feeds, convert_fp16, logit_shift_scorer, optimize_graph, quantize_int8
 from .runtime import (
     BUNDLE_FORMAT,
     BUNDLE_VERSION,
@@ -59,8 +52,7 @@ IR_VERSION_FOR_OPSET = {17: 8, 18: 8, 19: 9, 20: 9}  # the oldest IR each opset 
 EXAMPLE_AUDIO_S = 3.0  # length of the tracing input; every length works afterwards
 EXAMPLE_TOKENS = 9
 INT8_SCHEME = ("dynamic, int8 weights per output channel, uint8 activations per tensor; weight MatMuls only; "
-               "with calibration data the audio encoder's convolutions become weight MatMuls too, and the most "
-               "sensitive stay fp32 until the logit change is within budget")
+               "with calibration data the most sensitive stay fp32 until the logit change is within budget")
 
 
 class ExportError(RuntimeError):
@@ -344,18 +336,12 @@ def export_bundle(
             calibration = calibration_set(verify_audio, eval_manifest)
             feeds = calibration_feeds(model, calibration.items)
         for spec in graph_specs(model):
-            quantize = precision == "int8" and (int8_graphs is None or spec.stage in int8_graphs)
-            convs = 0
-            if quantize and feeds and spec.stage == "audio":  # calibration judges each rewritten convolution
-                spec.module, convs = convs_as_matmuls(spec.module)
             path = export_graph(spec, staging / GRAPH_FILES[spec.stage], opset)
             if optimize:
                 optimize_graph(path)
-            if quantize:
+            if precision == "int8" and (int8_graphs is None or spec.stage in int8_graphs):
                 score = logit_shift_scorer(model, feeds, spec.stage) if feeds else None
                 quantized[spec.stage] = quantize_int8(path, optimize, score=score)
-                if convs:
-                    quantized[spec.stage]["convolutions_as_matmuls"] = convs
             elif precision == "fp16":
                 convert_fp16(path)
             if optimize or precision != "fp32":

@@ -10,75 +10,13 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-import copy
-
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from .fusion import pool_with_prior, utterance_stats
 from .model import MemoCMT
 from .runtime import graph_interface
 
 logger = logging.getLogger("memocmt")
-
-
-class Conv1dAsMatMul(nn.Module):
-    """A Conv1d (one group, no dilation, zero padding) computed as strided slices and one weight MatMul.
-
-    Same arithmetic as the convolution (fp32 outputs agree to ~1e-5); the point is that
-    dynamic int8 quantization reaches it as a weight MatMul, which ONNX Runtime runs with
-    its fast integer kernels, where an int8 Conv is slower than the fp32 one.
-    """
-
-    def __init__(self, conv: nn.Conv1d):
-        super().__init__()
-        out_channels, in_channels, kernel = conv.weight.shape
-        self.kernel, self.stride, self.padding = kernel, conv.stride[0], conv.padding[0]
-        # Row (tap * in_channels + channel) of the MatMul weight is weight[:, channel, tap].
-        self.weight = nn.Parameter(conv.weight.detach().permute(2, 1, 0).reshape(kernel * in_channels, out_channels))
-        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone())
-
-    @staticmethod
-    def applies_to(module: nn.Module) -> bool:
-        return (type(module) is nn.Conv1d and module.groups == 1 and module.dilation == (1,)
-                and module.padding_mode == "zeros" and isinstance(module.padding, tuple) and module.in_channels > 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T) -> (B, O, T')
-        if self.padding:
-            x = F.pad(x, (self.padding, self.padding))
-        x = x.transpose(1, 2)
-        k, s = self.kernel, self.stride
-        if k == s:  # non-overlapping windows are a reshape
-            t = x.shape[1] // k
-            cols = x[:, : t * k].reshape(x.shape[0], t, k * x.shape[2])
-        else:
-            t = (x.shape[1] - k) // s + 1
-            cols = torch.cat([x[:, i: i + s * (t - 1) + 1: s] for i in range(k)], dim=-1)
-        y = cols @ self.weight
-        if self.bias is not None:
-            y = y + self.bias
-        return y.transpose(1, 2)
-
-
-def convs_as_matmuls(module: nn.Module) -> tuple[nn.Module, int]:
-    """A copy of `module` with every eligible Conv1d replaced by `Conv1dAsMatMul`, and how many.
-
-    Only for int8 exports that are calibrated: the accuracy-aware selection then keeps the
-    convolutions whose quantization moves the logits in fp32. Measured: the Whisper tiny.en
-    encoder's two convolutions quantized this way moved its first layer's states by 0.9%
-    (relative RMS) on real speech and saved ~0.7 ms of 8 on a 3 s utterance; a random-weight
-    HuBERT-base's feature-extractor convolutions moved its states by 40-50% each, so without
-    calibration data to judge them they are left as Conv.
-    """
-    module = copy.deepcopy(module)
-    count = 0
-    for parent in list(module.modules()):
-        for name, child in list(parent.named_children()):
-            if Conv1dAsMatMul.applies_to(child):
-                setattr(parent, name, Conv1dAsMatMul(child))
-                count += 1
-    return module, count
 
 
 def optimize_graph(path: Path) -> None:
@@ -209,9 +147,12 @@ def quantize_int8(path: Path, optimized: bool, score: Callable[[Path], float] | 
     error exceeds `budget` the MatMuls whose quantization alone hurts most stay fp32, one at a
     time (accuracy-aware mixed precision; at most INT8_MAX_KEPT_FRACTION of them).
 
-    Convolutions are quantized only as `Conv1dAsMatMul` (calibrated exports, see
-    `convs_as_matmuls`). Measured, and left out: quantizing Conv itself made HuBERT slower;
-    quantizing attention's activation x activation MatMuls moved 3% of the shipped model's
+    Measured, and left out: quantizing Conv made HuBERT slower; rewriting convolutions as
+    strided slices + weight MatMul and quantizing those cut a random-weight HuBERT-base's int8
+    audio graph by 20-30% but moved its states by 40-50% (relative RMS) on real speech, each
+    layer alone; for the shipped Whisper tiny.en encoder the calibrated selection ranked its two
+    rewritten convolutions among the four most harmful and kept both in fp32, so nothing was
+    gained; quantizing attention's activation x activation MatMuls moved 3% of the shipped model's
     RAVDESS test predictions. SmoothQuant-style smoothing (activation range moved into the
     weights, fitted on RAVDESS calibration utterances) cut the shipped audio encoder's
     calibration error from 0.235 to 0.147, but that bundle then agreed with PyTorch on only 85%

@@ -79,31 +79,6 @@ def test_int8_manifest_records_the_scheme(tiny, tmp_path):
         assert record["accuracy"]["final"] <= record["accuracy"]["all_int8"]
     assert result.manifest["parity"]["eval_items"] == 2
     assert int8["fp32_graphs"] == []
-    # Calibrated: the audio encoder's convolutions became weight MatMuls that calibration judged.
-    convs = int8["graphs"]["audio"]["convolutions_as_matmuls"]
-    conv_ops = [n for n in onnx.load(str(result.path / "audio_encoder.onnx")).graph.node if n.op_type == "Conv"]
-    assert convs == sum(onnx_transforms.Conv1dAsMatMul.applies_to(m) for m in tiny.audio_encoder.modules()) > 0
-    assert len(conv_ops) == sum(isinstance(m, torch.nn.Conv1d) for m in tiny.audio_encoder.modules()) - convs
-
-
-@pytest.mark.parametrize("kernel, stride, padding, length", [(3, 1, 1, 37), (3, 2, 1, 37), (3, 2, 0, 40), (2, 2, 0, 41),
-                                                              (5, 3, 2, 29), (1, 1, 0, 8)])
-def test_a_convolution_as_matmul_computes_the_convolution(kernel, stride, padding, length):
-    gen = torch.Generator().manual_seed(kernel * 10 + stride)
-    conv = torch.nn.Conv1d(6, 4, kernel, stride=stride, padding=padding)
-    x = torch.randn(2, 6, length, generator=gen)
-    as_matmul = onnx_transforms.Conv1dAsMatMul(conv)
-    with torch.no_grad():
-        torch.testing.assert_close(as_matmul(x), conv(x), rtol=1e-5, atol=1e-5)
-
-
-def test_only_plain_convolutions_are_rewritten():
-    model = torch.nn.Sequential(torch.nn.Conv1d(1, 4, 10, stride=5), torch.nn.Conv1d(4, 4, 3, stride=2),
-                                torch.nn.Conv1d(4, 4, 3, groups=2), torch.nn.Conv1d(4, 4, 3, dilation=2),
-                                torch.nn.Conv1d(4, 4, 3, padding="same"))
-    rewritten, count = onnx_transforms.convs_as_matmuls(model)
-    assert count == 1 and isinstance(rewritten[1], onnx_transforms.Conv1dAsMatMul)
-    assert all(type(m) is torch.nn.Conv1d for m in model)  # the caller's model is untouched
 
 
 def test_int8_can_leave_chosen_graphs_in_fp32(tiny, tmp_path):
