@@ -144,8 +144,9 @@ def quantize_int8(path: Path, optimized: bool, score: Callable[[Path], float] | 
     """Dynamic int8 quantization of weight MatMuls only, per output channel; returns what was done.
 
     With `score` (candidate graph -> error; the export passes `logit_shift_scorer`), while the
-    error exceeds `budget` the MatMuls whose quantization alone hurts most stay fp32, one at a
-    time (accuracy-aware mixed precision; at most INT8_MAX_KEPT_FRACTION of them).
+    error exceeds `budget` MatMuls stay fp32 one at a time, each step the one that lowers the
+    error most (accuracy-aware mixed precision; at most INT8_MAX_KEPT_FRACTION of them; see
+    `_keep_sensitive_fp32`).
 
     Measured, and left out: quantizing Conv made HuBERT slower; rewriting convolutions as
     strided slices + weight MatMul and quantizing those cut a random-weight HuBERT-base's int8
@@ -183,32 +184,50 @@ def quantize_int8(path: Path, optimized: bool, score: Callable[[Path], float] | 
 
 def _keep_sensitive_fp32(source: Path, candidate: Path, nodes: list[str], optimized: bool,
                          score: Callable[[Path], float], budget: float, name: str) -> tuple[list[str], float]:
-    """Rank the MatMuls by the error of quantizing each alone, then keep the worst in fp32 one at a
-    time until `score` is within `budget`; `candidate` ends up as the chosen graph."""
-    trial = candidate.with_suffix(".trial.onnx")
+    """Choose the MatMuls to keep in fp32 until `score` is within `budget`; `candidate` ends up as
+    the chosen graph.
+
+    Greedy forward selection: each step keeps in fp32 the one further MatMul that lowers the
+    combined error most, among the INT8_MAX_KEPT_FRACTION of them that hurt most when quantized
+    alone. Errors do not add up (on the shipped model, keeping the six worst-alone MatMuls one
+    by one gave 0.130, 0.109, 0.105, 0.126, 0.108, 0.083), so the ranking alone is only the
+    candidate list. The fewest MatMuls that meet the budget win; if none does, the lowest error.
+    """
+    trial, step_best = candidate.with_suffix(".trial.onnx"), candidate.with_suffix(".step.onnx")
     try:
         alone = {}
         for node in nodes:
             _quantize_dynamic(source, trial, [node], optimized)
             alone[node] = score(trial)
-        ranked = sorted(nodes, key=alone.get, reverse=True)
-        best: tuple[float, int] | None = None
-        for k in range(1, max(1, int(len(nodes) * INT8_MAX_KEPT_FRACTION)) + 1):
-            _quantize_dynamic(source, trial, [n for n in nodes if n not in ranked[:k]], optimized)
-            error = score(trial)
+        max_kept = max(1, int(len(nodes) * INT8_MAX_KEPT_FRACTION))
+        pool = sorted(nodes, key=alone.get, reverse=True)[:max_kept]
+        kept: list[str] = []
+        best: tuple[float, list[str]] | None = None
+        while len(kept) < max_kept:
+            step: tuple[float, str] | None = None
+            for node in pool:
+                if node in kept:
+                    continue
+                _quantize_dynamic(source, trial, [n for n in nodes if n not in kept and n != node], optimized)
+                error = score(trial)
+                if step is None or error < step[0]:
+                    step = (error, node)
+                    trial.replace(step_best)
+            kept.append(step[1])
             logger.info("int8 %s: %d of %d MatMuls kept in fp32, calibration error %.4f (budget %.4f)",
-                        name, k, len(nodes), error, budget)
-            if best is None or error < best[0]:
-                best = (error, k)
-                trial.replace(candidate)
-            if error <= budget:
+                        name, len(kept), len(nodes), step[0], budget)
+            if best is None or step[0] < best[0]:
+                best = (step[0], list(kept))
+                step_best.replace(candidate)
+            if step[0] <= budget:
                 break
         if best[0] > budget:
             logger.warning("int8 %s: error %.4f with %d MatMuls in fp32 is still above the budget %.4f; "
-                           "the agreement check decides", name, best[0], best[1], budget)
-        return ranked[: best[1]], best[0]
+                           "the agreement check decides", name, best[0], len(best[1]), budget)
+        return best[1], best[0]
     finally:
         trial.unlink(missing_ok=True)
+        step_best.unlink(missing_ok=True)
 
 
 def convert_fp16(path: Path) -> None:
