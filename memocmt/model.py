@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from .encoders import AudioEncoder, TextEncoder, load_audio_encoder, load_text_e
 from .features import extract_features, pad_batch
 from .fusion import FusionHead
 from .results import Prediction
+from .speakers import VoiceProjection
 
 logger = logging.getLogger("memocmt")
 
@@ -72,6 +74,9 @@ class MemoCMT(nn.Module):
         if self.text_encoder is not None and config.freeze_text:
             self.text_encoder.freeze()
         self.head = build_head(config)
+        # Voice signatures for telling speakers apart live (memocmt.speakers): fitted on the training
+        # speakers of a speaker_norm model, stored with the checkpoint; None when there are none.
+        self.voices: VoiceProjection | None = None
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "MemoCMT":
@@ -231,7 +236,12 @@ def checkpoint_tensors(model: MemoCMT) -> dict[str, torch.Tensor]:
         keep.append("audio_encoder.")
     if model.text_encoder is not None and not model.config.freeze_text:
         keep.append("text_encoder.")
-    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k.startswith(tuple(keep))}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k.startswith(tuple(keep))}
+    if model.voices is not None:
+        tensors.update({"voices.center": torch.from_numpy(model.voices.center),
+                        "voices.matrix": torch.from_numpy(model.voices.matrix),
+                        "voices.threshold": torch.tensor(float(model.voices.threshold), dtype=torch.float64)})
+    return tensors
 
 
 def save_checkpoint(model: MemoCMT, path: str | Path, extra: dict | None = None) -> Path:
@@ -248,6 +258,8 @@ def save_checkpoint(model: MemoCMT, path: str | Path, extra: dict | None = None)
     }
     tmp = path.with_name(path.name + ".tmp")
     save_file(checkpoint_tensors(model), str(tmp), metadata=metadata)
+    if path.is_file():  # rewriting a checkpoint keeps its permissions
+        shutil.copymode(path, tmp)
     tmp.replace(path)
     return path
 
@@ -277,6 +289,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Rebuild the exact model a checkpoint was saved from (encoders come from their sources)."""
     config, tensors, _ = read_checkpoint(path)
     model = MemoCMT(config)
+    voices = {k: tensors.pop(k) for k in [k for k in tensors if k.startswith("voices.")]}
+    if voices:
+        try:
+            model.voices = VoiceProjection(voices["voices.center"].numpy(), voices["voices.matrix"].numpy(),
+                                           float(voices["voices.threshold"]))
+        except (KeyError, ValueError) as e:
+            raise CheckpointError(f"{path} has an incomplete or malformed voice projection ({e}).") from e
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     head_missing = [k for k in missing if k.startswith("head.")]
     if head_missing or unexpected:

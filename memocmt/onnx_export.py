@@ -38,6 +38,7 @@ from .runtime import (
     GRAPH_FILES,
     MANIFEST_NAME,
     SPEAKER_PRIOR_FILE,
+    VOICES_FILE,
     TOKENIZER_FILE,
     graph_interface,
     sha256_file,
@@ -264,6 +265,9 @@ def _manifest(model: MemoCMT, staging: Path, precision: str, optimize: bool, ops
             "frame_rate_hz": enc.frame_rate_hz,
             "max_samples": max_frames * enc.feature_spec.hop_length if max_frames else None,
         }
+    if model.voices is not None:
+        manifest["voices"] = {"file": VOICES_FILE, "dims": int(model.voices.matrix.shape[1]),
+                              "threshold": float(model.voices.threshold)}
     if model.text_encoder is not None:
         tok = model.text_encoder.tokenizer
         manifest["text"] = {"encoder": model.text_encoder.name, "tokenizer": TOKENIZER_FILE,
@@ -350,6 +354,9 @@ def export_bundle(
             _save_tokenizer(model, staging)
         if model.head.speaker_norm:
             np.save(staging / SPEAKER_PRIOR_FILE, model.head.speaker_prior.detach().cpu().float().numpy())
+        if model.voices is not None:
+            np.savez(staging / VOICES_FILE, center=model.voices.center, matrix=model.voices.matrix,
+                     threshold=np.float64(model.voices.threshold))
         manifest = _manifest(model, staging, precision, optimize, opset, source or {})
         if precision == "int8":
             manifest["int8"] = {

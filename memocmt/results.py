@@ -13,6 +13,7 @@ class Prediction:
     confidence: float  # its probability
     probabilities: dict[str, float]  # every class, in the model's label order
     timings_ms: dict[str, float] = field(default_factory=dict)  # stage name -> milliseconds
+    speaker: int | None = None  # live speaker tracking (memocmt.speakers): the session's voice 0, 1, ... that said it
 
     @property
     def runner_up(self) -> tuple[str, float]:
@@ -26,6 +27,7 @@ class Prediction:
             "confidence": self.confidence,
             "probabilities": dict(self.probabilities),
             "timings_ms": dict(self.timings_ms),
+            "speaker": self.speaker,
         }
 
     @classmethod

@@ -31,6 +31,7 @@ from .features import FeatureSpec, extract_features, pad_batch
 from .providers import ProviderChoice, choose_providers, create_session, default_threads
 from .results import Prediction
 from .speaker_norm import pool_stats, utterance_stats
+from .speakers import VoiceProjection
 
 logger = logging.getLogger("memocmt")
 
@@ -40,6 +41,7 @@ MANIFEST_NAME = "manifest.json"
 GRAPH_FILES = {"audio": "audio_encoder.onnx", "text": "text_encoder.onnx", "fusion": "fusion.onnx"}
 TOKENIZER_FILE = "tokenizer.json"
 SPEAKER_PRIOR_FILE = "speaker_prior.npy"  # (2, L, D) prior statistics of a speaker_norm model
+VOICES_FILE = "voices.npz"  # voice signatures for live speaker tracking (memocmt.speakers), when the model has them
 WARMUP_AUDIO_S = 1.0
 
 
@@ -153,6 +155,7 @@ class Bundle:
         norm = manifest.get("config", {}).get("speaker_norm", "none")
         self.speaker_norm: str = norm if norm != "none" and self.uses_audio else ""
         self.speaker_prior = _load_prior(path) if self.speaker_norm else None
+        self.voices = _load_voices(path, self.speaker_prior) if self.speaker_norm and (path / VOICES_FILE).is_file() else None
         self.load_ms = 0.0
         self.warmup_ms = 0.0
 
@@ -354,6 +357,18 @@ def _load_prior(path: Path) -> np.ndarray:
     if prior.ndim != 3 or prior.shape[0] != 2:
         raise BundleError(f"{path / SPEAKER_PRIOR_FILE} has shape {prior.shape}, not (2, layers, width); export the bundle again.")
     return prior.astype(np.float32)
+
+
+def _load_voices(path: Path, prior: np.ndarray) -> VoiceProjection:
+    try:
+        with np.load(path / VOICES_FILE, allow_pickle=False) as f:
+            voices = VoiceProjection(f["center"], f["matrix"], float(f["threshold"]))
+    except (OSError, KeyError, ValueError) as e:
+        raise BundleError(f"{path / VOICES_FILE} cannot be read as voice signatures ({e}); export the bundle again.") from e
+    if voices.features != prior.shape[1] * prior.shape[2]:
+        raise BundleError(f"{path / VOICES_FILE} expects {voices.features} audio features but the model has "
+                          f"{prior.shape[1]} x {prior.shape[2]}; export the bundle again.")
+    return voices
 
 
 def _host(states) -> np.ndarray:

@@ -417,7 +417,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
         splits["train"] = Manifest.from_items(splits["train"].items + splits["val"].items, manifest.labels)
         splits["val"] = Manifest.from_items((), manifest.labels)
     if frozen:
-        from .embed_cache import EmbeddingCache, attach_speaker_stats, embed_manifest, prior_stats
+        from .embed_cache import EmbeddingCache, attach_speaker_stats, embed_manifest, fit_voices, prior_stats
 
         cache = EmbeddingCache(config.cache_dir, model)
         embedded = {name: embed_manifest(cache, m, on_bad_file=config.on_bad_file, progress=progress and main, desc=f"embed {name}")
@@ -431,6 +431,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
             attach_speaker_stats(list(embedded.values()))  # each speaker's statistics over all its utterances, no labels
             prior = prior_stats(embedded["train"])
             model.head.speaker_prior.copy_(prior)
+            model.voices = fit_voices([embedded[n] for n in ("train", "val") if n in embedded])
         module: nn.Module = model.head
         datasets = {name: CachedDataset(e, (config.feature_noise, config.frame_drop, config.crop_frames), config.speaker_subsample, prior)
                     if name == "train" else CachedDataset(e) for name, e in embedded.items()}
@@ -538,6 +539,31 @@ def _truncate_metrics(path: Path, last_epoch: int) -> None:
         path.write_text("".join(line + "\n" for line in kept))
 
 
+def fit_checkpoint_voices(config: TrainConfig, checkpoint: str | Path) -> Path:
+    """Give a trained speaker_norm checkpoint the voice signatures (memocmt.speakers) that training
+    fits now, from the train + val utterances of `config` (the data it was trained on); the head is
+    unchanged and the file is rewritten atomically."""
+    from .embed_cache import EmbeddingCache, attach_speaker_stats, embed_manifest, fit_voices
+    from .model import load_checkpoint, read_checkpoint, save_checkpoint
+
+    _, _, extra = read_checkpoint(checkpoint)
+    model = load_checkpoint(checkpoint)
+    if not model.speaker_norm:
+        raise ValueError(f"{checkpoint} is not speaker-normalised (model.speaker_norm); it has no use for voice signatures.")
+    manifest, _ = load_training_manifest(config)
+    cache = EmbeddingCache(config.cache_dir, model)
+    splits = [embed_manifest(cache, manifest.split(name), on_bad_file=config.on_bad_file, progress=False)
+              for name in ("train", "val")]
+    attach_speaker_stats(splits)
+    model.voices = fit_voices(splits)
+    if model.voices is None:
+        raise ValueError(f"The training data of {checkpoint} has too few known speakers to fit voice signatures.")
+    save_checkpoint(model, checkpoint, extra=extra)
+    logger.info("Voice signatures (%d dims, threshold %.2f) written into %s", model.voices.matrix.shape[1],
+                model.voices.threshold, checkpoint)
+    return Path(checkpoint)
+
+
 # ---------------------------------------------------------------------------- CLI
 
 
@@ -552,6 +578,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cv-folds", type=int, metavar="K",
                         help="choose the epoch count (and cv_candidates) by K-fold speaker cross-validation over the "
                              "train + val speakers, then retrain on all of them (default: the config's cv_folds)")
+    parser.add_argument("--fit-voices", metavar="CHECKPOINT",
+                        help="instead of training: fit the voice signatures for live speaker tracking on the config's "
+                             "train + val data and write them into CHECKPOINT (a speaker_norm model trained on that data)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
@@ -569,7 +598,12 @@ def cli(argv: list[str] | None = None) -> int:
         parser.error("give --config FILE (or --resume RUN_DIR).")
     if args.device:
         args.overrides.append(f"device={args.device}")
+    if args.fit_voices and (args.resume or args.cv_folds or args.run_dir):
+        parser.error("--fit-voices changes a trained checkpoint; it takes only --config and --set.")
     try:
+        if args.fit_voices:
+            print(fit_checkpoint_voices(load_config(args.config, args.overrides), args.fit_voices))
+            return 0
         if args.resume:
             config = load_config(Path(args.resume) / "train_config.yaml", args.overrides)
             run_dir = train(config, args.resume, resume=True, progress=not args.no_progress)

@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     emo.add_argument("--emotion-device", choices=["auto", "cpu", "cuda"], default="auto", help="ONNX Runtime device for the emotion model (default: auto)")
     emo.add_argument("--adapt-window", type=int, default=20, metavar="N",
                      help="a speaker-normalised model adapts to the voice of the last N utterances (default: 20)")
+    emo.add_argument("--speakers", choices=["auto", "one"], default="auto",
+                     help="auto: tell the voices of several people apart and adapt to each one (a model with voice "
+                          "signatures; results name the voice S1, S2, ...); one: adapt to everyone as one voice (default: auto)")
     emo.add_argument("--emotion-threads", type=int, default=0,
                      help="CPU threads for the emotion model (default 0: one per physical core, at most 4)")
 
@@ -173,7 +176,10 @@ def _run(args) -> int:
     emotion = None
     if not args.no_emotion:
         device = None if args.emotion_device == "auto" else args.emotion_device
-        emotion = load_emotion_model(args.model, device, args.emotion_threads or None, args.adapt_window)
+        emotion = load_emotion_model(args.model, device, args.emotion_threads or None, args.adapt_window,
+                                     track_speakers=args.speakers == "auto")
+        if args.speakers == "auto" and emotion.adapter is not None and not emotion.tracks_speakers:
+            log.info("this model has no voice signatures: every voice shares one adaptation window")
         transcriber.attach_encoder(emotion.whisper_encoder())
     transcriber.warm_up()
 
@@ -183,7 +189,7 @@ def _run(args) -> int:
     view_stream = sys.stderr if args.jsonl == "-" else sys.stdout
     view = make_view(view_stream, rich=False if args.plain else None)
     meta = {"device": None, "asr_model": transcriber.model_name, "model": getattr(emotion, "name", None),
-            "asr_context": transcriber.context}
+            "asr_context": transcriber.context, "speaker_tracking": bool(emotion is not None and emotion.tracks_speakers)}
     writer = JsonlWriter(args.jsonl, meta) if args.jsonl else None
     pipeline.start()  # opens the device: errors surface here
     meta["device"] = source.description  # known once the device is open

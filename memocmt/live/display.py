@@ -74,11 +74,18 @@ def confidence_bar(value: float, width: int = BAR_WIDTH) -> str:
     return "█" * filled + "░" * (width - filled)
 
 
+def speaker_name(voice: int) -> str:
+    """How the views name a tracked voice: S1, S2, ..."""
+    return f"S{voice + 1}"
+
+
 def result_line(result: UtteranceResult) -> str:
     """One plain line per utterance."""
     t = result.timings_ms
     parts = [f"[{result.start_s:7.2f}-{result.end_s:7.2f}s]"]
     p = result.prediction
+    if p is not None and p.speaker is not None:
+        parts.append(speaker_name(p.speaker))
     if p is not None:
         runner, runner_p = p.runner_up
         parts.append(f"{p.label} {p.confidence:.2f} (then {runner} {runner_p:.2f})")
@@ -178,7 +185,8 @@ class RichView:
                                f"({runner} {runner_p:.2f})")
             ms = "\n".join(f"{name} {t[k]:.0f}" for name, k in (("vad", "vad_wait"), ("asr", "asr"), ("emo", "emotion"),
                                                                ("total", "eos_to_result")) if k in t)
-            table.add_row(f"{r.start_s:.1f}-{r.end_s:.1f}", r.text or "(no transcript)", emotion, ms)
+            when = f"{r.start_s:.1f}-{r.end_s:.1f}" + (f"\n{speaker_name(p.speaker)}" if p is not None and p.speaker is not None else "")
+            table.add_row(when, r.text or "(no transcript)", emotion, ms)
         s = self.status
         state = "[bold green]speech[/]" if s.get("in_speech") else "[dim]listening[/]"
         line = Text.from_markup(

@@ -58,15 +58,29 @@ class BundleEmotionModel:
     own (overlapping ASR), then the text encoder and the fusion head once the words are known.
 
     A speaker-normalised bundle (memocmt.speaker_norm) classifies each utterance with the audio
-    statistics of the last `adapt_window` utterances of the session, this one included."""
+    statistics of the last `adapt_window` utterances of its speaker, this one included: with
+    `track_speakers` and a bundle that has voice signatures, each voice the session hears keeps
+    its own window (memocmt.speakers.SpeakerTracker) and predictions name the voice; otherwise
+    the whole session is one window."""
 
-    def __init__(self, bundle: Any, name: str, adapt_window: int = 20):
+    def __init__(self, bundle: Any, name: str, adapt_window: int = 20, track_speakers: bool = True):
         from memocmt.speaker_norm import SpeakerAdapter
+        from memocmt.speakers import SpeakerTracker
 
         self.bundle = bundle
         self.name = name
         self.labels = list(bundle.labels)
-        self.adapter = SpeakerAdapter(adapt_window, bundle.speaker_prior) if getattr(bundle, "speaker_norm", "") else None
+        self.adapter: SpeakerAdapter | SpeakerTracker | None = None
+        if getattr(bundle, "speaker_norm", ""):
+            voices = getattr(bundle, "voices", None)
+            self.adapter = (SpeakerTracker(voices, adapt_window, bundle.speaker_prior) if track_speakers and voices is not None
+                            else SpeakerAdapter(adapt_window, bundle.speaker_prior))
+
+    @property
+    def tracks_speakers(self) -> bool:
+        from memocmt.speakers import SpeakerTracker
+
+        return isinstance(self.adapter, SpeakerTracker)
 
     def encode_audio(self, audio: np.ndarray) -> Any:
         return self.bundle.encode_audio(audio) if self.bundle.uses_audio else None
@@ -90,12 +104,18 @@ class BundleEmotionModel:
         if self.bundle.uses_audio and audio_features is None:
             audio_features = self.bundle.encode_audio(audio)
         text_features = self.bundle.encode_text(text) if self.bundle.uses_text else None
-        stats = self.adapter.update(self.bundle.audio_stats(audio_features)) if self.adapter is not None else None
-        return self.bundle.classify(audio_features, text_features, stats)
+        stats, voice = None, None
+        if self.adapter is not None:
+            stats = self.adapter.update(self.bundle.audio_stats(audio_features))
+            if self.tracks_speakers:
+                stats, voice = stats
+        prediction = self.bundle.classify(audio_features, text_features, stats)
+        prediction.speaker = voice
+        return prediction
 
 
 def load_emotion_model(path: str | None, device: str | None = None, threads: int | None = None,
-                       adapt_window: int = 20) -> BundleEmotionModel:
+                       adapt_window: int = 20, track_speakers: bool = True) -> BundleEmotionModel:
     """Load an exported bundle on "cpu", "cuda" or automatically (None); without a path, the
     runtime's default bundle. `threads` caps ONNX Runtime's CPU threads (None: the runtime's
     default). Every failure becomes one LiveError sentence."""
@@ -118,7 +138,7 @@ def load_emotion_model(path: str | None, device: str | None = None, threads: int
         detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         what = "the default emotion model" if path is None else f"the emotion model bundle {path}"
         raise LiveError(f"Cannot load {what}: {detail}") from e
-    return BundleEmotionModel(bundle, str(bundle.path), adapt_window)
+    return BundleEmotionModel(bundle, str(bundle.path), adapt_window, track_speakers)
 
 
 @dataclass

@@ -40,6 +40,7 @@ class UtteranceResult:
             "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
             "forced_split": self.forced_split,
             "speculative": self.speculative,
+            "speaker": p.speaker if p else None,
         }
 
 
