@@ -15,7 +15,8 @@ voice).
 
 --select-threshold reproduces the choice of memocmt.speakers.VOICE_THRESHOLD without the test
 actors: voice signatures fitted on 12 of the development actors 01-16 track sessions of the other
-4, for 4 folds, and the clustering F-measure is printed per threshold.
+4 (folds 01-04, 05-08, 09-12, 13-16, as the head's cross-validation), and the clustering F-measure
+is printed per threshold.
 Writes benchmarks/results/conversation/<model>.json and .md.
 """
 
@@ -143,7 +144,7 @@ def select_threshold(predictor, manifest, thresholds: np.ndarray, n_sessions: in
     stats = predictor.audio_stats([load_audio(u.audio) for u in items])
     speakers = [u.speaker for u in items]
     names = sorted(set(speakers))
-    folds = [names[k::4] for k in range(4)]
+    folds = [names[k : k + 4] for k in range(0, len(names), 4)]  # actors 01-04, 05-08, ...: the head's CV folds
     by_speaker: dict = {}
     for i, s in enumerate(speakers):
         by_speaker.setdefault(s, []).append(i)
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     if args.select_threshold:
         dev = split.__class__.from_items([u for u in split if u.split != "test"], split.labels)
-        select_threshold(predictor, dev, np.arange(0.0, 0.51, 0.05))
+        select_threshold(predictor, dev, np.arange(1.0, 2.61, 0.1))
         return 0
     if getattr(predictor, "voices", None) is None:
         logging.warning("%s has no voice signatures: only the shared and oracle windows are compared",
