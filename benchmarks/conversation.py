@@ -3,8 +3,9 @@
     python benchmarks/conversation.py --ravdess ../shared/data/ravdess-a01-a20 [--model CKPT_OR_BUNDLE]
     python benchmarks/conversation.py --ravdess ... --select-threshold   # how the threshold was chosen
 
-Sessions are made of the RAVDESS test actors 17-20 (4 classes): 1, 2 or 4 of them, their
-utterances either interleaved at random or in turns of 1-4 utterances. Every utterance is
+Sessions are made of the RAVDESS test actors 17-20 (4 classes; odd actors are men, even women):
+each actor alone, every pair of them, or all four, their utterances either interleaved at random
+or in turns of 1-4 utterances. Every utterance is
 classified in session order, as `memocmt-live` would, with speaker statistics from
 - shared: one window of the session's last 20 utterances (`--speakers one`);
 - tracker: one window per voice the tracker tells apart (`--speakers auto`, memocmt.speakers);
@@ -29,6 +30,7 @@ import platform
 import sys
 import time
 from collections import Counter
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
@@ -66,11 +68,9 @@ def session_order(groups: list[list[int]], order: str, rng: np.random.Generator)
 
 
 def sessions(speakers: list, by_speaker: dict, size: int, order: str, n: int, rng: np.random.Generator) -> list[list[int]]:
-    out = []
-    for s in range(n):
-        group = [speakers[(s + j) % len(speakers)] for j in range(size)] if size < len(speakers) else list(speakers)
-        out.append(session_order([by_speaker[g] for g in group], order, rng))
-    return out
+    """n sessions of `size` speakers each, going through every group of that size in turn."""
+    groups = list(combinations(speakers, size))
+    return [session_order([by_speaker[g] for g in groups[s % len(groups)]], order, rng) for s in range(n)]
 
 
 def clustering(voices: list[int], truth: list) -> tuple[float, float]:
@@ -137,7 +137,7 @@ def run(predictor, manifest, n_sessions: int, seed: int = 0) -> dict:
     return {"rows": rows, "methods": list(methods)}
 
 
-def select_threshold(predictor, manifest, thresholds: np.ndarray, n_sessions: int = 3, seed: int = 0) -> list[dict]:
+def select_threshold(predictor, manifest, thresholds: np.ndarray, n_sessions: int = 6, seed: int = 0) -> list[dict]:
     """Clustering F-measure per threshold, voice signatures fitted on 12 development actors and
     scored on sessions of the other 4 (4 folds); no test actor involved."""
     items = list(manifest)

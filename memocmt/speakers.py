@@ -30,7 +30,7 @@ import numpy as np
 from .speaker_norm import ADAPT_WINDOW, SpeakerAdapter
 
 VOICE_DIMS = 150  # principal directions kept before within-speaker whitening
-VOICE_THRESHOLD = 1.8  # RMS distance per dimension to a voice's centroid within which an utterance joins it
+VOICE_THRESHOLD = 1.6  # RMS distance per dimension to a voice's centroid within which an utterance joins it
 MAX_VOICES = 8  # voices a live session tells apart; beyond this, utterances join the nearest
 _WITHIN_RIDGE = 1e-3  # within-speaker covariance regulariser, relative to its mean eigenvalue
 

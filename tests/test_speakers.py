@@ -210,3 +210,45 @@ def test_conversation_orders_keep_every_utterance_once_in_short_turns():
     assert max(len(r) for r in runs) <= 2 * MAX_TURN  # one speaker's two turns only meet when the others are done
     assert clustering([0, 0, 1, 1], ["a", "a", "b", "b"]) == (1.0, 1.0)
     assert clustering([0, 0, 0, 0], ["a", "a", "b", "b"]) == (0.5, 1.0)
+
+
+def test_live_command_tells_two_real_speakers_apart(tmp_path, ravdess_dir):
+    """The product path: the shipped model's bundle, `memocmt-live` over two RAVDESS actors (a man
+    and a woman, never seen in training) taking turns."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    import json
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    from memocmt.audio import SAMPLE_RATE, load_audio
+    from memocmt.model import load_checkpoint
+    from memocmt.onnx_export import export_bundle
+    from memocmt.runtime import shipped_checkpoint
+
+    checkpoint = shipped_checkpoint()
+    if checkpoint is None:
+        pytest.skip("no shipped model in this install")
+    bundle = export_bundle(load_checkpoint(checkpoint), tmp_path / "bundle").path
+    clips = {actor: sorted((ravdess_dir / f"Actor_{actor}").glob("*"))[:12:2] for actor in ("17", "18")}
+    turns = ["17", "17", "18", "17", "18", "18", "17", "18", "17", "17", "18", "18"]
+    parts, gap = [], np.zeros(SAMPLE_RATE, dtype=np.float32)
+    for k, actor in enumerate(turns):
+        parts += [load_audio(clips[actor][k // 2]), gap]
+    sf.write(tmp_path / "talk.wav", np.concatenate(parts), SAMPLE_RATE)
+    result = subprocess.run(
+        [sys.executable, "-m", "memocmt.live.cli", "--input", str(tmp_path / "talk.wav"), "--fast",
+         "--model", str(bundle), "--jsonl", "-"],
+        capture_output=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    records = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    assert len(records) == len(turns) and all(r["speaker_tracking"] for r in records)
+    voices = [r["speaker"] for r in records]
+    by_actor = {actor: [v for v, a in zip(voices, turns) if a == actor] for actor in ("17", "18")}
+    main = {actor: max(set(v), key=v.count) for actor, v in by_actor.items()}
+    assert main["17"] != main["18"]
+    assert sum(v == main[a] for v, a in zip(voices, turns)) >= len(turns) - 1
+    assert "S1" in result.stderr.decode() and "S2" in result.stderr.decode()  # the view names the voices
