@@ -66,14 +66,13 @@ def subsample(manifest, limit: int | None):
     return Manifest.from_items(items, manifest.labels, manifest.source)
 
 
-ADAPTATION_UTTERANCES = (1, 3, 10)  # speaker-normalised variants: also scored with statistics of this many utterances
 
 
 def evaluate_variants(runners: dict, sets: dict, reference: str | None = None) -> dict:
     """UA, WA, macro-F1 and (vs the reference variant) prediction agreement, per variant and set; a
     speaker-normalised variant also on RAVDESS with each speaker's statistics from K of its utterances
     and the prior (`ravdess_after_K`), as live adaptation has them after K utterances."""
-    from memocmt.evaluate import align_labels, evaluate_manifest
+    from memocmt.evaluate import LIVE_SPEAKER_UTTERANCES, align_labels, evaluate_manifest
 
     out: dict = {name: {} for name in runners}
     predictions: dict = {}
@@ -85,7 +84,7 @@ def evaluate_variants(runners: dict, sets: dict, reference: str | None = None) -
             out[name][set_name] = {"ua": r.ua, "wa": r.wa, "macro_f1": r.macro_f1, "n": r.n}
             predictions[name, set_name] = {uid: pred for uid, _, pred in result.predictions}
             if set_name == "ravdess" and getattr(runner, "speaker_norm", ""):  # live-like: statistics of K utterances
-                for k in ADAPTATION_UTTERANCES:
+                for k in LIVE_SPEAKER_UTTERANCES:
                     r = evaluate_manifest(runner, aligned, batch_size=8, on_bad_file="stop", progress=False,
                                           speaker_utterances=k).report
                     out[name][f"ravdess_after_{k}"] = {"ua": r.ua, "wa": r.wa, "macro_f1": r.macro_f1, "n": r.n}

@@ -288,9 +288,10 @@ def fit_voices(splits: list[EmbeddedSplit]):
 
     Synthetic speech is left out: an espeak voice varies its pitch and rate by rule from one
     utterance to the next, so counting that as within-speaker variation whitens away what tells
-    people apart. Measured on the shipped head (benchmarks/conversation.py, 4 RAVDESS test actors
-    in one session): fitted with the synthetic voices the tracker heard everyone as one voice
-    (UA 65.4%, as one shared window); fitted on RAVDESS alone, 73.9% against 74.5% for perfect tracking."""
+    people apart. Measured on the shipped head (benchmarks/conversation.py, RAVDESS test actors):
+    fitted with the synthetic voices as well, the tracker merged more people into one voice
+    (purity 0.83 for pairs and 0.55-0.58 for four actors, against 0.86-0.89 and 0.67-0.77), for
+    about the same UA."""
     from .speakers import VoiceError, VoiceProjection
     from .synthetic import CORPUS as SYNTHETIC
 

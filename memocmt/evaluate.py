@@ -30,6 +30,9 @@ from .results import Prediction
 logger = logging.getLogger("memocmt")
 
 DROP_WORDS = ("", "drop", "none", "null")
+# The live-like scores the recipe and the benchmark report for a speaker_norm model: speaker
+# statistics from this many of the speaker's utterances (speaker_utterances=K).
+LIVE_SPEAKER_UTTERANCES = (1, 3, 10)
 
 
 class Predictor(Protocol):

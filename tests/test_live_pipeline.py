@@ -197,3 +197,26 @@ def test_views_render_results_and_summary():
         text = stream.getvalue()
         assert "I am very happy" in text and "happy" in text and "angry 0.15" in text, text
         assert "session ended: interrupted" in text and "latency eos_to_result: p50 550 ms" in text
+
+
+def test_views_and_summary_name_the_tracked_voices():
+    import io
+
+    from memocmt.live.display import PlainView, result_line
+    from memocmt.live.summary import SummaryBuilder, UtteranceResult
+
+    builder = SummaryBuilder()
+    results = []
+    for i, (voice, probs) in enumerate([(0, [0.1, 0.7, 0.15, 0.05]), (1, [0.1, 0.1, 0.1, 0.7]), (0, [0.1, 0.1, 0.7, 0.1])]):
+        prediction = Prediction.from_probabilities(LABELS, probs)
+        prediction.speaker = voice
+        results.append(UtteranceResult(index=i + 1, start_s=float(i), end_s=i + 0.5, text="words", timings_ms={},
+                                       prediction=prediction))
+        builder.add(results[-1])
+    assert "S2" in result_line(results[1]) and results[1].to_dict()["speaker"] == 1
+    summary = builder.build(audio_s=3.0, overflows=0, dropped_audio_s=0.0, dropped_utterances=0, short_dropped=0,
+                            no_speech=0, forced_splits=0, peak_lag_s=0.0, reopens=0, end_reason="end of input")
+    assert summary.speakers == {0: {LABELS[1]: 1, LABELS[2]: 1}, 1: {LABELS[3]: 1}}
+    stream = io.StringIO()
+    PlainView(stream).summary(summary)
+    assert "S1: 2 utterances" in stream.getvalue() and "S2: 1 utterance:" in stream.getvalue()

@@ -61,6 +61,7 @@ class SessionSummary:
     peak_lag_s: float
     reopens: int
     end_reason: str
+    speakers: dict[int, dict[str, int]] = field(default_factory=dict)  # tracked voice -> label -> count
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -72,6 +73,10 @@ class SessionSummary:
             total = sum(self.emotions.values())
             dist = ", ".join(f"{k} {v} ({100 * v / total:.0f}%)" for k, v in sorted(self.emotions.items(), key=lambda kv: -kv[1]))
             out.append(f"emotions: {dist}")
+        for voice, counts in sorted(self.speakers.items()):
+            total = sum(counts.values())
+            dist = ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+            out.append(f"  S{voice + 1}: {total} utterance{'s' if total != 1 else ''}: {dist}")
         for stage, stats in self.latency_ms.items():
             out.append(f"latency {stage}: p50 {stats['p50']:.0f} ms, p95 {stats['p95']:.0f} ms, max {stats['max']:.0f} ms")
         out.append(
@@ -103,15 +108,19 @@ class SummaryBuilder:
     def reset(self) -> None:
         self.count = 0
         self.emotions: collections.Counter[str] = collections.Counter()
+        self.speakers: dict[int, collections.Counter[str]] = collections.defaultdict(collections.Counter)
         self.latencies: dict[str, list[float]] = collections.defaultdict(list)
 
     def add(self, result: UtteranceResult) -> None:
         self.count += 1
         if result.prediction is not None:
             self.emotions[result.prediction.label] += 1
+            if result.prediction.speaker is not None:
+                self.speakers[result.prediction.speaker][result.prediction.label] += 1
         for key, value in result.timings_ms.items():
             self.latencies[key].append(value)
 
     def build(self, **counters) -> SessionSummary:
         latency = {k: percentiles(self.latencies[k]) for k in LATENCY_KEYS if self.latencies.get(k)}
-        return SessionSummary(utterances=self.count, emotions=dict(self.emotions), latency_ms=latency, **counters)
+        return SessionSummary(utterances=self.count, emotions=dict(self.emotions), latency_ms=latency,
+                              speakers={v: dict(c) for v, c in self.speakers.items()}, **counters)

@@ -34,12 +34,11 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from memocmt.corpora import build_ravdess  # noqa: E402
 from memocmt.crossval import final_config, train_with_cv  # noqa: E402
-from memocmt.evaluate import evaluate_manifest, write_report  # noqa: E402
+from memocmt.evaluate import LIVE_SPEAKER_UTTERANCES, evaluate_manifest, write_report  # noqa: E402
 from memocmt.manifest import read_manifest, write_manifest  # noqa: E402
 from memocmt.train import load_config, train  # noqa: E402
 
 TEST_ACTORS, VAL_ACTORS = (17, 18, 19, 20), (15, 16)
-ADAPTATION_UTTERANCES = (1, 3, 10)  # live-like scores: speaker statistics from this many utterances
 SHIP_DIR = REPO / "memocmt" / "models" / "edge-ravdess"
 logger = logging.getLogger("memocmt")
 
@@ -73,7 +72,7 @@ def evaluate_run(run_dir: Path, data_dir: Path, classes: str) -> dict:
         logger.info("%s on %s test: UA %.2f%% WA %.2f%%", run_dir.name, name, 100 * result.report.ua, 100 * result.report.wa)
     if model.speaker_norm:
         manifest = read_manifest(sets["ravdess"]).split("test")
-        for k in ADAPTATION_UTTERANCES:
+        for k in LIVE_SPEAKER_UTTERANCES:
             report = evaluate_manifest(model, manifest, batch_size=16, progress=False, speaker_utterances=k).report
             scores[f"ravdess_after_{k}"] = {"ua": report.ua, "wa": report.wa, "macro_f1": report.macro_f1, "n": report.n}
             logger.info("%s on ravdess test, statistics of %d utterance(s) per speaker: UA %.2f%%", run_dir.name, k, 100 * report.ua)
