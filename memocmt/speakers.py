@@ -115,9 +115,10 @@ class SpeakerTracker:
     """Speaker statistics of a live session with several people: one `SpeakerAdapter` window per
     voice. `update(stats)` assigns the utterance to the voice whose centroid (mean signature) is
     nearest, if within `voices.threshold`, or else to a new voice (at most `max_voices`; then the
-    nearest), and returns (statistics to classify it with (1, 2, L, D), voice index from 0)."""
+    nearest), and returns (statistics to classify it with (1, 2, L, D), voice index from 0).
+    Without `voices` everyone is one voice, a single window, and no voice is named (None)."""
 
-    def __init__(self, voices: VoiceProjection, window: int = ADAPT_WINDOW, prior: np.ndarray | None = None,
+    def __init__(self, voices: VoiceProjection | None, window: int = ADAPT_WINDOW, prior: np.ndarray | None = None,
                  max_voices: int = MAX_VOICES):
         if max_voices < 1 or window < 1:
             raise ValueError(f"A speaker tracker needs at least one voice and a window of at least one utterance, "
@@ -141,9 +142,13 @@ class SpeakerTracker:
             return best
         return len(self._sums)
 
-    def update(self, stats: np.ndarray) -> tuple[np.ndarray, int]:
+    def update(self, stats: np.ndarray) -> tuple[np.ndarray, int | None]:
         stats = np.asarray(stats, dtype=np.float32)
         stats = stats[0] if stats.ndim == 4 and stats.shape[0] == 1 else stats
+        if self.voices is None:
+            if not self._adapters:
+                self._adapters.append(SpeakerAdapter(self.window, self.prior))
+            return self._adapters[0].update(stats), None
         signature = self.voices.signatures(stats)[0]
         voice = self.assign(signature)
         if voice == len(self._sums):

@@ -84,6 +84,10 @@ def test_tracker_gives_each_voice_its_own_window():
     assert assigned == [0, 1] * 10
     tracker.reset()
     assert len(tracker) == 0 and tracker.update(stats[talk[1]])[1] == 0
+    one = SpeakerTracker(None, window=5, prior=prior)  # no voice signatures: everyone shares one window
+    pooled = [one.update(stats[i]) for i in talk[:6]]
+    assert len(one) == 1 and all(voice is None for _, voice in pooled)
+    assert np.allclose(pooled[-1][0], pool_stats(stats[talk[1:6]], prior)[None], atol=1e-5)
 
 
 def test_tracker_caps_the_number_of_voices_and_checks_its_settings():

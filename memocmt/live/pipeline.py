@@ -64,23 +64,19 @@ class BundleEmotionModel:
     the whole session is one window."""
 
     def __init__(self, bundle: Any, name: str, adapt_window: int = 20, track_speakers: bool = True):
-        from memocmt.speaker_norm import SpeakerAdapter
         from memocmt.speakers import SpeakerTracker
 
         self.bundle = bundle
         self.name = name
         self.labels = list(bundle.labels)
-        self.adapter: SpeakerAdapter | SpeakerTracker | None = None
+        self.adapter: SpeakerTracker | None = None
         if getattr(bundle, "speaker_norm", ""):
-            voices = getattr(bundle, "voices", None)
-            self.adapter = (SpeakerTracker(voices, adapt_window, bundle.speaker_prior) if track_speakers and voices is not None
-                            else SpeakerAdapter(adapt_window, bundle.speaker_prior))
+            voices = getattr(bundle, "voices", None) if track_speakers else None
+            self.adapter = SpeakerTracker(voices, adapt_window, bundle.speaker_prior)
 
     @property
     def tracks_speakers(self) -> bool:
-        from memocmt.speakers import SpeakerTracker
-
-        return isinstance(self.adapter, SpeakerTracker)
+        return self.adapter is not None and self.adapter.voices is not None
 
     def encode_audio(self, audio: np.ndarray) -> Any:
         return self.bundle.encode_audio(audio) if self.bundle.uses_audio else None
@@ -106,9 +102,7 @@ class BundleEmotionModel:
         text_features = self.bundle.encode_text(text) if self.bundle.uses_text else None
         stats, voice = None, None
         if self.adapter is not None:
-            stats = self.adapter.update(self.bundle.audio_stats(audio_features))
-            if self.tracks_speakers:
-                stats, voice = stats
+            stats, voice = self.adapter.update(self.bundle.audio_stats(audio_features))
         prediction = self.bundle.classify(audio_features, text_features, stats)
         prediction.speaker = voice
         return prediction
