@@ -256,3 +256,50 @@ def test_live_command_tells_two_real_speakers_apart(tmp_path, ravdess_dir):
     assert main["17"] != main["18"]
     assert sum(v == main[a] for v, a in zip(voices, turns)) >= len(turns) - 1
     assert "S1" in result.stderr.decode() and "S2" in result.stderr.decode()  # the view names the voices
+
+
+class _VoicePredictor:
+    """A speaker_norm predictor over the synthetic voices: an utterance's statistics come from its
+    length (the index into `stats`); it predicts class 1 when the pooled mean is above the utterance's own."""
+
+    labels = ["neutral", "angry"]
+    speaker_norm = "mean+std"
+
+    def __init__(self, stats, voices):
+        self.stats, self.voices = stats, voices
+        self.speaker_prior = pool_stats(stats)
+
+    def audio_stats(self, audios):
+        return np.stack([self.stats[a.size // 160 - 10] for a in audios])
+
+    def predict_batch(self, audios, texts, speaker_stats=None):
+        from memocmt.results import Prediction
+
+        own = self.audio_stats(audios)[:, 0].mean(axis=(1, 2))
+        pooled = np.asarray(speaker_stats)[:, 0].mean(axis=(1, 2))
+        return [Prediction.from_probabilities(self.labels, [0.3, 0.7] if p > o else [0.7, 0.3]) for o, p in zip(own, pooled)]
+
+
+def test_conversation_benchmark_compares_the_three_windows(tmp_path):
+    import soundfile as sf
+
+    from benchmarks.conversation import run, to_markdown
+    from memocmt.manifest import Manifest, Utterance
+
+    stats, speakers = voices_corpus(n_speakers=4, per_speaker=4)
+    voices = VoiceProjection.fit(*voices_corpus(), dims=20)
+    items = []
+    for i, speaker in enumerate(speakers):
+        path = tmp_path / f"{i}.wav"
+        sf.write(path, np.full(160 * (10 + i), 0.01, np.float32), 16000)
+        items.append(Utterance(audio=path, text="", label=["neutral", "angry"][i % 2], speaker=speaker, split="test"))
+    result = run(_VoicePredictor(stats, voices), Manifest.from_items(items, ["neutral", "angry"]), n_sessions=6)
+    rows = result["rows"]
+    assert result["methods"] == ["shared", "tracker", "oracle"] and len(rows) == 6
+    alone = [r for r in rows if r["speakers"] == 1]
+    assert all(r["shared"] == r["oracle"] and r["sessions"] == 4 and r["utterances"] == 16 for r in alone)
+    pairs = [r for r in rows if r["speakers"] == 2]
+    assert all(r["sessions"] == 6 and r["utterances"] == 48 for r in pairs)  # every pair of the 4 speakers once
+    assert all(0 < r["purity"] <= 1 and 0 < r["coverage"] <= 1 for r in rows)
+    text = to_markdown({**result, "model": "m", "classes": 2, "machine": "here", "seconds": 1.0})
+    assert "| 2 | turns | 6 | 48 |" in text
