@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     emo.add_argument("--no-emotion", action="store_true", help="transcripts only, no emotion model")
     emo.add_argument("--emotion-device", choices=["auto", "cpu", "cuda"], default="auto", help="ONNX Runtime device for the emotion model (default: auto)")
     emo.add_argument("--adapt-window", type=int, default=20, metavar="N",
-                     help="a speaker-normalised model adapts to the voice of the last N utterances (default: 20)")
+                     help="a speaker-normalised model adapts to each voice from its last N utterances (default: 20)")
     emo.add_argument("--speakers", choices=["auto", "one"], default="auto",
                      help="auto: tell the voices of several people apart and adapt to each one (a model with voice "
                           "signatures; results name the voice S1, S2, ...); one: adapt to everyone as one voice (default: auto)")
