@@ -83,12 +83,13 @@ def clustering(voices: list[int], truth: list) -> tuple[float, float]:
 
 def track(order: list[int], stats: np.ndarray, speakers: list, voices: VoiceProjection | None, prior,
           window: int = ADAPT_WINDOW) -> dict:
-    """Speaker statistics per utterance of one session, for each way of pooling, and the tracker's voices."""
-    shared, per_speaker = SpeakerAdapter(window, prior), {}
+    """Speaker statistics per utterance of one session, for each way of pooling, and the tracker's
+    voices; "shared" and "tracker" are memocmt-live's --speakers one and auto."""
+    shared, per_speaker = SpeakerTracker(None, window, prior), {}
     tracker = SpeakerTracker(voices, window, prior) if voices is not None else None
     out = {"shared": [], "oracle": [], "tracker": [], "voices": []}
     for i in order:
-        out["shared"].append(shared.update(stats[i])[0])
+        out["shared"].append(shared.update(stats[i])[0][0])
         adapter = per_speaker.setdefault(speakers[i], SpeakerAdapter(window, prior))
         out["oracle"].append(adapter.update(stats[i])[0])
         if tracker is not None:
