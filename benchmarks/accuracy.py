@@ -66,6 +66,12 @@ def subsample(manifest, limit: int | None):
     return Manifest.from_items(items, manifest.labels, manifest.source)
 
 
+def write_result(folder: Path, name: str, result: dict, markdown: str) -> None:
+    """A standalone benchmark's result as <folder>/<name>.json and .md, and the markdown printed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(result, indent=2))
+    (folder / f"{name}.md").write_text(markdown)
+    print(markdown)
 
 
 def evaluate_variants(runners: dict, sets: dict, reference: str | None = None) -> dict:

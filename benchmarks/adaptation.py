@@ -13,7 +13,6 @@ Writes benchmarks/results/adaptation/<model>.json and .md.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import platform
 import sys
@@ -25,7 +24,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from benchmarks.accuracy import ravdess_test  # noqa: E402
+from benchmarks.accuracy import ravdess_test, write_result  # noqa: E402
 from memocmt.evaluate import align_labels, evaluate_manifest, load_predictor  # noqa: E402
 
 DEFAULT_K = (1, 2, 3, 5, 10, 20)
@@ -75,10 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     name = Path(args.model).stem if args.model else "shipped"
     result = {"model": args.model or "shipped", "n": len(manifest), "classes": len(predictor.labels), "draws": args.draws,
               "curve": curve, "machine": platform.platform(), "seconds": round(time.perf_counter() - started, 1)}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{name}.json").write_text(json.dumps(result, indent=2))
-    (args.out / f"{name}.md").write_text(to_markdown(result))
-    print(to_markdown(result))
+    write_result(args.out, name, result, to_markdown(result))
     return 0
 
 

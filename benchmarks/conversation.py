@@ -24,7 +24,6 @@ Writes benchmarks/results/conversation/<model>.json and .md.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import platform
 import sys
@@ -40,6 +39,7 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from memocmt.audio import load_audio  # noqa: E402
 from memocmt.evaluate import align_labels, load_predictor  # noqa: E402
+from memocmt.manifest import Manifest  # noqa: E402
 from memocmt.metrics import classification_report  # noqa: E402
 from memocmt.speaker_norm import ADAPT_WINDOW, SpeakerAdapter  # noqa: E402
 from memocmt.speakers import SpeakerTracker, VoiceProjection  # noqa: E402
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"RAVDESS not found at {args.ravdess}; pass --ravdess.")
     if args.sessions < 1:
         parser.error("--sessions must be at least 1.")
-    from benchmarks.accuracy import ravdess_split
+    from benchmarks.accuracy import ravdess_split, write_result
 
     predictor = load_predictor(args.model)
     if not getattr(predictor, "speaker_norm", ""):
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     split = align_labels(ravdess_split(args.ravdess), predictor.labels)
     started = time.perf_counter()
     if args.select_threshold:
-        dev = split.__class__.from_items([u for u in split if u.split != "test"], split.labels)
+        dev = Manifest.from_items([u for u in split if u.split != "test"], split.labels)
         select_threshold(predictor, dev, np.arange(1.0, 2.61, 0.1))
         return 0
     if getattr(predictor, "voices", None) is None:
@@ -212,10 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     name = Path(args.model).stem if args.model else "shipped"
     result.update(model=args.model or "shipped", classes=len(predictor.labels), machine=platform.platform(),
                   seconds=round(time.perf_counter() - started, 1))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{name}.json").write_text(json.dumps(result, indent=2))
-    (args.out / f"{name}.md").write_text(to_markdown(result))
-    print(to_markdown(result))
+    write_result(args.out, name, result, to_markdown(result))
     return 0
 
 

@@ -81,8 +81,8 @@ class VoiceProjection:
         _, _, vt = np.linalg.svd(z, full_matrices=False)
         basis = vt[: min(dims, len(vt))].T  # (F, K)
         y = z @ basis
-        within = sum((y[idx] - y[idx].mean(axis=0)).T @ (y[idx] - y[idx].mean(axis=0)) for idx in repeated)
-        within = within / sum(len(idx) for idx in repeated)
+        centred = np.concatenate([y[idx] - y[idx].mean(axis=0) for idx in repeated])
+        within = centred.T @ centred / len(centred)
         within += _WITHIN_RIDGE * np.trace(within) / len(within) * np.eye(len(within))
         eigval, eigvec = np.linalg.eigh(within)
         whiten = eigvec @ np.diag(eigval ** -0.5) @ eigvec.T

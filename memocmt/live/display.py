@@ -13,7 +13,7 @@ from typing import TextIO
 
 from memocmt.audio import SAMPLE_RATE
 from memocmt.live.errors import LiveError
-from memocmt.live.summary import SessionSummary, UtteranceResult
+from memocmt.live.summary import SessionSummary, UtteranceResult, speaker_name
 
 BAR_WIDTH = 20  # characters of the confidence bar in plain lines
 RICH_BAR = 10  # ... and in the live table
@@ -72,11 +72,6 @@ class AudioSaver:
 def confidence_bar(value: float, width: int = BAR_WIDTH) -> str:
     filled = int(round(max(0.0, min(1.0, value)) * width))
     return "█" * filled + "░" * (width - filled)
-
-
-def speaker_name(voice: int) -> str:
-    """How the views name a tracked voice: S1, S2, ..."""
-    return f"S{voice + 1}"
 
 
 def result_line(result: UtteranceResult) -> str:
@@ -185,7 +180,9 @@ class RichView:
                                f"({runner} {runner_p:.2f})")
             ms = "\n".join(f"{name} {t[k]:.0f}" for name, k in (("vad", "vad_wait"), ("asr", "asr"), ("emo", "emotion"),
                                                                ("total", "eos_to_result")) if k in t)
-            when = f"{r.start_s:.1f}-{r.end_s:.1f}" + (f"\n{speaker_name(p.speaker)}" if p is not None and p.speaker is not None else "")
+            when = f"{r.start_s:.1f}-{r.end_s:.1f}"
+            if p is not None and p.speaker is not None:
+                when += f"\n{speaker_name(p.speaker)}"
             table.add_row(when, r.text or "(no transcript)", emotion, ms)
         s = self.status
         state = "[bold green]speech[/]" if s.get("in_speech") else "[dim]listening[/]"

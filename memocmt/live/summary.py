@@ -12,6 +12,11 @@ from memocmt.results import Prediction
 LATENCY_KEYS = ("vad_wait", "queue", "asr", "audio_encode", "emotion", "eos_to_result")
 
 
+def speaker_name(voice: int) -> str:
+    """How results name a tracked voice (memocmt.speakers): S1, S2, ..."""
+    return f"S{voice + 1}"
+
+
 @dataclass
 class UtteranceResult:
     """What the pipeline found in one utterance."""
@@ -76,7 +81,7 @@ class SessionSummary:
         for voice, counts in sorted(self.speakers.items()):
             total = sum(counts.values())
             dist = ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
-            out.append(f"  S{voice + 1}: {total} utterance{'s' if total != 1 else ''}: {dist}")
+            out.append(f"  {speaker_name(voice)}: {total} utterance{'s' if total != 1 else ''}: {dist}")
         for stage, stats in self.latency_ms.items():
             out.append(f"latency {stage}: p50 {stats['p50']:.0f} ms, p95 {stats['p95']:.0f} ms, max {stats['max']:.0f} ms")
         out.append(
