@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .manifest import Manifest
+from .perturb import parse_perturbations, perturbed_speaker
 from .train import (
     CachedDataset,
     TrainConfig,
@@ -30,6 +31,7 @@ from .train import (
     load_training_manifest,
     make_optimizer,
     merge_config,
+    perturbed_copies,
     predict,
     resolve_device,
     seed_everything,
@@ -62,14 +64,6 @@ def speaker_folds(manifest: Manifest, k: int, corpora: list[str] = ()) -> list[l
     return [speakers[bounds[i]:bounds[i + 1]] for i in range(k)]
 
 
-def _subset(split, index: list[int]):
-    from .embed_cache import EmbeddedSplit
-
-    pick = lambda values: [values[i] for i in index] if values else []  # noqa: E731
-    return EmbeddedSplit(pick(split.audio), pick(split.text), pick(split.targets), pick(split.ids), [],
-                         pick(split.speakers), pick(split.utterance_stats), pick(split.speaker_stats))
-
-
 def cross_validate(config: TrainConfig, run_dir: str | os.PathLike, *, folds: int | None = None,
                    progress: bool = True) -> dict:
     """Speaker-disjoint k-fold CV of the config and its `cv_candidates` over the train + val speakers.
@@ -83,7 +77,7 @@ def cross_validate(config: TrainConfig, run_dir: str | os.PathLike, *, folds: in
     from tqdm.auto import tqdm
 
     from .config import preset
-    from .embed_cache import EmbeddingCache, attach_speaker_stats, embed_manifest, prior_stats
+    from .embed_cache import EmbeddedSplit, EmbeddingCache, attach_speaker_stats, embed_manifest, prior_stats
     from .metrics import classification_report
     from .model import MemoCMT, build_head
 
@@ -106,17 +100,26 @@ def cross_validate(config: TrainConfig, run_dir: str | os.PathLike, *, folds: in
         raise ValueError("Cross-validation trains heads on cached embeddings; it needs frozen encoders.")
     cache = EmbeddingCache(config.cache_dir, model)
     embedded = embed_manifest(cache, pool, on_bad_file=config.on_bad_file, progress=progress, desc="embed train+val")
-    attach_speaker_stats([embedded])  # used by candidates with model.speaker_norm, ignored by the others
+    candidates = candidate_configs(config)
+    if len({tuple(c.perturb_corpora) for c in candidates.values()}) > 1:
+        raise ValueError("cv_candidates may change `perturb` but not `perturb_corpora`.")
+    union = sorted({spec for c in candidates.values() for spec in c.perturb})  # every candidate's copies, encoded once
+    copies = dict(zip(parse_perturbations(union), perturbed_copies(cache, pool, dataclasses.replace(config, perturb=union),
+                                                                    progress=progress)))
+    attach_speaker_stats([embedded, *copies.values()])  # used by candidates with model.speaker_norm, ignored by the others
     items, j = [], 0  # the utterances embed_manifest kept, in order (it skips only unusable audio)
     for u in pool.items:
         if j < len(embedded.ids) and embedded.ids[j] == (u.id or str(u.audio)):
             items.append(u)
             j += 1
     item_fold = [fold_of.get(u.speaker_key(), -1) for u in items]  # -1: always trains (outside cv_corpora)
+    copy_fold = {}  # a perturbed copy is in the fold of the speaker it was made from
+    for p, c in copies.items():
+        source = {perturbed_speaker(spk, p): spk for spk in fold_of}
+        copy_fold[p] = [fold_of.get(source.get(spk), -1) for spk in c.speakers]
     dims = {name: getattr(model.config, name) for name in
             ("audio_hidden_size", "audio_num_layers", "text_hidden_size", "text_num_layers")}
 
-    candidates = candidate_configs(config)
     table: dict[str, dict] = {}
     started = time.perf_counter()
     for name, cand in candidates.items():
@@ -124,15 +127,19 @@ def cross_validate(config: TrainConfig, run_dir: str | os.PathLike, *, folds: in
         if (head_config.audio_encoder, head_config.text_encoder) != (model.config.audio_encoder, model.config.text_encoder):
             raise ValueError(f"cv_candidates[{name!r}] changes an encoder; candidates share one embedding cache.")
         n_epochs = cand.stop_epoch or cand.epochs
-        scores = []
+        used = parse_perturbations(cand.perturb)
+        joint = EmbeddedSplit.concat([embedded, *(copies[p] for p in used)])
+        joint_fold = item_fold + [f for p in used for f in copy_fold[p]]
+        scores, sizes = [], []
         for fold in range(k):
-            train_idx = [i for i, f in enumerate(item_fold) if f != fold]
-            held_idx = [i for i, f in enumerate(item_fold) if f == fold]
-            train_split = _subset(embedded, train_idx)
+            train_idx = [i for i, f in enumerate(joint_fold) if f != fold]
+            held_idx = [i for i, f in enumerate(item_fold) if f == fold]  # real utterances only
+            train_split = joint.subset(train_idx)
+            sizes.append(len(train_idx))
             prior = prior_stats(train_split) if head_config.speaker_norm != "none" else None
             train_set = CachedDataset(train_split, (cand.feature_noise, cand.frame_drop, cand.crop_frames),
                                       cand.speaker_subsample, prior)
-            held_set = CachedDataset(_subset(embedded, held_idx))
+            held_set = CachedDataset(embedded.subset(held_idx))
             seed_everything(cand.seed)
             head = build_head(head_config)
             if head.speaker_norm:
@@ -159,7 +166,8 @@ def cross_validate(config: TrainConfig, run_dir: str | os.PathLike, *, folds: in
         best = int(np.argmax(mean))
         table[name] = {"overrides": config.cv_candidates.get(name, {}), "epochs": cand.epochs, "fold_ua": scores,
                        "mean_ua": mean.tolist(), "best_epoch": best + 1, "best_mean_ua": float(mean[best]),
-                       "best_fold_ua": [f[best] for f in scores], "last_mean_ua": float(mean[-1])}
+                       "best_fold_ua": [f[best] for f in scores], "last_mean_ua": float(mean[-1]),
+                       "fold_train_utterances": sizes}
     chosen = max(table, key=lambda n: table[n]["best_mean_ua"])  # first listed wins a tie ("base" first)
     result = {"folds": [[spk for _, spk in group] for group in fold_speakers], "cv_corpora": config.cv_corpora,
               "n_utterances": len(items), "n_always_train": item_fold.count(-1), "candidates": table,

@@ -30,6 +30,7 @@ from torch import nn
 from .audio import AudioError, check_audio, load_audio
 from .features import extract_features, pad_batch
 from .manifest import Manifest, ManifestError, Problem
+from .perturb import Perturbation, perturbed_speaker
 
 logger = logging.getLogger("memocmt")
 
@@ -56,6 +57,11 @@ def audio_file_key(path: str | os.PathLike) -> str:
     path = Path(path).resolve()
     stat = path.stat()
     return f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+
+
+def audio_key(path: str | os.PathLike, perturbation: Perturbation | None = None) -> str:
+    """Cache key of a file's states, or of its perturbed copy's."""
+    return audio_file_key(path) + (f"|{perturbation.spec}" if perturbation else "")
 
 
 @dataclass
@@ -101,10 +107,11 @@ class EmbeddingCache:
 
     # ----------------------------------------------------------------- lookup
 
-    def audio(self, path: str | os.PathLike) -> torch.Tensor:
-        """Stacked states (L, T, D) float16 of one audio file; raises AudioError for a bad file."""
-        key = audio_file_key(path) if Path(path).is_file() else str(path)
-        return self._get("audio", key, lambda: self._encode_audio(Path(path)))
+    def audio(self, path: str | os.PathLike, perturbation: Perturbation | None = None) -> torch.Tensor:
+        """Stacked states (L, T, D) float16 of one audio file (perturbed, if given: memocmt.perturb);
+        raises AudioError for a bad file."""
+        key = audio_key(path, perturbation) if Path(path).is_file() else str(path)
+        return self._get("audio", key, lambda: self._encode_audio(Path(path), perturbation))
 
     def text(self, text: str) -> torch.Tensor:
         """Stacked states (L, T, D) float16 of one transcript (T includes [CLS] and [SEP])."""
@@ -150,7 +157,7 @@ class EmbeddingCache:
 
     # ----------------------------------------------------------------- encoding
 
-    def fill_audio(self, paths: list[Path], batch_size: int = 8) -> dict[str, str]:
+    def fill_audio(self, paths: list[Path], batch_size: int = 8, perturbation: Perturbation | None = None) -> dict[str, str]:
         """Encode the files that miss the cache in padded batches (much faster than one by one).
 
         Returns {path: error} for files that cannot be used; they are left for `audio()` to report.
@@ -160,14 +167,14 @@ class EmbeddingCache:
         for path in dict.fromkeys(Path(p) for p in paths):
             if not path.is_file():
                 continue  # audio() raises the clear error
-            key = audio_file_key(path)
+            key = audio_key(path, perturbation)
             if not self.entry_path("audio", key).is_file():
                 todo.append((path, key))
         spec = self.model.audio_encoder.feature_spec
         features = []
         for path, key in todo:
             try:
-                features.append((extract_features(check_audio(load_audio(path), name=str(path)), spec), path, key))
+                features.append((extract_features(_load(path, perturbation), spec), path, key))
             except (AudioError, OSError) as e:
                 errors[str(path)] = str(e)
         features.sort(key=lambda item: item[0].shape[-1])
@@ -183,8 +190,8 @@ class EmbeddingCache:
         return errors
 
     @torch.inference_mode()
-    def _encode_audio(self, path: Path) -> torch.Tensor:
-        features = extract_features(check_audio(load_audio(path), name=str(path)), self.model.audio_encoder.feature_spec)
+    def _encode_audio(self, path: Path, perturbation: Perturbation | None = None) -> torch.Tensor:
+        features = extract_features(_load(path, perturbation), self.model.audio_encoder.feature_spec)
         padded, lengths = pad_batch([features])
         device = self.model.device
         states, lengths = self.model.encode_audio(torch.from_numpy(padded).to(device), torch.from_numpy(lengths).to(device))
@@ -196,6 +203,11 @@ class EmbeddingCache:
         device = self.model.device
         states, lengths = self.model.encode_text(ids.to(device), mask.to(device))
         return states[0, :, : int(lengths[0])].cpu()
+
+
+def _load(path: Path, perturbation: Perturbation | None) -> np.ndarray:
+    audio = check_audio(load_audio(path), name=str(path))
+    return check_audio(perturbation.apply(audio), name=f"{path} ({perturbation.spec})") if perturbation else audio
 
 
 @dataclass
@@ -214,11 +226,30 @@ class EmbeddedSplit:
     def __len__(self) -> int:
         return len(self.targets)
 
+    def subset(self, index: list[int]) -> "EmbeddedSplit":
+        """The items at `index` (skipped files are not carried over)."""
+        pick = lambda values: [values[i] for i in index] if values else []  # noqa: E731
+        return EmbeddedSplit(pick(self.audio), pick(self.text), pick(self.targets), pick(self.ids), [],
+                             pick(self.speakers), pick(self.utterance_stats), pick(self.speaker_stats))
+
+    @classmethod
+    def concat(cls, splits: list["EmbeddedSplit"]) -> "EmbeddedSplit":
+        """All items of `splits` in order; statistics are kept only when every split has them."""
+        joined = lambda name: [v for s in splits for v in getattr(s, name)]  # noqa: E731
+        stats = lambda name: joined(name) if all(getattr(s, name) or not len(s) for s in splits) else []  # noqa: E731
+        return cls(joined("audio"), joined("text"), joined("targets"), joined("ids"), joined("skipped"),
+                   joined("speakers"), stats("utterance_stats"), stats("speaker_stats"))
+
 
 def embed_manifest(
-    cache: EmbeddingCache, manifest: Manifest, *, on_bad_file: str = "stop", progress: bool = True, desc: str = "embed"
+    cache: EmbeddingCache, manifest: Manifest, *, on_bad_file: str = "stop", progress: bool = True, desc: str = "embed",
+    perturbation: Perturbation | None = None,
 ) -> EmbeddedSplit:
-    """Cached states of every utterance; a bad audio file stops (naming it) or is skipped and listed."""
+    """Cached states of every utterance; a bad audio file stops (naming it) or is skipped and listed.
+
+    With a `perturbation` (memocmt.perturb), the states of each utterance's perturbed copy, whose
+    speaker is a new voice (perturbed_speaker) and whose id is the utterance's own.
+    """
     if on_bad_file not in ("skip", "stop"):
         raise ValueError(f"on_bad_file must be 'skip' or 'stop', not {on_bad_file!r}.")
     from tqdm.auto import tqdm
@@ -228,10 +259,10 @@ def embed_manifest(
     index = manifest.label_to_id()
     out = EmbeddedSplit([], [], [], [], [])
     if use_audio:
-        cache.fill_audio([u.audio for u in manifest.items])
+        cache.fill_audio([u.audio for u in manifest.items], perturbation=perturbation)
     for row, u in enumerate(tqdm(manifest.items, desc=desc, disable=not progress, leave=False), start=1):
         try:
-            audio = cache.audio(u.audio) if use_audio else None
+            audio = cache.audio(u.audio, perturbation) if use_audio else None
         except (AudioError, OSError) as e:
             problem = Problem(u.line or row, str(u.audio), str(e))
             if on_bad_file == "stop":
@@ -243,7 +274,8 @@ def embed_manifest(
         out.text.append(cache.text(u.text) if use_text else None)
         out.targets.append(index[u.label])
         out.ids.append(u.id or str(u.audio))
-        out.speakers.append(u.speaker_key() if u.speaker else None)
+        speaker = u.speaker_key() if u.speaker else None
+        out.speakers.append(perturbed_speaker(speaker, perturbation) if perturbation and speaker else speaker)
     if out.skipped:
         logger.warning("Skipped %d unusable audio file(s): %s", len(out.skipped), "; ".join(str(p) for p in out.skipped[:5]))
     return out

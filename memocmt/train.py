@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from .manifest import Manifest, ManifestError, map_labels, read_manifest, validate_manifest
+from .perturb import parse_perturbations
 
 logger = logging.getLogger("memocmt")
 
@@ -88,6 +89,10 @@ class TrainConfig:
     cv_folds: int = 0  # speaker-disjoint cross-validation folds over the train + val speakers (0 = no CV)
     cv_corpora: list[str] = field(default_factory=list)  # corpora whose speakers are folded and scored; [] = all
     cv_candidates: dict = field(default_factory=dict)  # name -> config overrides compared by CV with the config itself
+    # training only, frozen encoders: a perturbed copy of every training utterance per sox effect line
+    # ("speed 0.9", "pitch 200" cents, "tempo 1.1"; memocmt.perturb), each copy a voice of its own
+    perturb: list[str] = field(default_factory=list)
+    perturb_corpora: list[str] = field(default_factory=list)  # corpora whose utterances are perturbed; [] = all
 
     def validate(self) -> "TrainConfig":
         for name, value, choices in (("optimizer", self.optimizer, OPTIMIZERS), ("scheduler", self.scheduler, SCHEDULERS),
@@ -104,6 +109,7 @@ class TrainConfig:
             raise ValueError(f"stop_epoch {self.stop_epoch} must be between 0 and epochs ({self.epochs}).")
         if self.cv_folds == 1 or self.cv_folds < 0:
             raise ValueError("cv_folds must be 0 (no cross-validation) or at least 2.")
+        parse_perturbations(self.perturb)
         for name, overrides in self.cv_candidates.items():
             if name == "base" or not isinstance(overrides, dict):
                 raise ValueError(f"cv_candidates[{name!r}] must be a mapping of config overrides (and not named 'base').")
@@ -416,22 +422,32 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
     if config.train_on_val:  # the epoch count was chosen elsewhere (cross-validation): no val selection
         splits["train"] = Manifest.from_items(splits["train"].items + splits["val"].items, manifest.labels)
         splits["val"] = Manifest.from_items((), manifest.labels)
+    if config.perturb and not frozen:
+        raise ValueError("`perturb` works on cached embeddings, so it needs frozen encoders; "
+                         "remove it or freeze both encoders.")
     if frozen:
-        from .embed_cache import EmbeddingCache, attach_speaker_stats, embed_manifest, fit_voices, prior_stats
+        from .embed_cache import EmbeddedSplit, EmbeddingCache, attach_speaker_stats, embed_manifest, fit_voices, prior_stats
 
         cache = EmbeddingCache(config.cache_dir, model)
         embedded = {name: embed_manifest(cache, m, on_bad_file=config.on_bad_file, progress=progress and main, desc=f"embed {name}")
                     for name, m in splits.items() if len(m)}
+        copies = perturbed_copies(cache, splits["train"], config, progress=progress and main)
         for name, e in embedded.items():
             problems += e.skipped
             if not len(e):
                 raise ManifestError(f"The {name} split has no usable utterances left after skipping bad files.")
+        problems += [p for c in copies for p in c.skipped]
         prior = None
         if model.head.speaker_norm:
-            attach_speaker_stats(list(embedded.values()))  # each speaker's statistics over all its utterances, no labels
+            attach_speaker_stats(list(embedded.values()) + copies)  # each speaker's statistics over all its utterances, no labels
+            model.voices = fit_voices([embedded[n] for n in ("train", "val") if n in embedded])  # real voices only
+        if copies:
+            embedded["train"] = EmbeddedSplit.concat([embedded["train"], *copies])
+            logger.info("Training on %d utterances with %d perturbed copies (%s)", len(embedded["train"]),
+                        sum(len(c) for c in copies), ", ".join(config.perturb))
+        if model.head.speaker_norm:
             prior = prior_stats(embedded["train"])
             model.head.speaker_prior.copy_(prior)
-            model.voices = fit_voices([embedded[n] for n in ("train", "val") if n in embedded])
         module: nn.Module = model.head
         datasets = {name: CachedDataset(e, (config.feature_noise, config.frame_drop, config.crop_frames), config.speaker_subsample, prior)
                     if name == "train" else CachedDataset(e) for name, e in embedded.items()}
@@ -529,6 +545,19 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
     if world > 1:
         torch.distributed.destroy_process_group()
     return run_dir
+
+
+def perturbed_copies(cache, manifest: Manifest, config: TrainConfig, *, progress: bool = False) -> list:
+    """One EmbeddedSplit per `config.perturb` effect: perturbed copies of the utterances of `manifest`
+    in `config.perturb_corpora` (all corpora if empty), each speaker's copies a voice of their own."""
+    from .embed_cache import embed_manifest
+
+    source = Manifest.from_items([u for u in manifest.items if not config.perturb_corpora or u.corpus in config.perturb_corpora],
+                                 manifest.labels)
+    if not config.perturb or not len(source):
+        return []
+    return [embed_manifest(cache, source, on_bad_file=config.on_bad_file, progress=progress, desc=f"embed {p.spec}",
+                           perturbation=p) for p in parse_perturbations(config.perturb)]
 
 
 def _truncate_metrics(path: Path, last_epoch: int) -> None:

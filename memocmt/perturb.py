@@ -1,0 +1,88 @@
+"""Speed and pitch perturbation of training audio: more voices from the same speakers.
+
+A speaker-independent emotion model learns from few speakers (RAVDESS: 16 actors to train on),
+and what it must not learn is who is speaking. Perturbed copies of each training utterance
+(sox's `speed`, which scales pitch, formants and tempo together, and `pitch`, which moves pitch
+and formants at constant tempo) sound like other voices saying the same thing with the same
+emotion. Each copy counts as a new speaker: its own speaker statistics for a speaker_norm head,
+and in cross-validation the fold of the speaker it was made from, so no held-out speaker leaks
+into training.
+
+Specs are sox effect lines: "speed 0.9", "speed 1.1", "pitch -200", "pitch 200" (cents),
+"tempo 1.1". Perturbation runs only on frozen-encoder training, where each copy is encoded once
+and cached like any other utterance (memocmt.embed_cache).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+import numpy as np
+
+from .audio import SAMPLE_RATE, AudioError
+
+# effect -> (smallest, largest) amount that still sounds like speech
+EFFECTS = {"speed": (0.5, 2.0), "tempo": (0.5, 2.0), "pitch": (-1200.0, 1200.0)}
+
+
+class PerturbError(ValueError):
+    """A perturbation spec that cannot be used, or sox missing or failing."""
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    effect: str  # "speed" | "tempo" | "pitch"
+    amount: float  # factor for speed and tempo, cents for pitch
+
+    @classmethod
+    def parse(cls, spec: str) -> "Perturbation":
+        parts = str(spec).split()
+        if len(parts) != 2 or parts[0] not in EFFECTS:
+            raise PerturbError(f"Audio perturbation {spec!r} is not '<effect> <amount>' with effect one of "
+                               f"{', '.join(EFFECTS)} (e.g. 'speed 0.9', 'pitch -200').")
+        try:
+            amount = float(parts[1])
+        except ValueError:
+            raise PerturbError(f"Audio perturbation {spec!r}: {parts[1]!r} is not a number.") from None
+        low, high = EFFECTS[parts[0]]
+        if not low <= amount <= high or (parts[0] != "pitch" and amount == 1.0) or (parts[0] == "pitch" and amount == 0):
+            raise PerturbError(f"Audio perturbation {spec!r}: the {parts[0]} amount must lie in [{low:g}, {high:g}] "
+                               "and change something.")
+        return cls(parts[0], amount)
+
+    @property
+    def spec(self) -> str:
+        return f"{self.effect} {self.amount:g}"
+
+    @property
+    def name(self) -> str:
+        """Short tag for ids and speaker names: 'speed0.9', 'pitch-200'."""
+        return f"{self.effect}{self.amount:g}"
+
+    def apply(self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+        """The perturbed float32 mono audio at the same sample rate (sox, through pipes)."""
+        if shutil.which("sox") is None:
+            raise PerturbError("Audio perturbation needs the sox command; install it with `apt-get install sox`.")
+        raw = ["-t", "raw", "-e", "floating-point", "-b", "32", "-c", "1", "-r", str(sample_rate)]
+        cmd = ["sox", "-q", "-D", *raw, "-", *raw, "-", self.effect, f"{self.amount:g}", "rate", str(sample_rate)]
+        result = subprocess.run(cmd, input=np.ascontiguousarray(audio, dtype="<f4").tobytes(), capture_output=True, check=False)
+        if result.returncode != 0:
+            message = result.stderr.decode("utf-8", "replace").strip().splitlines()
+            raise AudioError(f"sox {self.spec} failed: {message[-1] if message else 'exit ' + str(result.returncode)}.")
+        out = np.frombuffer(result.stdout, dtype="<f4").astype(np.float32)
+        return np.clip(out, -1.0, 1.0)
+
+
+def parse_perturbations(specs: list[str]) -> list[Perturbation]:
+    """Parsed specs, refusing repeats."""
+    out = [Perturbation.parse(s) for s in specs]
+    if len(set(out)) != len(out):
+        raise PerturbError(f"Audio perturbations {list(specs)} repeat one; list each once.")
+    return out
+
+
+def perturbed_speaker(speaker: tuple[str, str], perturbation: Perturbation) -> tuple[str, str]:
+    """The (corpus, speaker) key of a speaker's perturbed copies: a voice of its own."""
+    return speaker[0], f"{speaker[1]}~{perturbation.name}"
