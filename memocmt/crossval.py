@@ -135,10 +135,10 @@ def cross_validate(config: TrainConfig, run_dir: str | os.PathLike, *, folds: in
             train_idx = [i for i, f in enumerate(joint_fold) if f != fold]
             held_idx = [i for i, f in enumerate(item_fold) if f == fold]  # real utterances only
             train_split = joint.subset(train_idx)
-            sizes.append(len(train_idx))
+            sizes.append(len(train_idx))  # utterances and their copies
             prior = prior_stats(train_split) if head_config.speaker_norm != "none" else None
             train_set = CachedDataset(train_split, (cand.feature_noise, cand.frame_drop, cand.crop_frames),
-                                      cand.speaker_subsample, prior)
+                                      cand.speaker_subsample, prior, versions=bool(used))
             held_set = CachedDataset(embedded.subset(held_idx))
             seed_everything(cand.seed)
             head = build_head(head_config)
@@ -147,7 +147,7 @@ def cross_validate(config: TrainConfig, run_dir: str | os.PathLike, *, folds: in
             head = head.to(device)
             params = [p for p in head.parameters() if p.requires_grad]
             optimizer, scheduler = make_optimizer(cand, params)
-            weight = class_weight(train_set.split.targets, len(labels), device) if cand.class_weights else None
+            weight = class_weight(train_set.epoch_targets, len(labels), device) if cand.class_weights else None
             loss_fn = nn.CrossEntropyLoss(weight=weight)
             held_loader = torch.utils.data.DataLoader(held_set, batch_size=cand.batch_size, collate_fn=collate_cached)
             fold_ua = []

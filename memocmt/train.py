@@ -203,8 +203,15 @@ class CachedDataset(torch.utils.data.Dataset):
     subsets of the speaker's utterances) for training."""
 
     def __init__(self, split, augment: tuple[float, float, int] = (0.0, 0.0, 0), speaker_subsample: float = 0.0,
-                 prior: torch.Tensor | None = None):
+                 prior: torch.Tensor | None = None, versions: bool = False):
         self.split, self.noise, self.drop, self.crop = split, *augment
+        # with perturbed copies (same id as their utterance): an epoch draws one version of each utterance
+        self.versions = None
+        if versions:
+            groups: dict = {}
+            for i, id_ in enumerate(split.ids):
+                groups.setdefault(id_, []).append(i)
+            self.versions = list(groups.values())
         self.speaker_subsample = speaker_subsample if split.speaker_stats else 0.0
         self.prior = None if prior is None else prior.numpy()
         if self.speaker_subsample:
@@ -215,6 +222,11 @@ class CachedDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.split)
+
+    @property
+    def epoch_targets(self) -> list[int]:
+        """Class ids of the utterances one epoch sees (one per utterance, whichever version)."""
+        return [self.split.targets[g[0]] for g in self.versions] if self.versions else self.split.targets
 
     def __getitem__(self, i: int):
         audio, text = self.split.audio[i], self.split.text[i]
@@ -338,9 +350,16 @@ def make_optimizer(config: TrainConfig, params: list) -> tuple[torch.optim.Optim
     return optimizer, scheduler
 
 
-def epoch_sampler(dataset, seed: int, epoch: int) -> torch.utils.data.Sampler:
-    """The order depends on (seed, epoch) only, so a resumed run sees the same batches."""
-    return torch.utils.data.RandomSampler(dataset, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+def epoch_sampler(dataset, seed: int, epoch: int):
+    """The order depends on (seed, epoch) only, so a resumed run sees the same batches. A dataset with
+    perturbed copies (CachedDataset.versions) yields one version of each utterance, drawn uniformly."""
+    generator = torch.Generator().manual_seed(seed * 100003 + epoch)
+    versions = getattr(dataset, "versions", None)
+    if not versions:
+        return torch.utils.data.RandomSampler(dataset, generator=generator)
+    order = torch.randperm(len(versions), generator=generator).tolist()
+    picks = torch.randint(0, 2**31 - 1, (len(versions),), generator=generator).tolist()
+    return [versions[i][picks[i] % len(versions[i])] for i in order]
 
 
 def class_weight(targets, n_classes: int, device) -> torch.Tensor:
@@ -442,17 +461,18 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
             attach_speaker_stats(list(embedded.values()) + copies)  # each speaker's statistics over all its utterances, no labels
             model.voices = fit_voices([embedded[n] for n in ("train", "val") if n in embedded])  # real voices only
         if copies:
+            logger.info("Training on %d utterances; each epoch draws each one as itself or as one of its %d perturbed "
+                        "copies (%s)", len(embedded["train"]), len(copies), ", ".join(config.perturb))
             embedded["train"] = EmbeddedSplit.concat([embedded["train"], *copies])
-            logger.info("Training on %d utterances with %d perturbed copies (%s)", len(embedded["train"]),
-                        sum(len(c) for c in copies), ", ".join(config.perturb))
         if model.head.speaker_norm:
             prior = prior_stats(embedded["train"])
             model.head.speaker_prior.copy_(prior)
         module: nn.Module = model.head
-        datasets = {name: CachedDataset(e, (config.feature_noise, config.frame_drop, config.crop_frames), config.speaker_subsample, prior)
+        datasets = {name: CachedDataset(e, (config.feature_noise, config.frame_drop, config.crop_frames), config.speaker_subsample,
+                                        prior, versions=bool(copies))
                     if name == "train" else CachedDataset(e) for name, e in embedded.items()}
         collate = collate_cached
-        train_targets = embedded["train"].targets
+        train_targets = datasets["train"].epoch_targets
         if main:
             logger.info("Embedding cache: %d hits, %d misses, %d corrupt entries recomputed",
                         cache.stats.hits, cache.stats.misses, len(cache.stats.corrupt))
@@ -492,7 +512,11 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
                   initial=start_epoch - 1, total=last_epoch)
     for epoch in epochs:
         started = time.perf_counter()
-        if world > 1:
+        if world > 1 and getattr(datasets["train"], "versions", None):  # the same draw on every rank, then one share each
+            order = epoch_sampler(datasets["train"], config.seed, epoch)
+            order += order[: -len(order) % world]  # equal shares, as DistributedSampler pads
+            sampler = order[rank::world]
+        elif world > 1:
             sampler = torch.utils.data.distributed.DistributedSampler(datasets["train"], shuffle=True, seed=config.seed)
             sampler.set_epoch(epoch)
         else:

@@ -92,14 +92,29 @@ def test_training_adds_copies_and_refuses_them_for_fine_tuning(tiny, tmp_path, c
     config = tiny_config(tiny, tmp_path, epochs=1, perturb=["speed 0.9", "pitch -200"], perturb_corpora=["tones"])
     with caplog.at_level("INFO", logger="memocmt"):
         run = train(config, tmp_path / "run", progress=False)
-    assert "Training on 54 utterances with 36 perturbed copies" in caplog.text  # s1-s3: 18 utterances, 2 copies each
+    assert "Training on 18 utterances; each epoch draws each one as itself or as one of its 2 perturbed copies" in caplog.text
     assert json.loads((run / "metrics.jsonl").read_text().splitlines()[0])["epoch"] == 1
     skipped = tiny_config(tiny, tmp_path, epochs=1, perturb=["speed 0.9"], perturb_corpora=["other"])
     with caplog.at_level("INFO", logger="memocmt"):
         caplog.clear()
         train(skipped, tmp_path / "run2", progress=False)
-    assert "perturbed copies" not in caplog.text
+    assert "perturbed" not in caplog.text
     fine_tune = tiny_config(tiny, tmp_path, epochs=1, perturb=["speed 0.9"],
                             model={**config.model, "freeze_audio": False})
     with pytest.raises(ValueError, match="frozen encoders"):
         train(fine_tune, tmp_path / "run3", progress=False)
+
+
+def test_an_epoch_draws_one_version_of_each_utterance():
+    from memocmt.embed_cache import EmbeddedSplit
+    from memocmt.train import CachedDataset, epoch_sampler
+
+    ids = ["a", "b", "c", "a", "b", "c", "a", "b"]  # 3 utterances, then their copies ("c" has one copy)
+    split = EmbeddedSplit([None] * 8, [None] * 8, [0, 1, 1, 0, 1, 1, 0, 1], ids, [])
+    data = CachedDataset(split, versions=True)
+    assert data.versions == [[0, 3, 6], [1, 4, 7], [2, 5]] and data.epoch_targets == [0, 1, 1]
+    draws = [epoch_sampler(data, 0, epoch) for epoch in range(1, 40)]
+    assert all(sorted(ids[i] for i in d) == ["a", "b", "c"] for d in draws)  # one version of each, every epoch
+    assert {i for d in draws for i in d} == set(range(8))  # and every version comes up
+    assert epoch_sampler(data, 0, 5) == draws[4] and epoch_sampler(data, 1, 5) != draws[4]  # fixed by (seed, epoch)
+    assert len(list(epoch_sampler(CachedDataset(split), 0, 1))) == 8  # without versions: every item
