@@ -1,11 +1,12 @@
 """How much of a difference between two heads is the training seed? Retrain the default model's
-fusion and audio-only heads with other seeds and score them on the RAVDESS test actors.
+fusion and audio-only heads with other seeds and score them on the RAVDESS test actors and on the
+synthetic test voices (where the words carry emotion, so fusion should lead audio-only).
 
     python training/recipes/seed_spread.py --work runs/default-model --seeds 1 2 3
 
 Needs a finished `training/recipes/default_model.py` run in `--work` (its data and, with
 cross-validation, the chosen epoch count in edge-ravdess4/cv.json); the recipe's own runs count as
-seed 0. Writes <work>/seed_spread.json and prints a table: UA per seed, mean and standard deviation.
+seed 0. Writes <work>/seed_spread.json and prints a table per test set: UA per seed, mean and standard deviation.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from memocmt.train import load_config, train  # noqa: E402
 HEADS = {"fusion": ("edge-ravdess4", []), "audio-only": ("edge-ravdess4-audio", ["model.modalities=audio"])}
 
 
-def test_ua(checkpoint: Path, manifest) -> float:
-    return evaluate_manifest(load_checkpoint(checkpoint), manifest, batch_size=16, progress=False).report.ua
+def test_ua(checkpoint: Path, tests: dict) -> dict[str, float]:
+    model = load_checkpoint(checkpoint)
+    return {name: evaluate_manifest(model, m, batch_size=16, progress=False).report.ua for name, m in tests.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,13 +50,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{work} holds no recipe data; run training/recipes/default_model.py --work {work} first.")
     cv_path = work / "edge-ravdess4" / "cv.json"
     cv = json.loads(cv_path.read_text()) if cv_path.is_file() else None
-    test = read_manifest(data / "ravdess4.jsonl").split("test")
+    tests = {"ravdess": read_manifest(data / "ravdess4.jsonl").split("test"),
+             "synthetic": read_manifest(data / "synthetic" / "manifest.jsonl").split("test")}
     manifests = f"[{data / 'ravdess4.jsonl'}, {data / 'synthetic' / 'manifest.jsonl'}]"
     table: dict[str, dict[str, float]] = {}
     for head, (recipe_run, extra) in HEADS.items():
         scores = {}
         if (work / recipe_run / "best.safetensors").is_file():
-            scores["0"] = test_ua(work / recipe_run / "best.safetensors", test)
+            scores["0"] = test_ua(work / recipe_run / "best.safetensors", tests)
         for seed in args.seeds:
             name = f"seeds/{recipe_run}-seed{seed}"
             config = load_config(REPO / "training" / "configs" / "edge-ravdess.yaml",
@@ -63,16 +66,21 @@ def main(argv: list[str] | None = None) -> int:
             if cv is not None:
                 config = final_config(config, cv)
             run = train(config, work / name, progress=False)
-            scores[str(seed)] = test_ua(run / "best.safetensors", test)
-            logging.info("%s seed %d: test UA %.2f%%", head, seed, 100 * scores[str(seed)])
-        values = np.array(list(scores.values()))
-        table[head] = {"per_seed": scores, "mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+            scores[str(seed)] = test_ua(run / "best.safetensors", tests)
+            logging.info("%s seed %d: test UA %s", head, seed, ", ".join(f"{k} {100 * v:.2f}%" for k, v in scores[str(seed)].items()))
+        for test in tests:
+            per_seed = {seed: ua[test] for seed, ua in scores.items()}
+            values = np.array(list(per_seed.values()))
+            table.setdefault(test, {})[head] = {"per_seed": per_seed, "mean": float(values.mean()),
+                                                "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
     (work / "seed_spread.json").write_text(json.dumps(table, indent=2))
-    print("| head | " + " | ".join(f"seed {s}" for s in table["fusion"]["per_seed"]) + " | mean | std |")
-    print("|---|" + "---:|" * (len(table["fusion"]["per_seed"]) + 2))
-    for head, row in table.items():
-        print(f"| {head} | " + " | ".join(f"{100 * v:.1f}%" for v in row["per_seed"].values())
-              + f" | {100 * row['mean']:.1f}% | {100 * row['std']:.1f} |")
+    for test, rows in table.items():
+        print(f"\n{test} test UA\n")
+        print("| head | " + " | ".join(f"seed {s}" for s in rows["fusion"]["per_seed"]) + " | mean | std |")
+        print("|---|" + "---:|" * (len(rows["fusion"]["per_seed"]) + 2))
+        for head, row in rows.items():
+            print(f"| {head} | " + " | ".join(f"{100 * v:.1f}%" for v in row["per_seed"].values())
+                  + f" | {100 * row['mean']:.1f}% | {100 * row['std']:.1f} |")
     return 0
 
 
