@@ -145,7 +145,7 @@ def test_wrong_graph_output_raises_and_leaves_no_bundle(tiny, tmp_path, monkeypa
         return logits + 0.01, probs
 
     monkeypatch.setattr(_FusionGraph, "forward", broken)
-    with pytest.raises(ExportValidationError, match="max logit difference"):
+    with pytest.raises(ExportValidationError, match="max fusion logit difference 1.00e-02"):
         export_bundle(tiny, tmp_path / "broken")
     assert list(tmp_path.iterdir()) == []
 
