@@ -296,7 +296,8 @@ def verify_bundle(
                 f"{STATES_RTOL_FP32:.0e}), max end-to-end logit difference {diffs.logits:.2e} (allowed "
                 f"{END_TO_END_LOGITS_ATOL_FP32:.0e})."
             )
-        report["tolerance_logits"] = LOGITS_ATOL_FP32
+        report["tolerance_logits"] = LOGITS_ATOL_FP32  # the fusion graph's
+        report["tolerance_end_to_end_logits"] = END_TO_END_LOGITS_ATOL_FP32
     if eval_manifest is not None:
         eval_items = evaluation_set(eval_manifest, eval_limit)
         eval_agreement, _ = _agreement(bundle, model, eval_items)
