@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .manifest import Manifest
+from .parallel import cpu_workers, fork_available, map_forked
 from .perturb import parse_perturbations, perturbed_speaker
 from .train import (
     CachedDataset,
@@ -74,12 +75,9 @@ def cross_validate(config: TrainConfig, run_dir: str | os.PathLike, *, folds: in
     Writes cv.json (every fold's UA per epoch) and cv.md (the table) to `run_dir`; the test split
     is never loaded.
     """
-    from tqdm.auto import tqdm
-
     from .config import preset
-    from .embed_cache import EmbeddedSplit, EmbeddingCache, attach_speaker_stats, embed_manifest, prior_stats
-    from .metrics import classification_report
-    from .model import MemoCMT, build_head
+    from .embed_cache import EmbeddedSplit, EmbeddingCache, attach_speaker_stats, embed_manifest
+    from .model import MemoCMT
 
     k = folds or config.cv_folds
     if k < 2:
@@ -126,48 +124,21 @@ def cross_validate(config: TrainConfig, run_dir: str | os.PathLike, *, folds: in
         head_config = preset(cand.preset, labels=labels, **cand.model).replace(**dims)
         if (head_config.audio_encoder, head_config.text_encoder) != (model.config.audio_encoder, model.config.text_encoder):
             raise ValueError(f"cv_candidates[{name!r}] changes an encoder; candidates share one embedding cache.")
-        n_epochs = cand.stop_epoch or cand.epochs
         used = parse_perturbations(cand.perturb)
         joint = EmbeddedSplit.concat([embedded, *(copies[p] for p in used)])
         joint_fold = item_fold + [f for p in used for f in copy_fold[p]]
-        scores, sizes = [], []
-        for fold in range(k):
-            train_idx = [i for i, f in enumerate(joint_fold) if f != fold]
-            held_idx = [i for i, f in enumerate(item_fold) if f == fold]  # real utterances only
-            train_split = joint.subset(train_idx)
-            sizes.append(len(train_idx))  # utterances and their copies
-            prior = prior_stats(train_split) if head_config.speaker_norm != "none" else None
-            train_set = CachedDataset(train_split, (cand.feature_noise, cand.frame_drop, cand.crop_frames),
-                                      cand.speaker_subsample, prior, versions=bool(used))
-            held_set = CachedDataset(embedded.subset(held_idx))
-            seed_everything(cand.seed)
-            head = build_head(head_config)
-            if head.speaker_norm:
-                head.speaker_prior.copy_(prior)
-            head = head.to(device)
-            params = [p for p in head.parameters() if p.requires_grad]
-            optimizer, scheduler = make_optimizer(cand, params)
-            weight = class_weight(train_set.epoch_targets, len(labels), device) if cand.class_weights else None
-            loss_fn = nn.CrossEntropyLoss(weight=weight)
-            held_loader = torch.utils.data.DataLoader(held_set, batch_size=cand.batch_size, collate_fn=collate_cached)
-            fold_ua = []
-            for epoch in tqdm(range(1, n_epochs + 1), desc=f"cv {name} fold {fold + 1}/{k}", disable=not progress, leave=False):
-                loader = torch.utils.data.DataLoader(train_set, batch_size=cand.batch_size, collate_fn=collate_cached,
-                                                     sampler=epoch_sampler(train_set, cand.seed, epoch))
-                train_epoch(head, loader, loss_fn, optimizer, params, cand.grad_clip, device)
-                scheduler.step()
-                y, prob = predict(head, held_loader, device)
-                fold_ua.append(classification_report(y, prob.argmax(1), labels).ua)
-            scores.append(fold_ua)
-            logger.info("CV %s fold %d/%d (%s): UA %.4f after epoch %d, best %.4f at epoch %d", name, fold + 1, k,
-                        " ".join(s for _, s in fold_speakers[fold]), fold_ua[-1], n_epochs, max(fold_ua),
-                        int(np.argmax(fold_ua)) + 1)
+        jobs = [_FoldJob(name, fold, k, " ".join(s for _, s in fold_speakers[fold]), cand, head_config, labels,
+                         joint, [i for i, f in enumerate(joint_fold) if f != fold], embedded,
+                         [i for i, f in enumerate(item_fold) if f == fold],  # real utterances only
+                         bool(used), device, progress) for fold in range(k)]
+        outcomes = _run_folds(jobs, fold_workers(config, device, k))
+        scores, losses, sizes = ([o[i] for o in outcomes] for i in range(3))
         mean = np.mean(np.array(scores), axis=0)
         best = int(np.argmax(mean))
         table[name] = {"overrides": config.cv_candidates.get(name, {}), "epochs": cand.epochs, "fold_ua": scores,
                        "mean_ua": mean.tolist(), "best_epoch": best + 1, "best_mean_ua": float(mean[best]),
                        "best_fold_ua": [f[best] for f in scores], "last_mean_ua": float(mean[-1]),
-                       "fold_train_utterances": sizes}
+                       "fold_loss": losses, "fold_train_utterances": sizes}
     chosen = max(table, key=lambda n: table[n]["best_mean_ua"])  # first listed wins a tie ("base" first)
     result = {"folds": [[spk for _, spk in group] for group in fold_speakers], "cv_corpora": config.cv_corpora,
               "n_utterances": len(items), "n_always_train": item_fold.count(-1), "candidates": table,
@@ -179,6 +150,82 @@ def cross_validate(config: TrainConfig, run_dir: str | os.PathLike, *, folds: in
     logger.info("CV chose %s with %d epochs (mean UA %.4f)", chosen, table[chosen]["best_epoch"], table[chosen]["best_mean_ua"])
     return result
 
+
+@dataclasses.dataclass
+class _FoldJob:
+    """One candidate's training on one fold: everything `_train_fold` needs."""
+
+    candidate: str
+    fold: int
+    k: int
+    held_speakers: str
+    cand: TrainConfig
+    head_config: object
+    labels: list[str]
+    joint: object  # EmbeddedSplit: real utterances and the candidate's perturbed copies
+    train_idx: list[int]
+    embedded: object  # EmbeddedSplit of the real utterances
+    held_idx: list[int]
+    versions: bool
+    device: torch.device
+    progress: bool
+
+
+def _train_fold(job: _FoldJob) -> tuple[list[float], list[float], int]:
+    """UA and mean cross-entropy on the held-out speakers after every epoch, and the number of training
+    utterances (copies included)."""
+    from tqdm.auto import tqdm
+
+    from .embed_cache import prior_stats
+    from .metrics import classification_report
+    from .model import build_head
+
+    cand, device = job.cand, job.device
+    train_split = job.joint.subset(job.train_idx)
+    prior = prior_stats(train_split) if job.head_config.speaker_norm != "none" else None
+    train_set = CachedDataset(train_split, (cand.feature_noise, cand.frame_drop, cand.crop_frames),
+                              cand.speaker_subsample, prior, versions=job.versions)
+    held_set = CachedDataset(job.embedded.subset(job.held_idx))
+    seed_everything(cand.seed)
+    head = build_head(job.head_config)
+    if head.speaker_norm:
+        head.speaker_prior.copy_(prior)
+    head = head.to(device)
+    params = [p for p in head.parameters() if p.requires_grad]
+    optimizer, scheduler = make_optimizer(cand, params)
+    weight = class_weight(train_set.epoch_targets, len(job.labels), device) if cand.class_weights else None
+    loss_fn = nn.CrossEntropyLoss(weight=weight)
+    held_loader = torch.utils.data.DataLoader(held_set, batch_size=cand.batch_size, collate_fn=collate_cached)
+    n_epochs = cand.stop_epoch or cand.epochs
+    fold_ua, fold_loss = [], []
+    for epoch in tqdm(range(1, n_epochs + 1), desc=f"cv {job.candidate} fold {job.fold + 1}/{job.k}",
+                      disable=not job.progress, leave=False):
+        loader = torch.utils.data.DataLoader(train_set, batch_size=cand.batch_size, collate_fn=collate_cached,
+                                             sampler=epoch_sampler(train_set, cand.seed, epoch))
+        train_epoch(head, loader, loss_fn, optimizer, params, cand.grad_clip, device)
+        scheduler.step()
+        y, prob = predict(head, held_loader, device)
+        fold_ua.append(classification_report(y, prob.argmax(1), job.labels).ua)
+        fold_loss.append(float(-np.mean(np.log(np.maximum(prob[np.arange(len(y)), y], 1e-12)))))
+    logger.info("CV %s fold %d/%d (%s): UA %.4f after epoch %d, best %.4f at epoch %d", job.candidate, job.fold + 1,
+                job.k, job.held_speakers, fold_ua[-1], n_epochs, max(fold_ua), int(np.argmax(fold_ua)) + 1)
+    return fold_ua, fold_loss, len(job.train_idx)
+
+
+def fold_workers(config: TrainConfig, device: torch.device, k: int) -> int:
+    """How many folds train at once: `cv_workers`, or (0) as many as the CPU cores allow at `threads` each.
+    On a GPU, one at a time (CUDA does not survive a fork)."""
+    if device.type != "cpu":
+        return 1
+    return min(config.cv_workers, k) if config.cv_workers else cpu_workers(k, config.threads or torch.get_num_threads())
+
+
+def _run_folds(jobs: list[_FoldJob], workers: int) -> list[tuple[list[float], list[float], int]]:
+    """`_train_fold` on every job, in order, `workers` at a time (memocmt.parallel)."""
+    if workers > 1 and fork_available():
+        logger.info("CV: %d folds, %d at a time in worker processes", len(jobs), workers)
+        jobs = [dataclasses.replace(job, progress=False) for job in jobs]  # bars from several processes garble
+    return map_forked(_train_fold, jobs, workers, torch.get_num_threads())
 
 def cv_markdown(result: dict) -> str:
     k = len(result["folds"])

@@ -9,13 +9,14 @@ utterance's stacked hidden states (L, T, D) are stored once as float16 safetenso
 
 The encoder fingerprint hashes the encoder's name, input spec and every weight, so another
 encoder (or the same name with other weights) never reads stale states. An audio key hashes
-the file's resolved path, size and modification time, so an edited file is re-encoded; a text
-key hashes the text. Each entry also stores its key, and an entry that cannot be read or
+the file's bytes, so an edited file is re-encoded while a copied or moved corpus keeps its
+states; a text key hashes the text. Each entry also stores its key, and an entry that cannot be read or
 does not match is reported, deleted and recomputed.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -53,10 +54,24 @@ def encoder_fingerprint(encoder: nn.Module, spec: dict) -> str:
 
 
 def audio_file_key(path: str | os.PathLike) -> str:
-    """Identity of an audio file as it is now: resolved path, size and modification time."""
+    """Identity of an audio file as it is now: a hash of its bytes.
+
+    Content, not path and modification time: a corpus copied to another folder or machine, or
+    restored from a backup, keeps its cached states; an edited file gets new ones. The hash is
+    remembered per (path, size, modification time) for the life of the process.
+    """
     path = Path(path).resolve()
     stat = path.stat()
-    return f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+    return _content_key(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _content_key(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.blake2b(digest_size=20)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"blake2b:{digest.hexdigest()}|{size}"
 
 
 def audio_key(path: str | os.PathLike, perturbation: Perturbation | None = None) -> str:

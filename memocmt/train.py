@@ -89,6 +89,9 @@ class TrainConfig:
     cv_folds: int = 0  # speaker-disjoint cross-validation folds over the train + val speakers (0 = no CV)
     cv_corpora: list[str] = field(default_factory=list)  # corpora whose speakers are folded and scored; [] = all
     cv_candidates: dict = field(default_factory=dict)  # name -> config overrides compared by CV with the config itself
+    # processes that train CV folds side by side, each with `threads` CPU threads (0 = as many as the cores
+    # allow; 1 = one fold after another). Folds are seeded alike either way, so the result is the same.
+    cv_workers: int = 0
     # training only, frozen encoders: a perturbed copy of every training utterance per sox effect line
     # ("speed 0.9", "pitch 200" cents, "tempo 1.1"; memocmt.perturb), each copy a voice of its own
     perturb: list[str] = field(default_factory=list)
@@ -107,6 +110,8 @@ class TrainConfig:
             raise ValueError(f"speaker_subsample {self.speaker_subsample} must be a probability between 0 and 1.")
         if not 0 <= self.stop_epoch <= self.epochs:
             raise ValueError(f"stop_epoch {self.stop_epoch} must be between 0 and epochs ({self.epochs}).")
+        if self.cv_workers < 0:
+            raise ValueError("cv_workers must be 0 (as many as the CPU cores allow) or a positive number of processes.")
         if self.cv_folds == 1 or self.cv_folds < 0:
             raise ValueError("cv_folds must be 0 (no cross-validation) or at least 2.")
         parse_perturbations(self.perturb)

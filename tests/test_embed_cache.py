@@ -66,6 +66,18 @@ def test_changed_file_is_re_encoded(model, tmp_path):
     assert old.is_file()  # the stale entry is simply never read again
 
 
+def test_a_copied_or_touched_file_keeps_its_entry(model, tmp_path):
+    wav = write_wav(tmp_path / "a.wav", hz=300)
+    cache = EmbeddingCache(tmp_path / "cache", model)
+    first = cache.audio(wav)
+    copy = tmp_path / "elsewhere" / "b.wav"
+    copy.parent.mkdir()
+    copy.write_bytes(wav.read_bytes())
+    os.utime(wav, ns=(wav.stat().st_atime_ns, wav.stat().st_mtime_ns + 10**9))
+    assert torch.equal(cache.audio(copy), first) and torch.equal(cache.audio(wav), first)
+    assert (cache.stats.hits, cache.stats.misses) == (2, 1)
+
+
 def test_changed_encoder_gets_its_own_entries(model, tmp_path):
     wav = write_wav(tmp_path / "a.wav")
     spec = {"name": "x"}

@@ -95,3 +95,21 @@ def test_cli_cv_folds(tiny, tmp_path, capsys):
     assert "cv_folds" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli(["--resume", str(tmp_path / "r"), "--cv-folds", "2"])
+
+
+def test_folds_trained_side_by_side_score_exactly_as_one_after_another(tiny, tmp_path):
+    import multiprocessing
+
+    from memocmt.crossval import cross_validate
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("parallel folds need the fork start method")
+    model = {**tiny_config(tiny, tmp_path).model, "pooling": "mean+stats", "speaker_norm": "mean+std"}
+    base = dict(epochs=2, cv_folds=2, threads=1, model=model, speaker_subsample=0.5, feature_noise=0.1, frame_drop=0.1)
+    one = cross_validate(tiny_config(tiny, tmp_path, cv_workers=1, **base), tmp_path / "one", progress=False)
+    two = cross_validate(tiny_config(tiny, tmp_path, cv_workers=2, **base), tmp_path / "two", progress=False)
+    for key in ("fold_ua", "fold_loss", "fold_train_utterances"):  # the held-out loss is exact to the last bit
+        assert two["candidates"]["base"][key] == one["candidates"]["base"][key], key
+    assert len({loss for fold in one["candidates"]["base"]["fold_loss"] for loss in fold}) == 4
+    with pytest.raises(ValueError, match="cv_workers"):
+        TrainConfig.from_dict({"manifests": ["m.jsonl"], "cv_workers": -1})

@@ -8,19 +8,24 @@
    `cv_folds` in the config (or --cv-folds K) the number of epochs (and one of the config's
    `cv_candidates`, if any) is chosen by K-fold speaker cross-validation over the train and val
    actors 01-16 (the synthetic corpus always trains), and the model is retrained on all 16 actors
-   for that many epochs (memocmt.crossval.train_with_cv; the table is <work>/edge-ravdess4/cv.md);
+   for that many epochs (memocmt.crossval; the table is <work>/edge-ravdess4/cv.md);
    without it, the best epoch on the val actors 15-16 is kept;
 3. 8-class variant: training/configs/edge-ravdess8.yaml (with CV, the 4-class choice of epochs);
 4. evaluation of each final checkpoint on the unseen test actors and on the synthetic test voices
    (memocmt.evaluate); with --ablations also audio-only and text-only heads (same choice);
 5. with --ship: copies the 4-class head to memocmt/models/edge-ravdess/ with metrics.json.
 
-Every stage's wall time goes to <work>/timings.json. Test actors are never used for selection.
+The cross-validation folds, and then the final trainings with their evaluations, run side by side
+in forked worker processes (memocmt.parallel: as many as the CPU cores allow at the configs'
+`threads: 1`; --workers 1 runs them one after another, with the same results). Every stage's time
+goes to <work>/timings.json; stages that ran side by side overlap, and `train and evaluate (wall)`
+is their wall time. Test actors are never used for selection.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import platform
@@ -33,10 +38,13 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from memocmt.corpora import build_ravdess  # noqa: E402
-from memocmt.crossval import final_config, train_with_cv  # noqa: E402
+import torch  # noqa: E402
+
+from memocmt.crossval import cross_validate, final_config  # noqa: E402
 from memocmt.evaluate import LIVE_SPEAKER_UTTERANCES, evaluate_manifest, write_report  # noqa: E402
 from memocmt.manifest import read_manifest, write_manifest  # noqa: E402
-from memocmt.train import load_config, train  # noqa: E402
+from memocmt.parallel import cpu_workers, map_forked  # noqa: E402
+from memocmt.train import TrainConfig, load_config, train  # noqa: E402
 
 TEST_ACTORS, VAL_ACTORS = (17, 18, 19, 20), (15, 16)
 SHIP_DIR = REPO / "memocmt" / "models" / "edge-ravdess"
@@ -79,6 +87,24 @@ def evaluate_run(run_dir: Path, data_dir: Path, classes: str) -> dict:
     return scores
 
 
+@dataclasses.dataclass
+class RecipeRun:
+    name: str
+    config: TrainConfig  # final: after CV, the chosen candidate and epoch count on train + val
+    run_dir: Path
+    data_dir: Path
+    classes: str
+
+
+def train_and_evaluate(run: RecipeRun) -> dict:
+    """One run's training and evaluation (in a worker process when runs go side by side)."""
+    started = time.perf_counter()
+    train(run.config, run.run_dir, progress=False)
+    trained = time.perf_counter()
+    scores = evaluate_run(run.run_dir, run.data_dir, run.classes)
+    return {"scores": scores, "train_s": round(trained - started, 1), "evaluate_s": round(time.perf_counter() - trained, 1)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Rebuild the shipped edge-ravdess model end to end.")
     parser.add_argument("--ravdess", default=str(REPO.parent / "shared" / "data" / "ravdess-a01-a20"), help="RAVDESS root")
@@ -90,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cv-folds", type=int, metavar="K",
                         help="speaker cross-validation folds for choosing the epochs (default: the config's cv_folds; 0: "
                              "best epoch on the val actors)")
+    parser.add_argument("--workers", type=int, default=0, metavar="N",
+                        help="runs trained side by side after cross-validation, each in its own process (default: as "
+                             "many as the CPU cores allow at the config's `threads`; 1: one after another)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="training config override applied to every run")
     args = parser.parse_args(argv)
@@ -114,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.ablations:
         runs["edge-ravdess4-audio"] = ("training/configs/edge-ravdess.yaml", "4", ["model.modalities=audio", "run_name=edge-ravdess4-audio"])
         runs["edge-ravdess4-text"] = ("training/configs/edge-ravdess.yaml", "4", ["model.modalities=text", "run_name=edge-ravdess4-text"])
-    results, cv = {}, None
+    jobs = []
     for name, (config_path, classes, extra) in runs.items():
         manifests = f"[{data_dir / f'ravdess{classes}.jsonl'}, {data_dir / 'synthetic' / 'manifest.jsonl'}]"
         cv_override = [] if args.cv_folds is None else [f"cv_folds={args.cv_folds}"]
@@ -123,14 +152,20 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = work / name
         if run_dir.exists():
             shutil.rmtree(run_dir)  # a fresh run; use memocmt-train --resume to continue one instead
-        if config.cv_folds and cv is None:  # the first run (4 classes, fusion) makes the choice
-            timed(f"train {name}", train_with_cv, config, run_dir, progress=False)
-            cv = json.loads((run_dir / "cv.json").read_text())
-        elif config.cv_folds:  # the others follow it: same candidate and epochs, trained on train + val
-            timed(f"train {name}", train, final_config(config, cv), run_dir, progress=False)
-        else:
-            timed(f"train {name}", train, config, run_dir, progress=False)
-        results[name] = timed(f"evaluate {name}", evaluate_run, run_dir, data_dir, classes)
+        jobs.append(RecipeRun(name, config, run_dir, data_dir, classes))
+    cv = None
+    if jobs[0].config.cv_folds:  # the first run (4 classes, fusion) makes the choice; the others follow it
+        cv = timed(f"cross-validate {jobs[0].name}", cross_validate, jobs[0].config, jobs[0].run_dir, progress=False)
+        jobs = [dataclasses.replace(j, config=final_config(j.config, cv)) if j.config.cv_folds else j for j in jobs]
+    threads = jobs[0].config.threads or torch.get_num_threads()
+    workers = args.workers or cpu_workers(len(jobs), threads)
+    logger.info("Training and evaluating %d run(s), %d at a time", len(jobs), workers)
+    t = time.perf_counter()
+    results = {}
+    for job, outcome in zip(jobs, map_forked(train_and_evaluate, jobs, workers, threads)):
+        results[job.name] = outcome["scores"]
+        timings[f"train {job.name}"], timings[f"evaluate {job.name}"] = outcome["train_s"], outcome["evaluate_s"]
+    timings["train and evaluate (wall)"] = round(time.perf_counter() - t, 1)
     timings["total"] = round(time.perf_counter() - started, 1)
     summary = {"results": results, "timings_s": timings, "machine": platform.platform(),
                "split": "RAVDESS train actors 01-14, val 15-16, test 17-20 (never used for a choice); synthetic split by "
