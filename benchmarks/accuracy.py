@@ -78,22 +78,20 @@ def evaluate_variants(runners: dict, sets: dict, reference: str | None = None) -
     """UA, WA, macro-F1 and (vs the reference variant) prediction agreement, per variant and set; a
     speaker-normalised variant also on RAVDESS with each speaker's statistics from K of its utterances
     and the prior (`ravdess_after_K`), as live adaptation has them after K utterances."""
-    from memocmt.evaluate import LIVE_SPEAKER_UTTERANCES, align_labels, evaluate_manifest
+    from memocmt.evaluate import LIVE_SPEAKER_UTTERANCES, align_labels, evaluate_speaker_utterances
 
     out: dict = {name: {} for name in runners}
     predictions: dict = {}
     for set_name, manifest in sets.items():
         for name, runner in runners.items():
             aligned = align_labels(manifest, runner.labels)
-            result = evaluate_manifest(runner, aligned, batch_size=8, on_bad_file="stop", progress=False)
-            r = result.report
-            out[name][set_name] = {"ua": r.ua, "wa": r.wa, "macro_f1": r.macro_f1, "n": r.n}
-            predictions[name, set_name] = {uid: pred for uid, _, pred in result.predictions}
-            if set_name == "ravdess" and getattr(runner, "speaker_norm", ""):  # live-like: statistics of K utterances
-                for k in LIVE_SPEAKER_UTTERANCES:
-                    r = evaluate_manifest(runner, aligned, batch_size=8, on_bad_file="stop", progress=False,
-                                          speaker_utterances=k).report
-                    out[name][f"ravdess_after_{k}"] = {"ua": r.ua, "wa": r.wa, "macro_f1": r.macro_f1, "n": r.n}
+            live = set_name == "ravdess" and getattr(runner, "speaker_norm", "")  # also statistics of K utterances
+            results = evaluate_speaker_utterances(runner, aligned, (0, *LIVE_SPEAKER_UTTERANCES) if live else (0,),
+                                                  batch_size=8, on_bad_file="stop", progress=False)
+            for k, result in results.items():
+                r = result.report
+                out[name][f"ravdess_after_{k}" if k else set_name] = {"ua": r.ua, "wa": r.wa, "macro_f1": r.macro_f1, "n": r.n}
+            predictions[name, set_name] = {uid: pred for uid, _, pred in results[0].predictions}
         if reference in runners:
             ref = predictions[reference, set_name]
             for name in runners:

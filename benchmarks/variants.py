@@ -254,6 +254,12 @@ class TorchRunner:
     def audio_stats(self, audios):
         return self.model.audio_stats(audios)
 
+    def encode(self, audios, texts):
+        return self.model.encode(audios, texts)
+
+    def classify_batch(self, audio, text, speaker_stats=None):
+        return self.model.classify_batch(audio, text, speaker_stats)
+
     def predict_batch(self, audios, texts, speaker_stats=None):
         return self.model.predict_batch(audios, texts, speaker_stats)
 
@@ -280,6 +286,12 @@ class OrtRunner:
 
     def audio_stats(self, audios):
         return self.bundle.audio_stats(audios)
+
+    def encode(self, audios, texts):
+        return self.bundle.encode(audios, texts)
+
+    def classify_batch(self, audio, text, speaker_stats=None):
+        return self.bundle.classify_batch(audio, text, speaker_stats)
 
     def predict_batch(self, audios, texts, speaker_stats=None):
         return self.bundle.predict_batch(audios, texts, speaker_stats)

@@ -42,7 +42,11 @@ class Predictor(Protocol):
     speaker_norm: str  # "mean" / "mean+std" when it takes speaker statistics (memocmt.speaker_norm), else ""
     speaker_prior: np.ndarray | None  # (2, L, D) prior statistics of a speaker_norm model
 
-    def audio_stats(self, audios: list[np.ndarray]) -> np.ndarray: ...
+    def audio_stats(self, audios) -> np.ndarray: ...  # raw audio or an audio encoding
+
+    def encode(self, audios: list[np.ndarray] | None, texts: list[str] | None) -> tuple: ...  # (audio, text) encodings
+
+    def classify_batch(self, audio, text, speaker_stats: np.ndarray | None = None) -> list[Prediction]: ...
 
     def predict_batch(self, audios: list[np.ndarray] | None, texts: list[str] | None,
                       speaker_stats: np.ndarray | None = None) -> list[Prediction]: ...
@@ -122,59 +126,130 @@ def evaluate_manifest(predictor: Predictor, manifest: Manifest, *, batch_size: i
                       progress: bool = True, speaker_utterances: int = 0, seed: int = 0) -> EvaluationResult:
     """Predict every utterance of `manifest` (labels already aligned to the model) and score it.
 
-    A speaker_norm model (memocmt.speaker_norm) takes two passes: the first computes the audio
-    statistics of every utterance (no labels), the second classifies each utterance with its
-    speaker's statistics pooled over all of the speaker's utterances or, with
-    `speaker_utterances=K`, over K of them (this one and K-1 others drawn with `seed`) and the
-    model's prior: what live adaptation has after K utterances of a speaker.
+    A speaker_norm model (memocmt.speaker_norm) classifies each utterance with its speaker's
+    statistics pooled over all of the speaker's utterances or, with `speaker_utterances=K`, over
+    K of them (this one and K-1 others drawn with `seed`) and the model's prior: what live
+    adaptation has after K utterances of a speaker. See `evaluate_speaker_utterances`.
     """
-    from .speaker_norm import group_stats, pool_stats
+    return evaluate_speaker_utterances(predictor, manifest, (speaker_utterances,), batch_size=batch_size,
+                                       on_bad_file=on_bad_file, progress=progress, seed=seed)[speaker_utterances]
 
+
+# Encodings kept between the statistics pass and the classification passes, at most (bytes); a
+# larger manifest is encoded again for each pass instead.
+KEEP_ENCODINGS_BYTES = 1 << 30
+
+
+def evaluate_speaker_utterances(predictor: Predictor, manifest: Manifest, speaker_utterances: Sequence[int] = (0,), *,
+                                batch_size: int = 8, on_bad_file: str = "skip", progress: bool = True, seed: int = 0,
+                                keep_bytes: int = KEEP_ENCODINGS_BYTES) -> dict[int, EvaluationResult]:
+    """`evaluate_manifest` for each K in `speaker_utterances` (0: all of the speaker's utterances), encoding once.
+
+    A speaker_norm model takes two passes: the first encodes every utterance and computes its audio
+    statistics (no labels), the others classify with the speaker statistics of each K. Encodings
+    are kept in memory between them up to `keep_bytes`; beyond that every pass encodes again.
+    """
+    if not (hasattr(predictor, "encode") and hasattr(predictor, "classify_batch")):
+        predictor = _Unsplit(predictor)
     labels = list(predictor.labels)
     index = {label: i for i, label in enumerate(labels)}
     items = list(manifest.items)
-    speaker_stats: dict[int, np.ndarray] = {}
-    if getattr(predictor, "speaker_norm", ""):
-        rows, stats = [], []
-        for batch, audios in _audio_batches(items, batch_size, on_bad_file, [], progress, "speaker statistics"):
-            rows += batch
-            stats.append(predictor.audio_stats(audios))
-        if rows:
-            speakers = [items[i].speaker_key() if items[i].speaker else None for i in rows]
-            stats = np.concatenate(stats)
-            if speaker_utterances:
-                rng = np.random.default_rng(seed)
-                prior = getattr(predictor, "speaker_prior", None)
-                by_speaker: dict = {}
-                for r, speaker in enumerate(speakers):
-                    by_speaker.setdefault(speaker, []).append(r)
-                pooled = []
-                for r, speaker in enumerate(speakers):
-                    others = [j for j in by_speaker[speaker] if j != r] if speaker is not None else []
-                    picked = rng.permutation(others)[: speaker_utterances - 1].tolist()
-                    pooled.append(pool_stats(stats[[r, *picked]], prior))
-                speaker_stats = dict(zip(rows, pooled))
-            else:
-                speaker_stats = dict(zip(rows, group_stats(stats, speakers)))
-    targets, probs, predictions, skipped = [], [], [], []
-    for batch, audios in _audio_batches(items, batch_size, on_bad_file, skipped, progress, "evaluate"):
-        texts = [items[i].text for i in batch]
-        if speaker_stats:
-            batch_predictions = predictor.predict_batch(audios, texts, np.stack([speaker_stats[i] for i in batch]))
-        else:
-            batch_predictions = predictor.predict_batch(audios, texts)
-        for i, p in zip(batch, batch_predictions):
-            u = items[i]
-            targets.append(index[u.label])
-            probs.append([p.probabilities[label] for label in labels])
-            predictions.append((u.id or str(u.audio), u.label, p.label))
-    if not targets:
+    norm = bool(getattr(predictor, "speaker_norm", ""))
+    if any(speaker_utterances) and not norm:
+        raise ValueError("speaker_utterances needs a speaker-normalised model (speaker_norm); this one has none.")
+    skipped: list[Problem] = []
+    kept: list | None = []  # (rows, audio encoding, text encoding) per batch while within keep_bytes
+    kept_bytes, rows, stats = 0, [], []
+    for batch, audios in _audio_batches(items, batch_size, on_bad_file, skipped, progress, "encode"):
+        encoded = predictor.encode(audios, [items[i].text for i in batch])
+        rows += batch
+        if norm:
+            stats.append(predictor.audio_stats(encoded[0]))
+        if kept is not None:
+            kept_bytes += sum(_nbytes(e) for e in encoded if e is not None)
+            kept = kept + [(batch, *encoded)] if kept_bytes <= keep_bytes else None
+    if not rows:
         raise ManifestError("No utterance could be evaluated; every audio file was unusable.")
-    probs_arr = np.asarray(probs)
-    report = classification_report(targets, probs_arr.argmax(1), labels, probs_arr)
+    if kept is None:
+        logger.info("The encodings exceed %.1f GB; encoding the manifest again for each pass.", keep_bytes / 1e9)
+    speakers = [items[i].speaker_key() if items[i].speaker else None for i in rows]
+    stats = np.concatenate(stats) if norm else None
+    results = {}
+    for k in dict.fromkeys(speaker_utterances):
+        speaker_stats = _speaker_stats(stats, speakers, k, getattr(predictor, "speaker_prior", None), seed) if norm else None
+        stats_of = dict(zip(rows, speaker_stats)) if norm else {}
+        targets, probs, predictions = [], [], []
+        batches = kept if kept is not None else (
+            (batch, *predictor.encode(audios, [items[i].text for i in batch]))
+            for batch, audios in _audio_batches(items, batch_size, on_bad_file, [], progress, "evaluate"))
+        for batch, audio, text in batches:
+            batch_stats = np.stack([stats_of[i] for i in batch]) if norm else None
+            for i, p in zip(batch, predictor.classify_batch(audio, text, batch_stats)):
+                u = items[i]
+                targets.append(index[u.label])
+                probs.append([p.probabilities[label] for label in labels])
+                predictions.append((u.id or str(u.audio), u.label, p.label))
+        probs_arr = np.asarray(probs)
+        results[k] = EvaluationResult(classification_report(targets, probs_arr.argmax(1), labels, probs_arr), skipped,
+                                      predictions)
     if skipped:
         logger.warning("Skipped %d unusable audio file(s): %s", len(skipped), "; ".join(str(p) for p in skipped[:5]))
-    return EvaluationResult(report, skipped, predictions)
+    return results
+
+
+def _speaker_stats(stats: np.ndarray, speakers: list, k: int, prior: np.ndarray | None, seed: int) -> list[np.ndarray]:
+    """Each row's speaker statistics: pooled over all of its speaker's rows (k=0), or over the row itself
+    and k-1 other rows of its speaker drawn with `seed`, with the prior."""
+    from .speaker_norm import group_stats, pool_stats
+
+    if not k:
+        return list(group_stats(stats, speakers))
+    rng = np.random.default_rng(seed)
+    by_speaker: dict = {}
+    for r, speaker in enumerate(speakers):
+        by_speaker.setdefault(speaker, []).append(r)
+    pooled = []
+    for r, speaker in enumerate(speakers):
+        others = [j for j in by_speaker[speaker] if j != r] if speaker is not None else []
+        picked = rng.permutation(others)[: k - 1].tolist()
+        pooled.append(pool_stats(stats[[r, *picked]], prior))
+    return pooled
+
+
+def _nbytes(encoding) -> int:
+    """Size of an encoding's states (a NumPy array, a tensor, or an onnxruntime OrtValue of float32),
+    or of a list of raw inputs."""
+    if isinstance(encoding, (list, tuple)) and not hasattr(encoding, "states"):
+        return sum(_nbytes(x) for x in encoding)
+    states = getattr(encoding, "states", encoding)
+    if isinstance(states, str):
+        return len(states)
+    if hasattr(states, "nbytes"):
+        return int(states.nbytes)
+    if hasattr(states, "element_size"):
+        return states.element_size() * states.numel()
+    return 4 * int(np.prod(states.shape()))
+
+
+class _Unsplit:
+    """A predictor with only `audio_stats` and `predict_batch`: its "encodings" are the raw inputs."""
+
+    def __init__(self, predictor):
+        self.predictor = predictor
+        self.labels = predictor.labels
+        self.speaker_norm = getattr(predictor, "speaker_norm", "")
+        self.speaker_prior = getattr(predictor, "speaker_prior", None)
+
+    def encode(self, audios, texts):
+        return audios, texts
+
+    def audio_stats(self, audios):
+        return self.predictor.audio_stats(audios)
+
+    def classify_batch(self, audios, texts, speaker_stats=None):
+        if speaker_stats is None:
+            return self.predictor.predict_batch(audios, texts)
+        return self.predictor.predict_batch(audios, texts, speaker_stats)
 
 
 def _audio_batches(items: list, batch_size: int, on_bad_file: str, skipped: list[Problem], progress: bool, desc: str):

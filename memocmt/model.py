@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -32,6 +34,13 @@ logger = logging.getLogger("memocmt")
 
 CHECKPOINT_FORMAT = "memocmt-checkpoint"
 CHECKPOINT_VERSION = 1
+
+
+class Encoding(NamedTuple):
+    """One modality's encoder output for a batch: states (B, L, T, D) and valid lengths (B,)."""
+
+    states: torch.Tensor
+    lengths: torch.Tensor
 
 
 class CheckpointError(ValueError):
@@ -169,32 +178,60 @@ class MemoCMT(nn.Module):
         return self.head.speaker_prior.detach().cpu().float().numpy() if self.speaker_norm else None
 
     @torch.inference_mode()
-    def audio_stats(self, audios: list[np.ndarray]) -> np.ndarray:
-        """(B, 2, L, D) mean and variance of every audio encoder layer per utterance: what speaker statistics pool."""
+    def audio_stats(self, audios: list[np.ndarray] | Encoding) -> np.ndarray:
+        """(B, 2, L, D) mean and variance of every audio encoder layer per utterance (raw audio or its
+        encoding): what speaker statistics pool."""
         from .fusion import utterance_stats
 
         if self.audio_encoder is None:
             raise ValueError("This is a text-only model; it has no audio states.")
-        features, lengths = self._audio_features(audios)
-        states, lengths = self.encode_audio(features.to(self.device), lengths.to(self.device))
-        return utterance_stats(states.float(), lengths).cpu().numpy()
+        if not isinstance(audios, Encoding):
+            features, lengths = self._audio_features(audios)
+            audios = Encoding(*self.encode_audio(features.to(self.device), lengths.to(self.device)))
+        return utterance_stats(audios.states.float(), audios.lengths).cpu().numpy()
 
     @torch.inference_mode()
+    def encode(self, audios: list[np.ndarray] | None, texts: list[str] | None) -> tuple[Encoding | None, Encoding | None]:
+        """Encoder states of a batch, per modality (None for one the model does not use): the part
+        of `predict_batch` that `classify_batch` does not repeat (as runtime.Bundle.encode)."""
+        if audios is not None and texts is not None and len(audios) != len(texts):
+            raise ValueError(f"Got {len(audios)} audio clips but {len(texts)} transcripts.")
+        with self._eval_mode():
+            batch = self.prepare(audios, texts).to(self.device)
+            audio = text = None
+            if self.audio_encoder is not None:
+                audio = Encoding(*self.encode_audio(batch.audio_features, batch.audio_lengths))
+            if self.text_encoder is not None:
+                text = Encoding(*self.encode_text(batch.input_ids, batch.text_mask))
+        return audio, text
+
+    @torch.inference_mode()
+    def classify_batch(self, audio: Encoding | None, text: Encoding | None,
+                       speaker_stats: np.ndarray | None = None) -> list[Prediction]:
+        """Predictions from a batch's encodings; `speaker_stats` (B, 2, L, D) as in `predict_batch`."""
+        stats = None
+        if speaker_stats is not None and self.speaker_norm:
+            stats = torch.as_tensor(np.asarray(speaker_stats, dtype=np.float32)).to(self.device)
+        with self._eval_mode():
+            logits = self.head(*(audio if audio is not None else (None, None)),
+                               *(text if text is not None else (None, None)), stats)
+        probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        return [Prediction.from_probabilities(self.labels, p) for p in probs]
+
     def predict_batch(self, audios: list[np.ndarray] | None, texts: list[str] | None,
                       speaker_stats: np.ndarray | None = None) -> list[Prediction]:
         """Predictions for a batch; `speaker_stats` (B, 2, L, D) are the speakers' statistics for a
         speaker_norm model (default: each utterance's own with the prior)."""
+        return self.classify_batch(*self.encode(audios, texts), speaker_stats)
+
+    @contextmanager
+    def _eval_mode(self):
         was_training = self.training
         self.eval()
         try:
-            batch = self.prepare(audios, texts)
-            if speaker_stats is not None and self.speaker_norm:
-                batch.speaker_stats = torch.as_tensor(np.asarray(speaker_stats, dtype=np.float32))
-            logits = self(batch.to(self.device))
+            yield
         finally:
             self.train(was_training)
-        probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-        return [Prediction.from_probabilities(self.labels, p) for p in probs]
 
     def predict(self, audio: np.ndarray | None, text: str | None) -> Prediction:
         """Emotion of one utterance: float32 16 kHz mono audio in [-1, 1] and its transcript."""

@@ -298,3 +298,30 @@ def test_adaptation_benchmark_scores_every_k_over_draws(tmp_path):
     assert len(predictor.stats) == 2 * 2 + 1  # one batch per evaluation (all six fit in 16)
     text = to_markdown({"model": "m", "n": 6, "classes": 2, "draws": 2, "curve": curve, "machine": "here"})
     assert "| 3 |" in text and "| all |" in text
+
+
+def test_one_encoding_serves_every_k_as_separate_evaluations_would(exported, tmp_path):
+    import soundfile as sf
+
+    from memocmt.evaluate import evaluate_manifest, evaluate_speaker_utterances
+    from memocmt.manifest import Manifest, Utterance
+    from memocmt.runtime import load_bundle
+
+    model, result = exported
+    items = []
+    for i, clip in enumerate(_clips(6)):
+        path = tmp_path / f"{i}.wav"
+        sf.write(path, clip, 16000)
+        items.append(Utterance(audio=path, text=["i am so angry", "fine", "the door"][i % 3],
+                               label=["neutral", "angry"][i % 2], speaker=f"s{i % 2}", split="test"))
+    manifest = Manifest.from_items(items, list(model.labels))
+    for predictor in (model, load_bundle(result.path, "cpu")):
+        separate = {k: evaluate_manifest(predictor, manifest, batch_size=4, progress=False, speaker_utterances=k, seed=3)
+                    for k in (0, 1, 2)}
+        for keep_bytes in (1 << 30, 0):  # encodings kept between passes, or encoded again for each
+            together = evaluate_speaker_utterances(predictor, manifest, (0, 1, 2), batch_size=4, progress=False, seed=3,
+                                                   keep_bytes=keep_bytes)
+            for k in (0, 1, 2):
+                assert together[k].predictions == separate[k].predictions
+                assert together[k].report.to_dict() == separate[k].report.to_dict()
+        assert separate[0].report.to_dict() != separate[1].report.to_dict()  # the K really change the statistics

@@ -41,7 +41,7 @@ from memocmt.corpora import build_ravdess  # noqa: E402
 import torch  # noqa: E402
 
 from memocmt.crossval import cross_validate, final_config  # noqa: E402
-from memocmt.evaluate import LIVE_SPEAKER_UTTERANCES, evaluate_manifest, write_report  # noqa: E402
+from memocmt.evaluate import LIVE_SPEAKER_UTTERANCES, evaluate_speaker_utterances, write_report  # noqa: E402
 from memocmt.manifest import read_manifest, write_manifest  # noqa: E402
 from memocmt.parallel import cpu_workers, map_forked  # noqa: E402
 from memocmt.train import TrainConfig, load_config, train  # noqa: E402
@@ -73,15 +73,15 @@ def evaluate_run(run_dir: Path, data_dir: Path, classes: str) -> dict:
     sets = {"ravdess": data_dir / f"ravdess{classes}.jsonl", "synthetic": data_dir / "synthetic" / "manifest.jsonl"}
     for name, path in sets.items():
         manifest = read_manifest(path).split("test")
-        result = evaluate_manifest(model, manifest, batch_size=16, progress=False)
-        write_report(result.report, run_dir / f"eval-{name}.json", title=f"{run_dir.name} on {name} test")
-        scores[name] = {"ua": result.report.ua, "wa": result.report.wa, "macro_f1": result.report.macro_f1,
-                        "n": result.report.n, "macro_auc": result.report.macro_auc}
-        logger.info("%s on %s test: UA %.2f%% WA %.2f%%", run_dir.name, name, 100 * result.report.ua, 100 * result.report.wa)
-    if model.speaker_norm:
-        manifest = read_manifest(sets["ravdess"]).split("test")
-        for k in LIVE_SPEAKER_UTTERANCES:
-            report = evaluate_manifest(model, manifest, batch_size=16, progress=False, speaker_utterances=k).report
+        ks = (0, *LIVE_SPEAKER_UTTERANCES) if model.speaker_norm and name == "ravdess" else (0,)
+        results = evaluate_speaker_utterances(model, manifest, ks, batch_size=16, progress=False)  # encoded once
+        report = results[0].report
+        write_report(report, run_dir / f"eval-{name}.json", title=f"{run_dir.name} on {name} test")
+        scores[name] = {"ua": report.ua, "wa": report.wa, "macro_f1": report.macro_f1, "n": report.n,
+                        "macro_auc": report.macro_auc}
+        logger.info("%s on %s test: UA %.2f%% WA %.2f%%", run_dir.name, name, 100 * report.ua, 100 * report.wa)
+        for k in ks[1:]:
+            report = results[k].report
             scores[f"ravdess_after_{k}"] = {"ua": report.ua, "wa": report.wa, "macro_f1": report.macro_f1, "n": report.n}
             logger.info("%s on ravdess test, statistics of %d utterance(s) per speaker: UA %.2f%%", run_dir.name, k, 100 * report.ua)
     return scores
