@@ -15,6 +15,7 @@ import os
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -39,6 +40,10 @@ from .train import (
     train,
     train_epoch,
 )
+
+if TYPE_CHECKING:
+    from .config import MemoCMTConfig
+    from .embed_cache import EmbeddedSplit
 
 logger = logging.getLogger("memocmt")
 
@@ -160,11 +165,11 @@ class _FoldJob:
     k: int
     held_speakers: str
     cand: TrainConfig
-    head_config: object
+    head_config: MemoCMTConfig
     labels: list[str]
-    joint: object  # EmbeddedSplit: real utterances and the candidate's perturbed copies
+    joint: EmbeddedSplit  # real utterances and the candidate's perturbed copies
     train_idx: list[int]
-    embedded: object  # EmbeddedSplit of the real utterances
+    embedded: EmbeddedSplit  # the real utterances
     held_idx: list[int]
     versions: bool
     device: torch.device
