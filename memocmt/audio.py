@@ -7,6 +7,8 @@ Everything downstream of this module sees float32 mono audio in [-1, 1] at 16 kH
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 from pathlib import Path
 
@@ -144,3 +146,25 @@ def _read_av(path: Path) -> tuple[np.ndarray, int]:
     if not chunks:
         return np.zeros(0, dtype=np.float32), sr
     return np.concatenate(chunks, axis=0), sr
+
+
+def audio_file_key(path: str | os.PathLike) -> str:
+    """Identity of an audio file as it is now: a hash of its bytes (what the embedding and
+    transcript caches key on).
+
+    Content, not path and modification time: a corpus copied to another folder or machine, or
+    restored from a backup, keeps its cached results; an edited file gets new ones. The hash is
+    remembered per (path, size, modification time) for the life of the process.
+    """
+    path = Path(path).resolve()
+    stat = path.stat()
+    return _content_key(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _content_key(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.blake2b(digest_size=20)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"blake2b:{digest.hexdigest()}|{size}"

