@@ -5,7 +5,7 @@
 Same split as the shipped model: train actors 01-14, validation 15-16 (used only to pick the
 regularisation strength C), test 17-20. Features:
 
-* probe-all:  frozen Whisper tiny.en encoder, mean and std over time of every layer (3840-d);
+* probe-all:  frozen Whisper tiny.en encoder (or --audio-encoder), mean and std over time of every layer (3840-d);
 * probe-last: the same, last layer only (768-d);
 * probe-all-speaker: probe-all with each actor's mean feature vector subtracted, the mean taken
   over all of that actor's recordings (every emotion, no labels): speaker normalisation, as the
@@ -110,12 +110,12 @@ def standardised(states, stats: np.ndarray):
     return (states.float() - mean) / torch.sqrt(var + 1e-5)
 
 
-def run(ravdess: Path, classes: list[str], cache_dir: Path) -> dict:
+def run(ravdess: Path, classes: list[str], cache_dir: Path, audio_encoder: str | None = None) -> dict:
     from memocmt.corpora import build_ravdess
     from memocmt.embed_cache import EmbeddingCache
     from memocmt.model import MemoCMT
 
-    model = MemoCMT.from_preset("edge", modalities="audio")
+    model = MemoCMT.from_preset("edge", modalities="audio", **({"audio_encoder": audio_encoder} if audio_encoder else {}))
     cache = EmbeddingCache(cache_dir, model)
     everything = build_ravdess(ravdess, classes="8", test_speakers=TEST_ACTORS, val_speakers=VAL_ACTORS)
     cache.fill_audio([u.audio for u in everything])
@@ -160,16 +160,19 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--ravdess", required=True, help="RAVDESS root with Actor_XX folders")
     parser.add_argument("--classes", nargs="+", choices=("4", "8"), default=["4", "8"], help="class sets to run")
     parser.add_argument("--cache-dir", default=".cache/embeddings", help="embedding cache shared with training")
+    parser.add_argument("--audio-encoder", help="probe another audio encoder (built-in name, local directory, e.g. a "
+                        "faster-whisper model folder, or hub id; default: the edge preset's Whisper tiny.en)")
     parser.add_argument("--out", default="runs/baselines.json", help="JSON output (a .md table is written next to it)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if not Path(args.ravdess).is_dir():
         parser.error(f"--ravdess {args.ravdess} is not a directory.")
     started = time.perf_counter()
-    results = run(Path(args.ravdess), args.classes, Path(args.cache_dir))
+    results = run(Path(args.ravdess), args.classes, Path(args.cache_dir), args.audio_encoder)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"results": results, "seconds": time.perf_counter() - started,
+    out.write_text(json.dumps({"results": results, "audio_encoder": args.audio_encoder or "whisper-tiny.en",
+                               "seconds": time.perf_counter() - started,
                                "machine": platform.platform(), "split": "train 01-14, val 15-16, test 17-20"}, indent=2))
     out.with_suffix(".md").write_text(markdown(results) + "\n")
     print(markdown(results))
