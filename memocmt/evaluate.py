@@ -158,40 +158,46 @@ def evaluate_speaker_utterances(predictor: Predictor, manifest: Manifest, speake
     if any(speaker_utterances) and not norm:
         raise ValueError("speaker_utterances needs a speaker-normalised model (speaker_norm); this one has none.")
     skipped: list[Problem] = []
-    kept: list | None = []  # (rows, audio encoding, text encoding) per batch while within keep_bytes
-    kept_bytes, rows, stats = 0, [], []
-    for batch, audios in _audio_batches(items, batch_size, on_bad_file, skipped, progress, "encode"):
-        encoded = predictor.encode(audios, [items[i].text for i in batch])
-        rows += batch
-        if norm:
-            stats.append(predictor.audio_stats(encoded[0]))
-        if kept is not None:
-            kept_bytes += sum(_nbytes(e) for e in encoded if e is not None)
-            kept = kept + [(batch, *encoded)] if kept_bytes <= keep_bytes else None
-    if not rows:
-        raise ManifestError("No utterance could be evaluated; every audio file was unusable.")
-    if kept is None:
-        logger.info("The encodings exceed %.1f GB; encoding the manifest again for each pass.", keep_bytes / 1e9)
-    speakers = [items[i].speaker_key() if items[i].speaker else None for i in rows]
-    stats = np.concatenate(stats) if norm else None
-    results = {}
-    for k in dict.fromkeys(speaker_utterances):
-        speaker_stats = _speaker_stats(stats, speakers, k, getattr(predictor, "speaker_prior", None), seed) if norm else None
-        stats_of = dict(zip(rows, speaker_stats)) if norm else {}
+
+    def encoded_batches(record: list[Problem], desc: str):
+        for batch, audios in _audio_batches(items, batch_size, on_bad_file, record, progress, desc):
+            yield (batch, *predictor.encode(audios, [items[i].text for i in batch]))
+
+    def score(batches, stats_of: dict | None) -> EvaluationResult:
         targets, probs, predictions = [], [], []
-        batches = kept if kept is not None else (
-            (batch, *predictor.encode(audios, [items[i].text for i in batch]))
-            for batch, audios in _audio_batches(items, batch_size, on_bad_file, [], progress, "evaluate"))
         for batch, audio, text in batches:
-            batch_stats = np.stack([stats_of[i] for i in batch]) if norm else None
+            batch_stats = None if stats_of is None else np.stack([stats_of[i] for i in batch])
             for i, p in zip(batch, predictor.classify_batch(audio, text, batch_stats)):
                 u = items[i]
                 targets.append(index[u.label])
                 probs.append([p.probabilities[label] for label in labels])
                 predictions.append((u.id or str(u.audio), u.label, p.label))
+        if not targets:
+            raise ManifestError("No utterance could be evaluated; every audio file was unusable.")
         probs_arr = np.asarray(probs)
-        results[k] = EvaluationResult(classification_report(targets, probs_arr.argmax(1), labels, probs_arr), skipped,
-                                      predictions)
+        return EvaluationResult(classification_report(targets, probs_arr.argmax(1), labels, probs_arr), skipped, predictions)
+
+    if not norm:  # one pass: encode and classify each batch
+        results = {0: score(encoded_batches(skipped, "evaluate"), None)}
+    else:
+        kept: list | None = []  # (rows, audio encoding, text encoding) per batch while within keep_bytes
+        kept_bytes, rows, stats = 0, [], []
+        for batch, audio, text in encoded_batches(skipped, "encode"):
+            rows += batch
+            stats.append(predictor.audio_stats(audio))
+            if kept is not None:
+                kept_bytes += sum(_nbytes(e) for e in (audio, text) if e is not None)
+                kept = kept + [(batch, audio, text)] if kept_bytes <= keep_bytes else None
+        if not rows:
+            raise ManifestError("No utterance could be evaluated; every audio file was unusable.")
+        if kept is None:
+            logger.info("The encodings exceed %.1f GB; encoding the manifest again for each pass.", keep_bytes / 1e9)
+        speakers = [items[i].speaker_key() if items[i].speaker else None for i in rows]
+        stats = np.concatenate(stats)
+        prior = getattr(predictor, "speaker_prior", None)
+        results = {k: score(kept if kept is not None else encoded_batches([], "evaluate"),
+                            dict(zip(rows, _speaker_stats(stats, speakers, k, prior, seed))))
+                   for k in dict.fromkeys(speaker_utterances)}
     if skipped:
         logger.warning("Skipped %d unusable audio file(s): %s", len(skipped), "; ".join(str(p) for p in skipped[:5]))
     return results

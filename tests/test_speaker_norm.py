@@ -325,3 +325,51 @@ def test_one_encoding_serves_every_k_as_separate_evaluations_would(exported, tmp
                 assert together[k].predictions == separate[k].predictions
                 assert together[k].report.to_dict() == separate[k].report.to_dict()
         assert separate[0].report.to_dict() != separate[1].report.to_dict()  # the K really change the statistics
+
+
+class _Counting:
+    """A predictor with separate encode / classify steps that counts its encoder passes."""
+
+    labels = ["neutral", "angry"]
+    speaker_prior = np.zeros((2, 1, 2), np.float32)
+
+    def __init__(self, speaker_norm: str):
+        self.speaker_norm, self.encoded = speaker_norm, 0
+
+    def encode(self, audios, texts):
+        from memocmt.model import Encoding
+
+        self.encoded += len(audios)
+        return Encoding(torch.zeros(len(audios), 1, 3, 2), torch.full((len(audios),), 3)), None
+
+    def audio_stats(self, audio):
+        return np.zeros((len(audio.lengths), 2, 1, 2), np.float32)
+
+    def classify_batch(self, audio, text, speaker_stats=None):
+        from memocmt.results import Prediction
+
+        return [Prediction.from_probabilities(self.labels, np.array([0.6, 0.4], np.float32)) for _ in audio.lengths]
+
+
+def test_each_utterance_is_encoded_once_unless_the_encodings_do_not_fit(tmp_path):
+    import soundfile as sf
+
+    from memocmt.evaluate import evaluate_speaker_utterances
+    from memocmt.manifest import Manifest, Utterance
+
+    items = []
+    for i in range(5):
+        sf.write(tmp_path / f"{i}.wav", np.full(1600, 0.01, np.float32), 16000)
+        items.append(Utterance(audio=tmp_path / f"{i}.wav", text="", label="neutral", speaker=f"s{i % 2}", split="test"))
+    manifest = Manifest.from_items(items, ["neutral", "angry"])
+    plain = _Counting("")
+    assert list(evaluate_speaker_utterances(plain, manifest, batch_size=2, progress=False)) == [0]
+    assert plain.encoded == 5  # no speaker statistics: one pass
+    with pytest.raises(ValueError, match="speaker-normalised"):
+        evaluate_speaker_utterances(plain, manifest, (0, 1), progress=False)
+    normed = _Counting("mean")
+    assert list(evaluate_speaker_utterances(normed, manifest, (0, 1, 3), batch_size=2, progress=False)) == [0, 1, 3]
+    assert normed.encoded == 5  # statistics pass kept for all three
+    tight = _Counting("mean")
+    evaluate_speaker_utterances(tight, manifest, (0, 1, 3), batch_size=2, progress=False, keep_bytes=0)
+    assert tight.encoded == 5 * 4  # nothing kept: the statistics pass and one per K
