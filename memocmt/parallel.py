@@ -5,7 +5,8 @@ CPU one process with one thread each uses the cores better than one process with
 Workers are forked, so they share what the parent already holds in memory (the cached
 embeddings) without copying or pickling it; only each job's result travels back. Where fork
 is unavailable (Windows, macOS's default) or one worker is asked for, the jobs run one after
-another in this process, with the same results.
+another in this process, with the same results; so do they once this process has used CUDA,
+which a forked child cannot.
 """
 
 from __future__ import annotations
@@ -43,10 +44,15 @@ def map_forked(fn: Callable[[T], R], items: Iterable[T], workers: int, threads_e
 
     An exception in a job is raised here, as if the job had run in this process.
     """
+    import torch
+
     items = list(items)
+    if workers > 1 and len(items) > 1 and torch.cuda.is_initialized():
+        logger.info("CUDA is in use in this process and does not survive a fork: running the %d jobs one after another.",
+                    len(items))
+        workers = 1
     if workers <= 1 or len(items) <= 1 or not fork_available():
         return [fn(x) for x in items]
-    import torch
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 

@@ -41,3 +41,10 @@ def test_cpu_workers_fit_the_cores():
     assert cpu_workers(jobs=100, threads_each=1) == cores
     assert cpu_workers(jobs=1, threads_each=1) == 1
     assert cpu_workers(jobs=100, threads_each=cores * 2) == 1
+
+
+def test_a_process_that_uses_cuda_runs_the_jobs_itself(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    assert {pid for _, pid in map_forked(job, [1, 2, 3], workers=2, threads_each=1)} == {os.getpid()}
