@@ -219,7 +219,8 @@ def _train_fold(job: _FoldJob) -> tuple[list[float], list[float], int]:
 
 def fold_workers(config: TrainConfig, device: torch.device, k: int) -> int:
     """How many folds train at once: `cv_workers`, or (0) as many as the CPU cores allow at `threads` each.
-    On a GPU, one at a time (CUDA does not survive a fork)."""
+    On a GPU, one at a time: the folds would share one device, and CUDA does not survive a fork
+    (memocmt.parallel also falls back for that)."""
     if device.type != "cpu":
         return 1
     return min(config.cv_workers, k) if config.cv_workers else cpu_workers(k, config.threads or torch.get_num_threads())
@@ -231,6 +232,7 @@ def _run_folds(jobs: list[_FoldJob], workers: int) -> list[tuple[list[float], li
         logger.info("CV: %d folds, %d at a time in worker processes", len(jobs), workers)
         jobs = [dataclasses.replace(job, progress=False) for job in jobs]  # bars from several processes garble
     return map_forked(_train_fold, jobs, workers, torch.get_num_threads())
+
 
 def cv_markdown(result: dict) -> str:
     k = len(result["folds"])
