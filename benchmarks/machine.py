@@ -26,6 +26,23 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# CPU features that int8 and fp32 matrix kernels depend on: ONNX Runtime's int8 MatMul runs several times
+# faster with AVX-512 VNNI (or AVX-VNNI) than with AVX2 alone, so int8 speed-ups differ between x86 hosts.
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
+
+
+def cpu_flags(flags=ISA_FLAGS, cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
+    """Which of `flags` the CPU reports, in their order (empty where `cpuinfo` cannot be read)."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in flags if f in have]
+    except OSError:
+        pass
+    return []
+
+
 def ram_gb() -> float | None:
     try:
         import psutil
@@ -85,6 +102,7 @@ def machine_info() -> dict:
     """One JSON-able record of the machine; `load_average` is the 1/5/15-minute load when called."""
     return {
         "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
         "logical_cores": os.cpu_count(),
         "physical_cores": physical_cores(),
         "ram_gb": ram_gb(),
@@ -100,5 +118,7 @@ def machine_info() -> dict:
 def describe(machine: dict) -> str:
     """One line for report headers: CPU, cores, RAM, GPU."""
     gpu = ", ".join(machine.get("gpus") or []) or "no GPU"
-    return (f"{machine.get('cpu')}, {machine.get('logical_cores')} logical cores, {machine.get('ram_gb')} GB RAM, {gpu}; "
+    flags = machine.get("cpu_flags")
+    isa = f" ({'/'.join(flags) or 'no AVX2'})" if flags is not None else ""
+    return (f"{machine.get('cpu')}{isa}, {machine.get('logical_cores')} logical cores, {machine.get('ram_gb')} GB RAM, {gpu}; "
             f"{machine.get('os')}, Python {machine.get('python')}")

@@ -36,10 +36,10 @@ def machine_info(threads: int | None) -> dict:
 
     from memocmt.providers import default_threads, physical_cores
 
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    from benchmarks.machine import cpu_flags, cpu_model
+
     return {
-        "cpu": model, "logical_cores": os.cpu_count(), "physical_cores": physical_cores(),
+        "cpu": cpu_model(), "cpu_flags": cpu_flags(), "logical_cores": os.cpu_count(), "physical_cores": physical_cores(),
         "python": platform.python_version(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "ort_threads": threads or default_threads(),
         "onnxruntime": onnxruntime.__version__, "transformers": transformers.__version__, "numpy": np.__version__,
