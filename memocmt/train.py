@@ -440,6 +440,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "train_config.yaml").write_text(yaml.safe_dump(asdict(config), sort_keys=False))
         (run_dir / "model_config.json").write_text(json.dumps(model.config.to_dict(), indent=2))
+        if not resume:  # a new run in an old run's folder replaces its checkpoints, so its metrics go too
+            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
         logger.info("Training on %d utterances, classes %s\n%s", len(manifest), labels, manifest.summary())
 
     splits = {name: manifest.split(name) for name in ("train", "val", "test")}

@@ -80,6 +80,9 @@ def test_train_end_to_end(tiny, tmp_path):
     test = json.loads((run / "test_metrics.json").read_text())
     assert test["n"] == 6 and 0.0 <= test["ua"] <= 1.0
     assert TrainConfig.from_dict(__import__("yaml").safe_load((run / "train_config.yaml").read_text())).epochs == 3
+    # a new run in the same folder replaces the old one's metrics instead of appending to them
+    train(tiny_config(tiny, tmp_path, epochs=2), run, progress=False)
+    assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
 
 
 def test_resume_gives_the_same_result(tiny, tmp_path):
