@@ -120,6 +120,7 @@ class EvaluationResult:
     report: ClassificationReport
     skipped: list[Problem]  # utterances whose audio could not be used
     predictions: list[tuple[str, str, str]]  # (utterance id, true label, predicted label)
+    probabilities: np.ndarray | None = None  # (N, classes) in the order of `predictions`, classes as report.labels
 
 
 def evaluate_manifest(predictor: Predictor, manifest: Manifest, *, batch_size: int = 8, on_bad_file: str = "skip",
@@ -175,7 +176,8 @@ def evaluate_speaker_utterances(predictor: Predictor, manifest: Manifest, speake
         if not targets:
             raise ManifestError("No utterance could be evaluated; every audio file was unusable.")
         probs_arr = np.asarray(probs)
-        return EvaluationResult(classification_report(targets, probs_arr.argmax(1), labels, probs_arr), skipped, predictions)
+        return EvaluationResult(classification_report(targets, probs_arr.argmax(1), labels, probs_arr), skipped, predictions,
+                                probs_arr)
 
     if not norm:  # one pass: encode and classify each batch
         results = {0: score(encoded_batches(skipped, "evaluate"), None)}

@@ -26,10 +26,25 @@ def load_rotation():
     return module
 
 
-def test_pooled_ua_is_the_macro_recall_of_the_summed_confusion():
+def test_late_fusion_multiplies_the_heads_probabilities():
     rotation = load_rotation()
-    assert rotation.confusion_ua(np.array([[3, 1], [0, 4]])) == pytest.approx((0.75 + 1.0) / 2)
-    assert rotation.confusion_ua(np.array([[0, 0], [1, 1]])) == pytest.approx(0.25)  # a class absent from a group counts 0
+    labels = ["neutral", "angry"]
+
+    def scores(probabilities, targets=("neutral", "angry", "angry")):
+        one = {"ua": 0.0, "n": len(targets), "labels": labels, "targets": list(targets), "probabilities": probabilities}
+        return {"01-04": {"ravdess": one, "synthetic": one}}
+
+    # fusion is sure of row 0 and unsure of rows 1-2; audio-only leans the other way on row 0 and to angry on 1-2
+    fusion = scores([[0.9, 0.1], [0.55, 0.45], [0.45, 0.55]])
+    audio = scores([[0.4, 0.6], [0.3, 0.7], [0.45, 0.55]])
+    combined = rotation.late_fusion(fusion, audio)["01-04"]["ravdess"]
+    expected = np.array([[0.36, 0.06], [0.165, 0.315], [0.2025, 0.3025]])
+    np.testing.assert_allclose(combined["probabilities"], expected / expected.sum(axis=1, keepdims=True))
+    assert combined["ua"] == pytest.approx(1.0)  # neutral, angry, angry: every row right
+    assert rotation.ua_of(["neutral", "angry", "angry"], np.array(fusion["01-04"]["ravdess"]["probabilities"]), labels) \
+        == pytest.approx((1.0 + 0.5) / 2)
+    with pytest.raises(RuntimeError, match="different ravdess utterances"):
+        rotation.late_fusion(fusion, scores(audio["01-04"]["ravdess"]["probabilities"], ("angry", "angry", "angry")))
 
 
 def test_rotation_needs_a_finished_recipe_run(tmp_path, capsys):
@@ -56,12 +71,13 @@ def test_every_actor_group_is_tested_once_by_both_heads(tmp_path, wav_bytes):
     result = json.loads((work / "rotation" / "rotation.json").read_text())
     assert result["epochs"] == 1 and result["epochs_from"] == "the config's schedule"  # no cv.json in this work folder
     groups = ["01-04", "05-08", "09-12", "13-16", "17-20"]
-    for head in ("fusion", "audio-only"):
-        row = result["heads"][head]
+    assert list(result["heads"]) == ["fusion", "audio-only", "fusion x audio-only"] and result["reused_runs"] == 0
+    for head, row in result["heads"].items():
         assert list(row["groups"]) == groups
         assert all(g["n"] == 4 * 4 * 2 for g in row["groups"].values())  # 4 actors x 4 emotions x 2 statements
         assert row["pooled_n"] == 20 * 4 * 2
         assert row["mean_ua"] == pytest.approx(np.mean([g["ua"] for g in row["groups"].values()]))
+        assert 0.0 <= row["synthetic_mean_ua"] <= 1.0
     for group in groups:
         manifest = read_manifest(work / "rotation" / "data" / f"ravdess4-test{group}.jsonl")
         first, last = (int(a) for a in group.split("-"))
@@ -70,4 +86,9 @@ def test_every_actor_group_is_tested_once_by_both_heads(tmp_path, wav_bytes):
         assert not tested & {u.speaker for u in manifest.items if u.split != "test"}
         config = (work / "rotation" / f"audio-only-test{group}" / "train_config.yaml").read_text()
         assert "modalities: audio" in config and "train_on_val: true" in config
-    assert "| fusion |" in (work / "rotation" / "rotation.md").read_text()
+    assert "| fusion x audio-only |" in (work / "rotation" / "rotation.md").read_text()
+    # a rerun reuses every finished run and scores them again, to the same figures
+    assert rotation.main(["--work", str(work), "--ravdess", str(ravdess), "--set", "epochs=1",
+                          "--set", f"cache_dir={tmp_path / 'cache'}"]) == 0
+    again = json.loads((work / "rotation" / "rotation.json").read_text())
+    assert again["reused_runs"] == 10 and again["heads"] == result["heads"]

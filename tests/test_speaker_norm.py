@@ -324,6 +324,12 @@ def test_one_encoding_serves_every_k_as_separate_evaluations_would(exported, tmp
             for k in (0, 1, 2):
                 assert together[k].predictions == separate[k].predictions
                 assert together[k].report.to_dict() == separate[k].report.to_dict()
+                np.testing.assert_array_equal(together[k].probabilities, separate[k].probabilities)
+        probs = separate[0].probabilities  # one row per prediction, classes in the report's order
+        assert probs.shape == (len(items), len(model.labels))
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+        labels = separate[0].report.labels
+        assert [labels[i] for i in probs.argmax(axis=1)] == [p for _, _, p in separate[0].predictions]
         assert separate[0].report.to_dict() != separate[1].report.to_dict()  # the K really change the statistics
 
 

@@ -13,8 +13,14 @@ Every run trains for the epoch count the recipe's cross-validation chose over ac
 choice the test groups 01-16 took part in; nothing else is chosen here. Each test actor's speaker
 statistics pool all of its test utterances, as in the recipe's evaluation.
 
-Runs go side by side in forked workers (memocmt.parallel). Writes <work>/rotation/rotation.json and
-rotation.md: UA per group, the mean over groups, and the UA of all test utterances pooled.
+Every head is also scored on the synthetic test voices (where the words carry the emotion). With
+both heads, a third row combines them by late fusion: the product of the fusion and audio-only
+heads' probabilities (the sum of their log-probabilities), scored the same way; no head is retrained.
+
+Runs go side by side in forked workers (memocmt.parallel); a run whose folder already holds a
+finished run of the same config is reused, so an interrupted rotation continues and a rerun only
+scores. Writes <work>/rotation/rotation.json and rotation.md: UA per group, the mean over groups,
+the UA of all test utterances pooled, and the synthetic UA (mean over the five heads of a row).
 Needs a finished `training/recipes/default_model.py` run in --work (its synthetic corpus and cv.json).
 """
 
@@ -42,6 +48,7 @@ from memocmt.train import TrainConfig, load_config, train  # noqa: E402
 
 GROUPS = ((1, 2, 3, 4), (5, 6, 7, 8), (9, 10, 11, 12), (13, 14, 15, 16), (17, 18, 19, 20))
 HEADS = {"fusion": [], "audio-only": ["model.modalities=audio"]}
+LATE_FUSION = "fusion x audio-only"  # product of the two heads' probabilities
 logger = logging.getLogger("memocmt")
 
 
@@ -51,39 +58,94 @@ class RotationRun:
     group: tuple[int, ...]
     config: TrainConfig
     run_dir: Path
+    synthetic: Path  # the synthetic corpus's manifest: its test voices are scored too
 
 
 def group_name(group: tuple[int, ...]) -> str:
     return f"{group[0]:02d}-{group[-1]:02d}"
 
 
-def confusion_ua(confusion: np.ndarray) -> float:
-    """Macro recall of a confusion matrix (rows: true class)."""
-    return float(np.mean(np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)))
+def finished(run: RotationRun) -> bool:
+    """Whether the run folder holds a finished training run of exactly this config."""
+    import yaml
+
+    config_file, metrics = run.run_dir / "train_config.yaml", run.run_dir / "metrics.jsonl"
+    if not ((run.run_dir / "best.safetensors").is_file() and config_file.is_file() and metrics.is_file()):
+        return False
+    lines = [line for line in metrics.read_text().splitlines() if line.strip()]
+    last = json.loads(lines[-1])["epoch"] if lines else 0
+    return yaml.safe_load(config_file.read_text()) == dataclasses.asdict(run.config) and \
+        last == (run.config.stop_epoch or run.config.epochs)
 
 
 def train_and_score(run: RotationRun) -> dict:
-    """Train one rotation's head and score it on its test actors (the run's test split)."""
+    """Train one rotation's head (unless a finished run is there) and score it on its test actors (the
+    run's test split) and on the synthetic test voices, keeping the probabilities for late fusion."""
     from memocmt.evaluate import evaluate_manifest
     from memocmt.manifest import read_manifest
     from memocmt.model import load_checkpoint
 
     started = time.perf_counter()
-    train(run.config, run.run_dir, progress=False)
-    test = read_manifest(run.config.manifests[0]).split("test")
-    report = evaluate_manifest(load_checkpoint(run.run_dir / "best.safetensors"), test, batch_size=16, progress=False).report
-    logger.info("%s, test actors %s: UA %.2f%%", run.head, group_name(run.group), 100 * report.ua)
-    return {"ua": report.ua, "wa": report.wa, "n": report.n, "confusion": np.asarray(report.confusion).tolist(),
-            "seconds": round(time.perf_counter() - started, 1)}
+    reused = finished(run)
+    if not reused:
+        train(run.config, run.run_dir, progress=False)
+    model = load_checkpoint(run.run_dir / "best.safetensors")
+    scores = {}
+    for name, path in (("ravdess", run.config.manifests[0]), ("synthetic", run.synthetic)):
+        result = evaluate_manifest(model, read_manifest(path).split("test"), batch_size=16, progress=False)
+        scores[name] = {"ua": result.report.ua, "wa": result.report.wa, "n": result.report.n,
+                        "labels": list(result.report.labels), "targets": [t for _, t, _ in result.predictions],
+                        "probabilities": result.probabilities.tolist()}
+    logger.info("%s, test actors %s: UA %.2f%% (synthetic %.2f%%)%s", run.head, group_name(run.group),
+                100 * scores["ravdess"]["ua"], 100 * scores["synthetic"]["ua"], ", reused" if reused else "")
+    return {**scores, "reused": reused, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def ua_of(targets: list[str], probabilities: np.ndarray, labels: list[str]) -> float:
+    """UA (macro recall) of the classes `probabilities` (N, classes) pick against the true labels."""
+    from memocmt.metrics import classification_report
+
+    index = {label: i for i, label in enumerate(labels)}
+    return classification_report([index[t] for t in targets], np.asarray(probabilities).argmax(1), labels).ua
+
+
+def summarize(rows: dict[str, dict]) -> dict:
+    """One head's (or combination's) row from its per-group scores: UA per group, mean, std, pooled, synthetic."""
+    groups = {g: {"ua": r["ravdess"]["ua"], "n": r["ravdess"]["n"], "synthetic_ua": r["synthetic"]["ua"]} for g, r in rows.items()}
+    uas = np.array([g["ua"] for g in groups.values()])
+    first = next(iter(rows.values()))["ravdess"]
+    targets = [t for r in rows.values() for t in r["ravdess"]["targets"]]
+    probabilities = np.concatenate([np.asarray(r["ravdess"]["probabilities"]) for r in rows.values()])
+    return {"groups": groups, "mean_ua": float(uas.mean()), "std_ua": float(uas.std(ddof=1)) if len(uas) > 1 else 0.0,
+            "pooled_ua": ua_of(targets, probabilities, first["labels"]), "pooled_n": len(targets),
+            "synthetic_mean_ua": float(np.mean([g["synthetic_ua"] for g in groups.values()]))}
+
+
+def late_fusion(fusion: dict, audio: dict) -> dict:
+    """Scores of the product of two heads' probabilities, from their per-group scores (same utterances, same order)."""
+    out = {}
+    for group in fusion:
+        out[group] = {}
+        for name in ("ravdess", "synthetic"):
+            a, b = fusion[group][name], audio[group][name]
+            if a["targets"] != b["targets"]:
+                raise RuntimeError(f"The two heads were scored on different {name} utterances for test actors {group}.")
+            logp = np.log(np.maximum(a["probabilities"], 1e-12)) + np.log(np.maximum(b["probabilities"], 1e-12))
+            probs = np.exp(logp - logp.max(axis=1, keepdims=True))
+            probs /= probs.sum(axis=1, keepdims=True)
+            out[group][name] = {**a, "ua": ua_of(a["targets"], probs, a["labels"]), "probabilities": probs.tolist()}
+    return out
 
 
 def markdown(result: dict) -> str:
     groups = list(next(iter(result["heads"].values()))["groups"])
-    lines = ["| head | " + " | ".join(f"test {g}" for g in groups) + " | mean over groups (std) | all test utterances pooled |",
-             "|---|" + "---:|" * (len(groups) + 2)]
+    lines = ["| head | " + " | ".join(f"test {g}" for g in groups)
+             + " | mean over groups (std) | all test utterances pooled | synthetic test |",
+             "|---|" + "---:|" * (len(groups) + 3)]
     for head, row in result["heads"].items():
         cells = " | ".join(f"{100 * row['groups'][g]['ua']:.1f}%" for g in groups)
-        lines.append(f"| {head} | {cells} | {100 * row['mean_ua']:.1f}% ({100 * row['std_ua']:.1f}) | {100 * row['pooled_ua']:.1f}% |")
+        lines.append(f"| {head} | {cells} | {100 * row['mean_ua']:.1f}% ({100 * row['std_ua']:.1f}) | "
+                     f"{100 * row['pooled_ua']:.1f}% | {100 * row['synthetic_mean_ua']:.1f}% |")
     return "\n".join(lines) + "\n"
 
 
@@ -118,8 +180,9 @@ def main(argv: list[str] | None = None) -> int:
                                  [f"out_dir={out}", f"run_name={name}", f"manifests=[{path}, {synthetic}]", "cv_folds=0",
                                   *HEADS[head], *args.overrides])
             config = final_config(config, cv) if cv else dataclasses.replace(config, train_on_val=True)
-            runs.append(RotationRun(head, group, config, out / name))
-    _fill_cache(runs[0].config, [r.config.manifests[0] for r in runs if r.group == GROUPS[0]][0])
+            runs.append(RotationRun(head, group, config, out / name, synthetic))
+    if not all(finished(r) for r in runs):
+        _fill_cache(runs[0].config, [r.config.manifests[0] for r in runs if r.group == GROUPS[0]][0])
 
     threads = runs[0].config.threads or 1
     workers = args.workers or cpu_workers(len(runs), threads)
@@ -128,12 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"epochs": runs[0].config.stop_epoch or runs[0].config.epochs,
                     "epochs_from": str(cv_path) if cv else "the config's schedule", "heads": {},
                     "seconds": round(time.perf_counter() - started, 1), "workers": workers, "machine": platform.platform()}
-    for head in args.heads:
-        rows = {group_name(r.group): s for r, s in zip(runs, scores) if r.head == head}
-        uas = np.array([s["ua"] for s in rows.values()])
-        pooled = np.sum([np.asarray(s["confusion"]) for s in rows.values()], axis=0)
-        result["heads"][head] = {"groups": rows, "mean_ua": float(uas.mean()), "std_ua": float(uas.std(ddof=1)),
-                                 "pooled_ua": confusion_ua(pooled), "pooled_n": int(pooled.sum())}
+    per_head = {head: {group_name(r.group): s for r, s in zip(runs, scores) if r.head == head} for head in args.heads}
+    if set(HEADS) <= set(per_head):
+        per_head[LATE_FUSION] = late_fusion(per_head["fusion"], per_head["audio-only"])
+    result["heads"] = {head: summarize(rows) for head, rows in per_head.items()}
+    result["reused_runs"] = sum(s["reused"] for s in scores)
     (out / "rotation.json").write_text(json.dumps(result, indent=2))
     (out / "rotation.md").write_text(markdown(result))
     print(markdown(result))
