@@ -12,7 +12,10 @@ regularisation strength C), test 17-20. Features:
   shipped model uses it (memocmt.speaker_norm), so this is the probe to compare it with;
 * probe-all-speaker-std: probe-all on states standardised per layer and dimension by each actor's
   mean and variance over all of its recordings: the shipped head's `speaker_norm: mean+std`;
-* egemaps:    openSMILE eGeMAPSv02 functionals (88-d), the standard hand-crafted set.
+* egemaps:    openSMILE eGeMAPSv02 functionals (88-d), the standard hand-crafted set;
+* probe-all-speaker-std+egemaps: probe-all-speaker-std beside eGeMAPS z-scored per actor (each
+  functional standardised on the actor's recordings of the task): do hand-crafted prosody features
+  add to the encoder states? (Measured: no; 77.3% against 78.1% at 4 classes, 70.5% against 69.7% at 8.)
 
 Encoder states come from the training embedding cache, so this reuses what training computed.
 """
@@ -91,6 +94,16 @@ def speaker_centred(x: np.ndarray, speakers: list[str], means: dict[str, np.ndar
     return x - np.stack([means[s] for s in speakers])
 
 
+def speaker_zscored(x: np.ndarray, speakers: list[str]) -> np.ndarray:
+    """Each row standardised on the mean and std of its speaker's rows (no labels)."""
+    out = np.empty_like(x, dtype=np.float64)
+    speakers = np.asarray(speakers)
+    for s in np.unique(speakers):
+        rows = speakers == s
+        out[rows] = (x[rows] - x[rows].mean(axis=0)) / (x[rows].std(axis=0) + 1e-8)
+    return out
+
+
 def speaker_state_stats(cache, manifest) -> dict[str, np.ndarray]:
     """Each speaker's (2, L, D) mean and variance of its encoder states over all its recordings."""
     from memocmt.embed_cache import cached_utterance_stats
@@ -141,6 +154,8 @@ def run(ravdess: Path, classes: list[str], cache_dir: Path, audio_encoder: str |
                                                for s, u in zip(states, manifest)]),
             "egemaps": egemaps_features(paths, cache_dir / "egemaps.npz"),
         }
+        features["probe-all-speaker-std+egemaps"] = np.concatenate(
+            [features["probe-all-speaker-std"], speaker_zscored(features["egemaps"], [u.speaker for u in manifest])], axis=1)
         results[f"ravdess-{c}"] = {name: fit_and_score(x, y, split, list(manifest.labels)) for name, x in features.items()}
         results[f"ravdess-{c}"]["counts"] = {s: int((split == s).sum()) for s in ("train", "val", "test")}
     return results
