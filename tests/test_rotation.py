@@ -92,3 +92,11 @@ def test_every_actor_group_is_tested_once_by_both_heads(tmp_path, wav_bytes):
                           "--set", f"cache_dir={tmp_path / 'cache'}"]) == 0
     again = json.loads((work / "rotation" / "rotation.json").read_text())
     assert again["reused_runs"] == 10 and again["heads"] == result["heads"]
+    # the selection-safe rotation: actors 01-16 only, 17-20 in no run at all
+    assert rotation.main(["--work", str(work), "--ravdess", str(ravdess), "--without-test-actors", "--heads", "audio-only",
+                          "--set", "epochs=1", "--set", f"cache_dir={tmp_path / 'cache'}"]) == 0
+    cv = json.loads((work / "rotation-cv" / "rotation.json").read_text())
+    assert list(cv["heads"]) == ["audio-only"] and list(cv["heads"]["audio-only"]["groups"]) == groups[:4]
+    assert cv["left_out_actors"] == [f"Actor_{a}" for a in range(17, 21)]
+    for path in (work / "rotation-cv" / "data").glob("*.jsonl"):
+        assert not {u.speaker for u in read_manifest(path)} & set(cv["left_out_actors"])

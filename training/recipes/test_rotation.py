@@ -17,6 +17,9 @@ Every head is also scored on the synthetic test voices (where the words carry th
 both heads, a third row combines them by late fusion: the product of the fusion and audio-only
 heads' probabilities (the sum of their log-probabilities), scored the same way; no head is retrained.
 
+With --without-test-actors the rotation covers actors 01-16 only and leaves 17-20 out of every
+run (4-fold cross-validation with whole retraining per fold): the comparison to choose a head by.
+
 Runs go side by side in forked workers (memocmt.parallel); a run whose folder already holds a
 finished run of the same config is reused, so an interrupted rotation continues and a rerun only
 scores. Writes <work>/rotation/rotation.json and rotation.md: UA per group, the mean over groups,
@@ -42,7 +45,7 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from memocmt.corpora import build_ravdess  # noqa: E402
 from memocmt.crossval import final_config  # noqa: E402
-from memocmt.manifest import write_manifest  # noqa: E402
+from memocmt.manifest import Manifest, write_manifest  # noqa: E402
 from memocmt.parallel import cpu_workers, map_forked  # noqa: E402
 from memocmt.train import TrainConfig, load_config, train  # noqa: E402
 
@@ -155,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ravdess", default=str(REPO.parent / "shared" / "data" / "ravdess-a01-a20"),
                         help="RAVDESS root with Actor_XX folders")
     parser.add_argument("--heads", nargs="+", choices=tuple(HEADS), default=list(HEADS), help="heads to rotate")
+    parser.add_argument("--without-test-actors", action="store_true",
+                        help="rotate over actors 01-16 only and leave the test actors 17-20 out of every run, as "
+                             "cross-validation does: a comparison of heads that may be used to choose one "
+                             "(writes <work>/rotation-cv)")
     parser.add_argument("--workers", type=int, default=0, help="runs side by side (0: as many as the CPU cores allow)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="training config override applied to every run")
@@ -168,11 +175,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--ravdess {args.ravdess} is not a directory.")
     cv_path = work / "edge-ravdess4" / "cv.json"
     cv = json.loads(cv_path.read_text()) if cv_path.is_file() else None
-    out = work / "rotation"
+    groups, left_out = (GROUPS[:-1], {f"Actor_{a:02d}" for a in GROUPS[-1]}) if args.without_test_actors else (GROUPS, set())
+    out = work / ("rotation-cv" if args.without_test_actors else "rotation")
     runs = []
-    for i, group in enumerate(GROUPS):
-        val = GROUPS[i - 1][-2:]  # two actors of the previous group; train_on_val trains on them too
+    for i, group in enumerate(groups):
+        val = groups[i - 1][-2:]  # two actors of the previous group; train_on_val trains on them too
         manifest = build_ravdess(args.ravdess, classes="4", test_speakers=group, val_speakers=val)
+        manifest = Manifest.from_items([u for u in manifest.items if u.speaker not in left_out], manifest.labels)
         path = write_manifest(out / "data" / f"ravdess4-test{group_name(group)}.jsonl", manifest, relative=False)
         for head in args.heads:
             name = f"{head}-test{group_name(group)}"
@@ -182,13 +191,13 @@ def main(argv: list[str] | None = None) -> int:
             config = final_config(config, cv) if cv else dataclasses.replace(config, train_on_val=True)
             runs.append(RotationRun(head, group, config, out / name, synthetic))
     if not all(finished(r) for r in runs):
-        _fill_cache(runs[0].config, [r.config.manifests[0] for r in runs if r.group == GROUPS[0]][0])
+        _fill_cache(runs[0].config, [r.config.manifests[0] for r in runs if r.group == groups[0]][0])
 
     threads = runs[0].config.threads or 1
     workers = args.workers or cpu_workers(len(runs), threads)
     started = time.perf_counter()
     scores = map_forked(train_and_score, runs, workers, threads)
-    result: dict = {"epochs": runs[0].config.stop_epoch or runs[0].config.epochs,
+    result: dict = {"left_out_actors": sorted(left_out), "epochs": runs[0].config.stop_epoch or runs[0].config.epochs,
                     "epochs_from": str(cv_path) if cv else "the config's schedule", "heads": {},
                     "seconds": round(time.perf_counter() - started, 1), "workers": workers, "machine": platform.platform()}
     per_head = {head: {group_name(r.group): s for r, s in zip(runs, scores) if r.head == head} for head in args.heads}
