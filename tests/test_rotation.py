@@ -40,7 +40,7 @@ def test_late_fusion_multiplies_the_heads_probabilities():
     combined = rotation.late_fusion(fusion, audio)["01-04"]["ravdess"]
     expected = np.array([[0.36, 0.06], [0.165, 0.315], [0.2025, 0.3025]])
     np.testing.assert_allclose(combined["probabilities"], expected / expected.sum(axis=1, keepdims=True))
-    assert combined["ua"] == pytest.approx(1.0)  # neutral, angry, angry: every row right
+    assert combined["ua"] == pytest.approx(1.0) and combined["wa"] == pytest.approx(1.0)  # neutral, angry, angry: all right
     assert rotation.ua_of(["neutral", "angry", "angry"], np.array(fusion["01-04"]["ravdess"]["probabilities"]), labels) \
         == pytest.approx((1.0 + 0.5) / 2)
     with pytest.raises(RuntimeError, match="different ravdess utterances"):

@@ -23,7 +23,7 @@ run (4-fold cross-validation with whole retraining per fold): the comparison to 
 Runs go side by side in forked workers (memocmt.parallel); a run whose folder already holds a
 finished run of the same config is reused, so an interrupted rotation continues and a rerun only
 scores. Writes <work>/rotation/rotation.json and rotation.md: UA per group, the mean over groups,
-the UA of all test utterances pooled, and the synthetic UA (mean over the five heads of a row).
+the UA of all test utterances pooled, and the synthetic UA (mean over the row's runs).
 Needs a finished `training/recipes/default_model.py` run in --work (its synthetic corpus and cv.json).
 """
 
@@ -136,7 +136,10 @@ def late_fusion(fusion: dict, audio: dict) -> dict:
             logp = np.log(np.maximum(a["probabilities"], 1e-12)) + np.log(np.maximum(b["probabilities"], 1e-12))
             probs = np.exp(logp - logp.max(axis=1, keepdims=True))
             probs /= probs.sum(axis=1, keepdims=True)
-            out[group][name] = {**a, "ua": ua_of(a["targets"], probs, a["labels"]), "probabilities": probs.tolist()}
+            picked = [a["labels"][i] for i in probs.argmax(axis=1)]
+            out[group][name] = {**a, "ua": ua_of(a["targets"], probs, a["labels"]),
+                                "wa": float(np.mean([p == t for p, t in zip(picked, a["targets"])])),
+                                "probabilities": probs.tolist()}
     return out
 
 
