@@ -3,25 +3,17 @@ final runs side by side, evaluation and the timings file."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 
+from tests.scripts import load_script
 from tests.test_corpora import _ravdess, wav_bytes  # noqa: F401  (fixture)
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def load_recipe():
-    spec = importlib.util.spec_from_file_location("default_model_recipe", REPO / "training" / "recipes" / "default_model.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_script("training/recipes/default_model.py", "default_model_recipe")
 
 
 def test_recipe_trains_every_run_and_writes_its_timings(tmp_path, wav_bytes):

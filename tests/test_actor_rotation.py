@@ -3,27 +3,19 @@ once, for the fusion head and the audio-only ablation, with nothing of a group i
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from memocmt.manifest import read_manifest
+from tests.scripts import load_script
 from tests.test_corpora import _ravdess, wav_bytes  # noqa: F401  (fixture)
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def load_rotation():
-    spec = importlib.util.spec_from_file_location("test_rotation_recipe", REPO / "training" / "recipes" / "test_rotation.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_script("training/recipes/actor_rotation.py", "actor_rotation_recipe")
 
 
 def test_late_fusion_multiplies_the_heads_probabilities():

@@ -1,6 +1,6 @@
 """Speaker-independent accuracy over all 20 RAVDESS actors: every group of four actors is the test set once.
 
-    python training/recipes/test_rotation.py --work runs/default-model
+    python training/recipes/actor_rotation.py --work runs/default-model
 
 The shipped model is scored on actors 17-20 alone: 111 utterances (4 classes), too few to tell two
 heads apart (the training seed alone moves UA by a point or more). Here the default recipe's 4-class
