@@ -25,6 +25,7 @@ import numpy as np
 
 from .manifest import SPLITS, Manifest, ManifestError, Problem, read_manifest
 from .metrics import ClassificationReport, classification_report, format_confusion, format_summary
+from .perturb import Perturbation, parse_perturbations
 from .results import Prediction
 
 logger = logging.getLogger("memocmt")
@@ -124,16 +125,63 @@ class EvaluationResult:
 
 
 def evaluate_manifest(predictor: Predictor, manifest: Manifest, *, batch_size: int = 8, on_bad_file: str = "skip",
-                      progress: bool = True, speaker_utterances: int = 0, seed: int = 0) -> EvaluationResult:
+                      progress: bool = True, speaker_utterances: int = 0, seed: int = 0,
+                      perturbation: Perturbation | None = None) -> EvaluationResult:
     """Predict every utterance of `manifest` (labels already aligned to the model) and score it.
 
     A speaker_norm model (memocmt.speaker_norm) classifies each utterance with its speaker's
     statistics pooled over all of the speaker's utterances or, with `speaker_utterances=K`, over
     K of them (this one and K-1 others drawn with `seed`) and the model's prior: what live
     adaptation has after K utterances of a speaker. See `evaluate_speaker_utterances`.
+    With `perturbation`, every utterance is scored as that perturbed voice (memocmt.perturb).
     """
     return evaluate_speaker_utterances(predictor, manifest, (speaker_utterances,), batch_size=batch_size,
-                                       on_bad_file=on_bad_file, progress=progress, seed=seed)[speaker_utterances]
+                                       on_bad_file=on_bad_file, progress=progress, seed=seed,
+                                       perturbation=perturbation)[speaker_utterances]
+
+
+def evaluate_voices(predictor: Predictor, manifest: Manifest, perturbations: Sequence[Perturbation], *,
+                    batch_size: int = 8, on_bad_file: str = "skip", progress: bool = True, speaker_utterances: int = 0,
+                    seed: int = 0) -> EvaluationResult:
+    """Test-time augmentation over voices: each utterance is classified as recorded and as each perturbed
+    copy (sox speed / pitch, memocmt.perturb), and scored by the mean of those class probabilities.
+
+    Each copy of a speaker is a voice of its own, with its own speaker statistics, as a training run
+    with `perturb` sees it; the copies of one utterance share its id. An utterance unusable in any
+    version is skipped in all of them.
+    """
+    from .perturb import perturbed_speaker
+
+    if not perturbations:
+        raise ValueError("evaluate_voices needs at least one perturbation (e.g. 'speed 0.9').")
+    options = dict(batch_size=batch_size, on_bad_file=on_bad_file, progress=progress,
+                   speaker_utterances=speaker_utterances, seed=seed)
+    versions = [evaluate_manifest(predictor, manifest, **options)]
+    for p in perturbations:
+        # a row without a speaker stays without one (normalised alone)
+        copies = Manifest.from_items([dataclasses.replace(u, speaker=perturbed_speaker(u.speaker_key(), p)[1]) if u.speaker
+                                      else u for u in manifest.items], manifest.labels)
+        versions.append(evaluate_manifest(predictor, copies, perturbation=p, **options))
+    def keyed(version: EvaluationResult) -> dict[tuple[str, int], tuple[str, np.ndarray]]:
+        seen: dict[str, int] = {}  # a file listed twice is two rows
+        out = {}
+        for (uid, label, _), probs in zip(version.predictions, version.probabilities):
+            seen[uid] = seen.get(uid, -1) + 1
+            out[(uid, seen[uid])] = (label, probs)
+        return out
+
+    scored = [keyed(v) for v in versions]
+    rows = [key for key in scored[0] if all(key in s for s in scored[1:])]
+    if not rows:
+        raise ManifestError("No utterance could be evaluated in every perturbed version.")
+    labels = list(versions[0].report.labels)
+    mean = np.stack([np.mean([s[key][1] for s in scored], axis=0) for key in rows])
+    picked = mean.argmax(1)
+    targets = [scored[0][key][0] for key in rows]
+    skipped = {str(p): p for version in versions for p in version.skipped}
+    return EvaluationResult(classification_report([labels.index(t) for t in targets], picked, labels, mean),
+                            list(skipped.values()),
+                            [(uid, t, labels[k]) for (uid, _), t, k in zip(rows, targets, picked)], mean)
 
 
 # Encodings kept between the statistics pass and the classification passes, at most (bytes); a
@@ -143,12 +191,14 @@ KEEP_ENCODINGS_BYTES = 1 << 30
 
 def evaluate_speaker_utterances(predictor: Predictor, manifest: Manifest, speaker_utterances: Sequence[int] = (0,), *,
                                 batch_size: int = 8, on_bad_file: str = "skip", progress: bool = True, seed: int = 0,
-                                keep_bytes: int = KEEP_ENCODINGS_BYTES) -> dict[int, EvaluationResult]:
+                                keep_bytes: int = KEEP_ENCODINGS_BYTES,
+                                perturbation: Perturbation | None = None) -> dict[int, EvaluationResult]:
     """`evaluate_manifest` for each K in `speaker_utterances` (0: all of the speaker's utterances), encoding once.
 
     A speaker_norm model takes two passes: the first encodes every utterance and computes its audio
     statistics (no labels), the others classify with the speaker statistics of each K. Encodings
     are kept in memory between them up to `keep_bytes`; beyond that every pass encodes again.
+    With `perturbation`, each audio file is perturbed after loading (memocmt.perturb).
     """
     if not (hasattr(predictor, "encode") and hasattr(predictor, "classify_batch")):
         predictor = _Unsplit(predictor)
@@ -161,7 +211,7 @@ def evaluate_speaker_utterances(predictor: Predictor, manifest: Manifest, speake
     skipped: list[Problem] = []
 
     def encoded_batches(record: list[Problem], desc: str):
-        for batch, audios in _audio_batches(items, batch_size, on_bad_file, record, progress, desc):
+        for batch, audios in _audio_batches(items, batch_size, on_bad_file, record, progress, desc, perturbation):
             yield (batch, *predictor.encode(audios, [items[i].text for i in batch]))
 
     def score(batches, stats_of: dict | None) -> EvaluationResult:
@@ -260,8 +310,10 @@ class _Unsplit:
         return self.predictor.predict_batch(audios, texts, speaker_stats)
 
 
-def _audio_batches(items: list, batch_size: int, on_bad_file: str, skipped: list[Problem], progress: bool, desc: str):
-    """Yield (item indices, audio arrays) per batch; unusable audio stops or is appended to `skipped`."""
+def _audio_batches(items: list, batch_size: int, on_bad_file: str, skipped: list[Problem], progress: bool, desc: str,
+                   perturbation: Perturbation | None = None):
+    """Yield (item indices, audio arrays) per batch, each perturbed if asked; unusable audio stops or is
+    appended to `skipped`."""
     from tqdm.auto import tqdm
 
     from .audio import AudioError, check_audio, load_audio
@@ -272,7 +324,8 @@ def _audio_batches(items: list, batch_size: int, on_bad_file: str, skipped: list
         for i in range(start, min(start + batch_size, len(items))):
             u = items[i]
             try:
-                audios.append(check_audio(load_audio(u.audio), name=str(u.audio)))
+                audio = check_audio(load_audio(u.audio), name=str(u.audio))
+                audios.append(perturbation.apply(audio) if perturbation else audio)
             except (AudioError, OSError) as e:
                 if on_bad_file == "stop":
                     raise ManifestError(f"Row {u.line or i + 1}: cannot use {u.audio}: {e}") from e
@@ -365,6 +418,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--speaker-utterances", type=int, default=0, metavar="K",
                         help="speaker-normalised models: pool each speaker's statistics over K of its utterances (this "
                              "one and K-1 at random) and the model's prior, as live after K utterances (default: all)")
+    parser.add_argument("--voices", nargs="+", metavar="SPEC",
+                        help="test-time augmentation: also classify every utterance as these perturbed voices (sox "
+                             "effect lines, e.g. --voices 'speed 0.9' 'speed 1.1' 'pitch -200' 'pitch 200', the default "
+                             "recipe's training voices) and score the mean of the probabilities; needs sox")
     parser.add_argument("--on-bad-file", choices=("skip", "stop"), default="skip", help="unusable audio: skip and list, or stop")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -396,9 +453,12 @@ def cli(argv: list[str] | None = None) -> int:
         if args.speaker_utterances and not getattr(predictor, "speaker_norm", ""):
             raise ValueError(f"--speaker-utterances applies to speaker-normalised models; {args.model or 'the shipped model'} "
                              "is not one (its config has speaker_norm: none).")
+        voices = parse_perturbations(args.voices or [])
         manifest = align_labels(manifest, predictor.labels, mapping)
-        result = evaluate_manifest(predictor, manifest, batch_size=args.batch_size, on_bad_file=args.on_bad_file,
-                                   progress=not args.no_progress, speaker_utterances=args.speaker_utterances)
+        options = dict(batch_size=args.batch_size, on_bad_file=args.on_bad_file, progress=not args.no_progress,
+                       speaker_utterances=args.speaker_utterances)
+        result = evaluate_voices(predictor, manifest, voices, **options) if voices else \
+            evaluate_manifest(predictor, manifest, **options)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"memocmt-eval: error: {e}", file=sys.stderr)
         return 2
@@ -407,7 +467,7 @@ def cli(argv: list[str] | None = None) -> int:
     write_report(result.report, args.json, title=title, extra={
         "model": str(args.model or "default"), "data": str(source), "split": args.split if args.manifest else "all",
         "label_map": mapping, "skipped": [str(p) for p in result.skipped],
-        "speaker_utterances": args.speaker_utterances or "all",
+        "speaker_utterances": args.speaker_utterances or "all", "voices": [v.spec for v in voices],
     })
     print(format_summary(result.report, title))
     return 0

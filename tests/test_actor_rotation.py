@@ -74,11 +74,17 @@ def test_every_actor_group_is_tested_once_by_both_heads(tmp_path, wav_bytes):
         config = (work / "rotation" / f"audio-only-test{group}" / "train_config.yaml").read_text()
         assert "modalities: audio" in config and "train_on_val: true" in config
     assert "| fusion x audio-only |" in (work / "rotation" / "rotation.md").read_text()
-    # a rerun reuses every finished run and scores them again, to the same figures
-    assert rotation.main(["--work", str(work), "--ravdess", str(ravdess), "--set", "epochs=1",
+    # a rerun reuses every finished run and scores them again, to the same figures, and with --voices adds
+    # rows scored with test-time augmentation over perturbed voices
+    assert rotation.main(["--work", str(work), "--ravdess", str(ravdess), "--set", "epochs=1", "--voices", "speed 0.9",
                           "--set", f"cache_dir={tmp_path / 'cache'}"]) == 0
     again = json.loads((work / "rotation" / "rotation.json").read_text())
-    assert again["reused_runs"] == 10 and again["heads"] == result["heads"]
+    assert again["reused_runs"] == 10 and {h: again["heads"][h] for h in result["heads"]} == result["heads"]
+    assert list(again["heads"]) == [*result["heads"], "fusion + voices", "audio-only + voices", "fusion x audio-only + voices"]
+    assert again["voices"] == ["speed 0.9"] and again["heads"]["fusion + voices"]["pooled_n"] == 20 * 4 * 2
+    with pytest.raises(SystemExit) as exit_:
+        rotation.main(["--work", str(work), "--ravdess", str(ravdess), "--voices", "speed"])
+    assert exit_.value.code == 2
     # the selection-safe rotation: actors 01-16 only, 17-20 in no run at all
     assert rotation.main(["--work", str(work), "--ravdess", str(ravdess), "--without-test-actors", "--heads", "audio-only",
                           "--set", "epochs=1", "--set", f"cache_dir={tmp_path / 'cache'}"]) == 0

@@ -115,3 +115,72 @@ def test_shipped_model_on_held_out_ravdess_actors(tmp_path):
     assert result.report.ua > 0.702, result.report.ua  # measured 74.9%; see MODEL_CARD.md
     assert not result.skipped
     assert np.isfinite(result.report.macro_auc) and result.report.macro_auc > 0.65
+
+
+needs_sox = pytest.mark.skipif(__import__("shutil").which("sox") is None, reason="perturbed voices need sox")
+
+
+class _LengthPredictor:
+    """A speaker_norm predictor whose statistics are the audio's length and whose P(angry) grows with it."""
+
+    labels = ["neutral", "angry"]
+    speaker_norm = "mean"
+    speaker_prior = np.zeros((2, 1, 2), np.float32)
+
+    def __init__(self):
+        self.stats = []
+
+    def audio_stats(self, audios):
+        return np.stack([np.stack([np.full((1, 2), float(a.size)), np.ones((1, 2))]).astype(np.float32) for a in audios])
+
+    def predict_batch(self, audios, texts, speaker_stats=None):
+        from memocmt.results import Prediction
+
+        self.stats.append(speaker_stats)
+        return [Prediction.from_probabilities(self.labels, np.array([1 - a.size / 20000, a.size / 20000], np.float32))
+                for a in audios]
+
+
+@needs_sox
+def test_voices_average_each_perturbed_copy_with_its_own_speaker_statistics(tmp_path):
+    import soundfile as sf
+
+    from memocmt.evaluate import evaluate_manifest, evaluate_voices
+    from memocmt.perturb import parse_perturbations
+
+    rng = np.random.default_rng(0)
+    items = []
+    for i, (speaker, n, label) in enumerate([("s1", 1600, "neutral"), ("s1", 3200, "angry"), ("s2", 4800, "angry"),
+                                             ("", 2400, "neutral")]):
+        path = tmp_path / f"{i}.wav"
+        sf.write(path, (0.1 * rng.standard_normal(n)).astype(np.float32), 16000)
+        items.append(Utterance(audio=path, text="", label=label, speaker=speaker, split="test"))
+    manifest = Manifest.from_items(items, ["neutral", "angry"])
+    predictor = _LengthPredictor()
+    result = evaluate_voices(predictor, manifest, parse_perturbations(["speed 0.5"]), batch_size=4, progress=False)
+    # the original pass, then the copies at half speed (twice as long), each voice pooled on its own copies;
+    # the row without a speaker stays alone in both
+    original, slowed = predictor.stats
+    assert np.allclose(original[:, 0, 0, 0], [2400, 2400, 4800, 2400], rtol=0.01)
+    assert np.allclose(slowed[:, 0, 0, 0], [4800, 4800, 9600, 4800], rtol=0.01)
+    plain = evaluate_manifest(_LengthPredictor(), manifest, progress=False).probabilities
+    assert np.allclose(result.probabilities[:, 1], (plain[:, 1] + 2 * plain[:, 1]) / 2, rtol=0.01)
+    assert [p[0] for p in result.predictions] == [str(u.audio) for u in items] and not result.skipped
+    assert result.report.n == 4 and np.allclose(result.probabilities.sum(axis=1), 1, atol=1e-5)
+    with pytest.raises(ValueError, match="at least one perturbation"):
+        evaluate_voices(predictor, manifest, [])
+
+
+@needs_sox
+def test_eval_cli_voices(checkpoint, tmp_path, capsys):
+    model, manifest = checkpoint
+    out = tmp_path / "metrics.json"
+    assert cli(["--model", str(model), "--manifest", str(manifest), "--split", "all", "--voices", "speed 0.9", "pitch 200",
+                "--json", str(out), "--no-progress"]) == 0
+    data = json.loads(out.read_text())
+    assert data["n"] == 30 and data["voices"] == ["speed 0.9", "pitch 200"]
+    assert cli(["--model", str(model), "--manifest", str(manifest), "--voices", "louder 2",
+                "--json", str(tmp_path / "bad.json"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "'louder 2' is not '<effect> <amount>'" in err and "Traceback" not in err
+    assert not (tmp_path / "bad.json").exists()

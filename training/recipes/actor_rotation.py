@@ -17,6 +17,10 @@ Every head is also scored on the synthetic test voices (where the words carry th
 both heads, a third row combines them by late fusion: the product of the fusion and audio-only
 heads' probabilities (the sum of their log-probabilities), scored the same way; no head is retrained.
 
+With --voices SPEC..., every head is also scored with test-time augmentation (memocmt.evaluate.evaluate_voices):
+each test utterance classified as recorded and as each perturbed voice, the probabilities averaged; those
+rows are named "<head> + voices".
+
 With --without-test-actors the rotation covers actors 01-16 only and leaves 17-20 out of every
 run (4-fold cross-validation with whole retraining per fold): the comparison to choose a head by.
 
@@ -47,11 +51,13 @@ from memocmt.corpora import build_ravdess  # noqa: E402
 from memocmt.crossval import final_config  # noqa: E402
 from memocmt.manifest import Manifest, write_manifest  # noqa: E402
 from memocmt.parallel import cpu_workers, map_forked  # noqa: E402
+from memocmt.perturb import parse_perturbations  # noqa: E402
 from memocmt.train import TrainConfig, load_config, train  # noqa: E402
 
 GROUPS = ((1, 2, 3, 4), (5, 6, 7, 8), (9, 10, 11, 12), (13, 14, 15, 16), (17, 18, 19, 20))
 HEADS = {"fusion": [], "audio-only": ["model.modalities=audio"]}
 LATE_FUSION = "fusion x audio-only"  # product of the two heads' probabilities
+VOICES = " + voices"  # suffix of the rows scored with test-time augmentation over perturbed voices
 logger = logging.getLogger("memocmt")
 
 
@@ -62,6 +68,7 @@ class RotationRun:
     config: TrainConfig
     run_dir: Path
     synthetic: Path  # the synthetic corpus's manifest: its test voices are scored too
+    voices: tuple[str, ...] = ()  # perturbations for test-time augmentation (scored besides the plain rows)
 
 
 def group_name(group: tuple[int, ...]) -> str:
@@ -84,7 +91,7 @@ def finished(run: RotationRun) -> bool:
 def train_and_score(run: RotationRun) -> dict:
     """Train one rotation's head (unless a finished run is there) and score it on its test actors (the
     run's test split) and on the synthetic test voices, keeping the probabilities for late fusion."""
-    from memocmt.evaluate import evaluate_manifest
+    from memocmt.evaluate import evaluate_manifest, evaluate_voices
     from memocmt.manifest import read_manifest
     from memocmt.model import load_checkpoint
 
@@ -93,15 +100,23 @@ def train_and_score(run: RotationRun) -> dict:
     if not reused:
         train(run.config, run.run_dir, progress=False)
     model = load_checkpoint(run.run_dir / "best.safetensors")
-    scores = {}
+    scores, with_voices = {}, {}
+    voices = parse_perturbations(list(run.voices))
     for name, path in (("ravdess", run.config.manifests[0]), ("synthetic", run.synthetic)):
-        result = evaluate_manifest(model, read_manifest(path).split("test"), batch_size=16, progress=False)
-        scores[name] = {"ua": result.report.ua, "wa": result.report.wa, "n": result.report.n,
-                        "labels": list(result.report.labels), "targets": [t for _, t, _ in result.predictions],
-                        "probabilities": result.probabilities.tolist()}
-    logger.info("%s, test actors %s: UA %.2f%% (synthetic %.2f%%)%s", run.head, group_name(run.group),
-                100 * scores["ravdess"]["ua"], 100 * scores["synthetic"]["ua"], ", reused" if reused else "")
-    return {**scores, "reused": reused, "seconds": round(time.perf_counter() - started, 1)}
+        test = read_manifest(path).split("test")
+        scores[name] = _scores(evaluate_manifest(model, test, batch_size=16, progress=False))
+        if voices:
+            with_voices[name] = _scores(evaluate_voices(model, test, voices, batch_size=16, progress=False))
+    logger.info("%s, test actors %s: UA %.2f%% (synthetic %.2f%%)%s%s", run.head, group_name(run.group),
+                100 * scores["ravdess"]["ua"], 100 * scores["synthetic"]["ua"],
+                f"; with voices {100 * with_voices['ravdess']['ua']:.2f}% ({100 * with_voices['synthetic']['ua']:.2f}%)"
+                if voices else "", ", reused" if reused else "")
+    return {**scores, "voices": with_voices, "reused": reused, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def _scores(result) -> dict:
+    return {"ua": result.report.ua, "wa": result.report.wa, "n": result.report.n, "labels": list(result.report.labels),
+            "targets": [t for _, t, _ in result.predictions], "probabilities": result.probabilities.tolist()}
 
 
 def ua_of(targets: list[str], probabilities: np.ndarray, labels: list[str]) -> float:
@@ -165,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="rotate over actors 01-16 only and leave the test actors 17-20 out of every run, as "
                              "cross-validation does: a comparison of heads that may be used to choose one "
                              "(writes <work>/rotation-cv)")
+    parser.add_argument("--voices", nargs="+", default=[], metavar="SPEC",
+                        help="also score every head with test-time augmentation over these perturbed voices (e.g. "
+                             "'speed 0.9' 'speed 1.1' 'pitch -200' 'pitch 200'); needs sox")
     parser.add_argument("--workers", type=int, default=0, help="runs side by side (0: as many as the CPU cores allow)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="training config override applied to every run")
@@ -176,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{work} holds no recipe data; run training/recipes/default_model.py --work {work} first.")
     if not Path(args.ravdess).is_dir():
         parser.error(f"--ravdess {args.ravdess} is not a directory.")
+    try:
+        args.voices = [p.spec for p in parse_perturbations(args.voices)]
+    except ValueError as e:
+        parser.error(str(e))
     cv_path = work / "edge-ravdess4" / "cv.json"
     cv = json.loads(cv_path.read_text()) if cv_path.is_file() else None
     groups, left_out = (GROUPS[:-1], {f"Actor_{a:02d}" for a in GROUPS[-1]}) if args.without_test_actors else (GROUPS, set())
@@ -192,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                                  [f"out_dir={out}", f"run_name={name}", f"manifests=[{path}, {synthetic}]", "cv_folds=0",
                                   *HEADS[head], *args.overrides])
             config = final_config(config, cv) if cv else dataclasses.replace(config, train_on_val=True)
-            runs.append(RotationRun(head, group, config, out / name, synthetic))
+            runs.append(RotationRun(head, group, config, out / name, synthetic, tuple(args.voices)))
     if not all(finished(r) for r in runs):
         _fill_cache(runs[0].config, [r.config.manifests[0] for r in runs if r.group == groups[0]][0])
 
@@ -200,12 +222,17 @@ def main(argv: list[str] | None = None) -> int:
     workers = args.workers or cpu_workers(len(runs), threads)
     started = time.perf_counter()
     scores = map_forked(train_and_score, runs, workers, threads)
-    result: dict = {"left_out_actors": sorted(left_out), "epochs": runs[0].config.stop_epoch or runs[0].config.epochs,
+    result: dict = {"left_out_actors": sorted(left_out), "voices": args.voices, "epochs": runs[0].config.stop_epoch or runs[0].config.epochs,
                     "epochs_from": str(cv_path) if cv else "the config's schedule", "heads": {},
                     "seconds": round(time.perf_counter() - started, 1), "workers": workers, "machine": platform.platform()}
     per_head = {head: {group_name(r.group): s for r, s in zip(runs, scores) if r.head == head} for head in args.heads}
-    if set(HEADS) <= set(per_head):
+    both = set(HEADS) <= set(per_head)
+    if both:
         per_head[LATE_FUSION] = late_fusion(per_head["fusion"], per_head["audio-only"])
+    if args.voices:
+        per_head.update({head + VOICES: {g: s["voices"] for g, s in per_head[head].items()} for head in args.heads})
+        if both:
+            per_head[LATE_FUSION + VOICES] = late_fusion(per_head["fusion" + VOICES], per_head["audio-only" + VOICES])
     result["heads"] = {head: summarize(rows) for head, rows in per_head.items()}
     result["reused_runs"] = sum(s["reused"] for s in scores)
     (out / "rotation.json").write_text(json.dumps(result, indent=2))
@@ -221,7 +248,6 @@ def _fill_cache(config: TrainConfig, manifest_path: str) -> None:
     from memocmt.embed_cache import EmbeddingCache
     from memocmt.manifest import read_manifest
     from memocmt.model import MemoCMT
-    from memocmt.perturb import parse_perturbations
 
     manifest = read_manifest(manifest_path)
     model = MemoCMT(preset(config.preset, labels=list(manifest.labels), **config.model))
