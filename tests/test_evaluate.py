@@ -10,6 +10,7 @@ import pytest
 
 from memocmt.evaluate import align_labels, cli, parse_label_map
 from memocmt.manifest import Manifest, Utterance
+from tests.test_speaker_norm import _Recorder
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RAVDESS_DIR = REPO_ROOT.parent / "shared" / "data" / "ravdess-a01-a20"
@@ -120,18 +121,8 @@ def test_shipped_model_on_held_out_ravdess_actors(tmp_path):
 needs_sox = pytest.mark.skipif(__import__("shutil").which("sox") is None, reason="perturbed voices need sox")
 
 
-class _LengthPredictor:
+class _LengthPredictor(_Recorder):
     """A speaker_norm predictor whose statistics are the audio's length and whose P(angry) grows with it."""
-
-    labels = ["neutral", "angry"]
-    speaker_norm = "mean"
-    speaker_prior = np.zeros((2, 1, 2), np.float32)
-
-    def __init__(self):
-        self.stats = []
-
-    def audio_stats(self, audios):
-        return np.stack([np.stack([np.full((1, 2), float(a.size)), np.ones((1, 2))]).astype(np.float32) for a in audios])
 
     def predict_batch(self, audios, texts, speaker_stats=None):
         from memocmt.results import Prediction
