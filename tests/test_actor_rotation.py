@@ -89,6 +89,13 @@ def test_every_actor_group_is_tested_once_by_both_heads(tmp_path, wav_bytes):
     assert rotation.main(["--work", str(work), "--ravdess", str(ravdess), "--without-test-actors", "--heads", "audio-only",
                           "--set", "epochs=1", "--set", f"cache_dir={tmp_path / 'cache'}"]) == 0
     cv = json.loads((work / "rotation-cv" / "rotation.json").read_text())
+    # another config into another folder leaves these runs alone
+    assert rotation.main(["--work", str(work), "--ravdess", str(ravdess), "--without-test-actors", "--heads", "audio-only",
+                          "--set", "epochs=1", "--set", "lr=0.002", "--set", f"cache_dir={tmp_path / 'cache'}",
+                          "--out", str(tmp_path / "other")]) == 0
+    assert json.loads((work / "rotation-cv" / "rotation.json").read_text()) == cv
+    assert "lr: 0.002" in (tmp_path / "other" / "audio-only-test01-04" / "train_config.yaml").read_text()
+    assert "lr: 0.002" not in (work / "rotation-cv" / "audio-only-test01-04" / "train_config.yaml").read_text()
     assert list(cv["heads"]) == ["audio-only"] and list(cv["heads"]["audio-only"]["groups"]) == groups[:4]
     assert cv["left_out_actors"] == [f"Actor_{a}" for a in range(17, 21)]
     for path in (work / "rotation-cv" / "data").glob("*.jsonl"):

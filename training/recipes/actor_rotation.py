@@ -26,7 +26,7 @@ run (4-fold cross-validation with whole retraining per fold): the comparison to 
 
 Runs go side by side in forked workers (memocmt.parallel); a run whose folder already holds a
 finished run of the same config is reused, so an interrupted rotation continues and a rerun only
-scores. Writes <work>/rotation/rotation.json and rotation.md: UA per group, the mean over groups,
+scores. Writes <work>/rotation/rotation.json and rotation.md (or into --out): UA per group, the mean over groups,
 the UA of all test utterances pooled, and the synthetic UA (mean over the row's runs).
 Needs a finished `training/recipes/default_model.py` run in --work (its synthetic corpus and cv.json).
 """
@@ -180,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="rotate over actors 01-16 only and leave the test actors 17-20 out of every run, as "
                              "cross-validation does: a comparison of heads that may be used to choose one "
                              "(writes <work>/rotation-cv)")
+    parser.add_argument("--out", help="folder for the runs and results (default: <work>/rotation, or <work>/rotation-cv "
+                                      "with --without-test-actors); give another one with --set, so that runs of another "
+                                      "config do not replace the recipe's")
     parser.add_argument("--voices", nargs="+", default=[], metavar="SPEC",
                         help="also score every head with test-time augmentation over these perturbed voices (e.g. "
                              "'speed 0.9' 'speed 1.1' 'pitch -200' 'pitch 200'); needs sox")
@@ -201,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     cv_path = work / "edge-ravdess4" / "cv.json"
     cv = json.loads(cv_path.read_text()) if cv_path.is_file() else None
     groups, left_out = (GROUPS[:-1], {f"Actor_{a:02d}" for a in GROUPS[-1]}) if args.without_test_actors else (GROUPS, set())
-    out = work / ("rotation-cv" if args.without_test_actors else "rotation")
+    out = Path(args.out) if args.out else work / ("rotation-cv" if args.without_test_actors else "rotation")
     runs = []
     for i, group in enumerate(groups):
         val = groups[i - 1][-2:]  # two actors of the previous group; train_on_val trains on them too
