@@ -201,3 +201,63 @@ def format_summary(report: ClassificationReport, title: str = "Evaluation") -> s
         )
     lines += ["", "```", format_confusion(report), "```", ""]
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class UADifference:
+    """UA(a) - UA(b) on the same utterances, with a paired bootstrap interval."""
+
+    difference: float
+    low: float
+    high: float
+    confidence: float
+    resamples: int
+    resampled: str  # "utterances" | "groups" (whole speakers, say)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def ua_difference(y_true: Sequence[int], pred_a: Sequence[int], pred_b: Sequence[int], n_classes: int, *,
+                  groups: Sequence | None = None, resamples: int = 2000, confidence: float = 0.95,
+                  seed: int = 0) -> UADifference:
+    """How much higher system a's UA is than system b's on the same utterances, and how sure that is.
+
+    A paired bootstrap: the utterances (or, with `groups`, whole groups of them such as speakers,
+    since one speaker's utterances are not independent) are drawn with replacement `resamples`
+    times and both systems are scored on each draw; the interval is the central `confidence`
+    share of the differences. An interval that contains 0 does not tell the two apart.
+    """
+    y_true, pred_a, pred_b = (_as_ids(v, n_classes, name) for v, name in ((y_true, "y_true"), (pred_a, "pred_a"), (pred_b, "pred_b")))
+    if not y_true.size or y_true.shape != pred_a.shape or y_true.shape != pred_b.shape:
+        raise ValueError(f"ua_difference needs the same non-empty utterances for both systems "
+                         f"(got {y_true.size}, {pred_a.size} and {pred_b.size}).")
+    if not 0 < confidence < 1 or resamples < 1:
+        raise ValueError("ua_difference needs 0 < confidence < 1 and at least one resample.")
+    if groups is None:
+        units = [np.array([i]) for i in range(y_true.size)]
+    else:
+        if len(groups) != y_true.size:
+            raise ValueError(f"groups has {len(groups)} entries for {y_true.size} utterances.")
+        by_group: dict = {}
+        for i, g in enumerate(groups):
+            by_group.setdefault(g, []).append(i)
+        units = [np.array(rows) for rows in by_group.values()]
+    rng = np.random.default_rng(seed)
+    correct_a, correct_b = (pred_a == y_true).astype(np.float64), (pred_b == y_true).astype(np.float64)
+
+    def ua(rows: np.ndarray, correct: np.ndarray) -> float:
+        hits = np.bincount(y_true[rows], weights=correct[rows], minlength=n_classes)
+        support = np.bincount(y_true[rows], minlength=n_classes)
+        present = support > 0
+        return float(np.mean(hits[present] / support[present]))
+
+    everything = np.arange(y_true.size)
+    diffs = np.empty(resamples)
+    for r in range(resamples):
+        rows = np.concatenate([units[k] for k in rng.integers(0, len(units), len(units))])
+        diffs[r] = ua(rows, correct_a) - ua(rows, correct_b)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(diffs, [tail, 1 - tail])
+    return UADifference(ua(everything, correct_a) - ua(everything, correct_b), float(low), float(high), confidence,
+                        resamples, "utterances" if groups is None else "groups")

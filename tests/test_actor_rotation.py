@@ -74,6 +74,10 @@ def test_every_actor_group_is_tested_once_by_both_heads(tmp_path, wav_bytes):
         config = (work / "rotation" / f"audio-only-test{group}" / "train_config.yaml").read_text()
         assert "modalities: audio" in config and "train_on_val: true" in config
     assert "| fusion x audio-only |" in (work / "rotation" / "rotation.md").read_text()
+    assert list(result["against"]) == ["fusion", "fusion x audio-only"] and result["against_reference"] == "audio-only"
+    against = result["against"]["fusion"]["ravdess"]
+    assert against["difference"] == pytest.approx(result["heads"]["fusion"]["pooled_ua"] - result["heads"]["audio-only"]["pooled_ua"])
+    assert against["low"] <= against["difference"] <= against["high"] and against["resampled"] == "groups"
     # a rerun reuses every finished run and scores them again, to the same figures, and with --voices adds
     # rows scored with test-time augmentation over perturbed voices
     assert rotation.main(["--work", str(work), "--ravdess", str(ravdess), "--set", "epochs=1", "--voices", "speed 0.9",

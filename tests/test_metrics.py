@@ -93,3 +93,45 @@ def test_text_outputs():
     assert "angry" in table and table.splitlines()[-1].split()[-2:] == ["1", "0"]
     summary = format_summary(r, "RAVDESS test")
     assert summary.startswith("# RAVDESS test") and "UA 75.00%" in summary
+
+
+def test_ua_difference_is_the_paired_difference_with_a_bootstrap_interval():
+    from memocmt.metrics import ua_difference, unweighted_accuracy
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 400)
+    good = np.where(rng.random(400) < 0.9, y, (y + 1) % 4)
+    poor = np.where(rng.random(400) < 0.5, y, (y + 1) % 4)
+    d = ua_difference(y, good, poor, 4)
+    assert d.difference == pytest.approx(unweighted_accuracy(y, good, 4) - unweighted_accuracy(y, poor, 4))
+    assert 0 < d.low < d.difference < d.high and d.resampled == "utterances"
+    same = ua_difference(y, good, good, 4)
+    assert (same.difference, same.low, same.high) == (0.0, 0.0, 0.0)
+    assert ua_difference(y, good, poor, 4, seed=1).difference == d.difference
+
+
+def test_ua_difference_resamples_whole_speakers():
+    """A system better on one speaker of ten only: utterance resampling calls it better, speaker resampling cannot tell."""
+    from memocmt.metrics import ua_difference
+
+    rng = np.random.default_rng(0)
+    speakers = np.repeat(np.arange(10), 40)
+    y = np.tile(np.arange(4), 100)
+    shared = np.where(rng.random(400) < 0.8, y, (y + 1) % 4)
+    a, b = shared.copy(), shared.copy()
+    a[speakers == 0], b[speakers == 0] = y[speakers == 0], (y[speakers == 0] + 1) % 4
+    by_utterance = ua_difference(y, a, b, 4)
+    by_speaker = ua_difference(y, a, b, 4, groups=speakers.tolist())
+    assert by_utterance.difference == by_speaker.difference == pytest.approx(0.1)
+    assert by_utterance.low > 0.05 and by_speaker.low <= 0.0 < by_speaker.high and by_speaker.resampled == "groups"
+
+
+def test_ua_difference_refuses_mismatched_inputs():
+    from memocmt.metrics import ua_difference
+
+    with pytest.raises(ValueError, match="same non-empty utterances"):
+        ua_difference([0, 1], [0, 1], [0], 2)
+    with pytest.raises(ValueError, match="groups has 1 entries"):
+        ua_difference([0, 1], [0, 1], [1, 0], 2, groups=["s"])
+    with pytest.raises(ValueError, match="confidence"):
+        ua_difference([0, 1], [0, 1], [1, 0], 2, confidence=1.5)

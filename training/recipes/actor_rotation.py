@@ -27,7 +27,9 @@ run (4-fold cross-validation with whole retraining per fold): the comparison to 
 Runs go side by side in forked workers (memocmt.parallel); a run whose folder already holds a
 finished run of the same config is reused, so an interrupted rotation continues and a rerun only
 scores. Writes <work>/rotation/rotation.json and rotation.md (or into --out): UA per group, the mean over groups,
-the UA of all test utterances pooled, and the synthetic UA (mean over the row's runs).
+the UA of all test utterances pooled, and the synthetic UA (mean over the row's runs); then every row's UA
+against the audio-only head's on the same utterances, with a 95% paired bootstrap interval (RAVDESS
+resampling whole actors), which says whether the gap between two rows is more than chance.
 Needs a finished `training/recipes/default_model.py` run in --work (its synthetic corpus and cv.json).
 """
 
@@ -104,9 +106,9 @@ def train_and_score(run: RotationRun) -> dict:
     voices = parse_perturbations(list(run.voices))
     for name, path in (("ravdess", run.config.manifests[0]), ("synthetic", run.synthetic)):
         test = read_manifest(path).split("test")
-        scores[name] = _scores(evaluate_manifest(model, test, batch_size=16, progress=False))
+        scores[name] = _scores(evaluate_manifest(model, test, batch_size=16, progress=False), test)
         if voices:
-            with_voices[name] = _scores(evaluate_voices(model, test, voices, batch_size=16, progress=False))
+            with_voices[name] = _scores(evaluate_voices(model, test, voices, batch_size=16, progress=False), test)
     logger.info("%s, test actors %s: UA %.2f%% (synthetic %.2f%%)%s%s", run.head, group_name(run.group),
                 100 * scores["ravdess"]["ua"], 100 * scores["synthetic"]["ua"],
                 f"; with voices {100 * with_voices['ravdess']['ua']:.2f}% ({100 * with_voices['synthetic']['ua']:.2f}%)"
@@ -114,9 +116,11 @@ def train_and_score(run: RotationRun) -> dict:
     return {**scores, "voices": with_voices, "reused": reused, "seconds": round(time.perf_counter() - started, 1)}
 
 
-def _scores(result) -> dict:
+def _scores(result, manifest) -> dict:
+    speaker_of = {u.id or str(u.audio): u.speaker for u in manifest.items}
     return {"ua": result.report.ua, "wa": result.report.wa, "n": result.report.n, "labels": list(result.report.labels),
-            "targets": [t for _, t, _ in result.predictions], "probabilities": result.probabilities.tolist()}
+            "targets": [t for _, t, _ in result.predictions], "probabilities": result.probabilities.tolist(),
+            "ids": [uid for uid, _, _ in result.predictions], "speakers": [speaker_of[uid] for uid, _, _ in result.predictions]}
 
 
 def ua_of(targets: list[str], probabilities: np.ndarray, labels: list[str]) -> float:
@@ -158,6 +162,32 @@ def late_fusion(fusion: dict, audio: dict) -> dict:
     return out
 
 
+def compare(rows: dict[str, dict], reference: str = "audio-only") -> dict[str, dict]:
+    """Each row's UA minus the reference row's on the same pooled test utterances, with 95% paired
+    bootstrap intervals (memocmt.metrics.ua_difference): RAVDESS resampling whole actors, the synthetic
+    test resampling its utterances (each scored once per run)."""
+    from memocmt.metrics import ua_difference
+
+    def pooled(groups: dict, name: str, key: str) -> list:
+        return [x for g in groups.values() for x in g[name][key]]
+
+    base = rows[reference]
+    out = {}
+    for head, groups in rows.items():
+        if head == reference:
+            continue
+        out[head] = {}
+        for name, unit in (("ravdess", "speakers"), ("synthetic", "ids")):
+            targets = pooled(groups, name, "targets")
+            if targets != pooled(base, name, "targets") or pooled(groups, name, "ids") != pooled(base, name, "ids"):
+                raise RuntimeError(f"{head} and {reference} were scored on different {name} utterances.")
+            labels = next(iter(groups.values()))[name]["labels"]
+            y = [labels.index(t) for t in targets]
+            picks = [np.concatenate([np.asarray(g[name]["probabilities"]) for g in r.values()]).argmax(1) for r in (groups, base)]
+            out[head][name] = ua_difference(y, picks[0], picks[1], len(labels), groups=pooled(groups, name, unit)).to_dict()
+    return out
+
+
 def markdown(result: dict) -> str:
     groups = list(next(iter(result["heads"].values()))["groups"])
     lines = ["| head | " + " | ".join(f"test {g}" for g in groups)
@@ -167,6 +197,15 @@ def markdown(result: dict) -> str:
         cells = " | ".join(f"{100 * row['groups'][g]['ua']:.1f}%" for g in groups)
         lines.append(f"| {head} | {cells} | {100 * row['mean_ua']:.1f}% ({100 * row['std_ua']:.1f}) | "
                      f"{100 * row['pooled_ua']:.1f}% | {100 * row['synthetic_mean_ua']:.1f}% |")
+    if result.get("against"):
+        reference = result["against_reference"]
+        lines += ["", f"UA minus {reference}'s on the same pooled test utterances, with the 95% paired bootstrap interval "
+                  "(RAVDESS: whole actors resampled; synthetic: utterances resampled). An interval that holds 0 does "
+                  "not tell the two apart.", "", "| head | RAVDESS | synthetic test |", "|---|---:|---:|"]
+        for head, diff in result["against"].items():
+            cells = [f"{100 * d['difference']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
+                     for d in (diff["ravdess"], diff["synthetic"])]
+            lines.append(f"| {head} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines) + "\n"
 
 
@@ -237,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
         if both:
             per_head[LATE_FUSION + VOICES] = late_fusion(per_head["fusion" + VOICES], per_head["audio-only" + VOICES])
     result["heads"] = {head: summarize(rows) for head, rows in per_head.items()}
+    if "audio-only" in per_head and len(per_head) > 1:
+        result["against_reference"] = "audio-only"
+        result["against"] = compare(per_head, "audio-only")
     result["reused_runs"] = sum(s["reused"] for s in scores)
     (out / "rotation.json").write_text(json.dumps(result, indent=2))
     (out / "rotation.md").write_text(markdown(result))
