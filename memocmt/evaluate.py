@@ -25,7 +25,7 @@ import numpy as np
 
 from .manifest import SPLITS, Manifest, ManifestError, Problem, read_manifest
 from .metrics import ClassificationReport, classification_report, format_confusion, format_summary
-from .perturb import Perturbation, parse_perturbations
+from .perturb import Perturbation, parse_perturbations, perturbed_speaker
 from .results import Prediction
 
 logger = logging.getLogger("memocmt")
@@ -150,8 +150,6 @@ def evaluate_voices(predictor: Predictor, manifest: Manifest, perturbations: Seq
     with `perturb` sees it; the copies of one utterance share its id. An utterance unusable in any
     version is skipped in all of them.
     """
-    from .perturb import perturbed_speaker
-
     if not perturbations:
         raise ValueError("evaluate_voices needs at least one perturbation (e.g. 'speed 0.9').")
     options = dict(batch_size=batch_size, on_bad_file=on_bad_file, progress=progress,
@@ -162,6 +160,7 @@ def evaluate_voices(predictor: Predictor, manifest: Manifest, perturbations: Seq
         copies = Manifest.from_items([dataclasses.replace(u, speaker=perturbed_speaker(u.speaker_key(), p)[1]) if u.speaker
                                       else u for u in manifest.items], manifest.labels)
         versions.append(evaluate_manifest(predictor, copies, perturbation=p, **options))
+
     def keyed(version: EvaluationResult) -> dict[tuple[str, int], tuple[str, np.ndarray]]:
         seen: dict[str, int] = {}  # a file listed twice is two rows
         out = {}
