@@ -24,7 +24,7 @@ from typing import Mapping, Protocol, Sequence
 import numpy as np
 
 from .manifest import SPLITS, Manifest, ManifestError, Problem, read_manifest
-from .metrics import ClassificationReport, classification_report, format_confusion, format_summary
+from .metrics import ClassificationReport, UADifference, classification_report, format_confusion, format_summary, ua_difference
 from .perturb import Perturbation, parse_perturbations, perturbed_speaker
 from .results import Prediction
 
@@ -181,6 +181,48 @@ def evaluate_voices(predictor: Predictor, manifest: Manifest, perturbations: Seq
     return EvaluationResult(classification_report([labels.index(t) for t in targets], picked, labels, mean),
                             list(skipped.values()),
                             [(uid, t, labels[k]) for (uid, _), t, k in zip(rows, targets, picked)], mean)
+
+
+def prediction_rows(result: EvaluationResult, manifest: Manifest) -> list[dict]:
+    """One JSON-ready record per scored utterance: id, speaker (None without one), true and predicted
+    label and the class probabilities; what `compare_predictions` pairs two evaluations by."""
+    speaker_of = {u.id or str(u.audio): u.speaker or None for u in manifest.items}
+    labels = list(result.report.labels)
+    return [{"id": uid, "speaker": speaker_of.get(uid), "label": label, "predicted": predicted,
+             "probabilities": {c: round(float(p), 6) for c, p in zip(labels, probs)}}
+            for (uid, label, predicted), probs in zip(result.predictions, result.probabilities)]
+
+
+def compare_predictions(ours: Sequence[dict], theirs: Sequence[dict], labels: Sequence[str], *,
+                        seed: int = 0) -> UADifference:
+    """Our UA minus theirs on the same utterances (records of `prediction_rows`), with a 95% paired
+    bootstrap interval that resamples whole speakers when every utterance has one."""
+    def keyed(rows: Sequence[dict]) -> dict:
+        seen: dict[str, int] = {}  # a file listed twice is two rows
+        out = {}
+        for r in rows:
+            seen[r["id"]] = seen.get(r["id"], -1) + 1
+            out[(r["id"], seen[r["id"]])] = r
+        return out
+
+    a, b = keyed(ours), keyed(theirs)
+    if a.keys() != b.keys():
+        missing, extra = len(a.keys() - b.keys()), len(b.keys() - a.keys())
+        raise ValueError(f"The two evaluations scored different utterances ({missing} only here, {extra} only there); "
+                         "compare evaluations of the same data and split.")
+    differ = [key[0] for key in a if a[key]["label"] != b[key]["label"]]
+    if differ:
+        raise ValueError(f"The two evaluations give {differ[0]} different true labels ({len(differ)} utterance(s)); "
+                         "were they scored with the same --label-map?")
+    index = {label: i for i, label in enumerate(labels)}
+    unknown = sorted({r["predicted"] for r in b.values()} - index.keys())
+    if unknown:
+        raise ValueError(f"The other evaluation predicts {unknown}, which this model has no class for.")
+    keys = list(a)
+    speakers = [a[k]["speaker"] for k in keys]
+    return ua_difference([index[a[k]["label"]] for k in keys], [index[a[k]["predicted"]] for k in keys],
+                         [index[b[k]["predicted"]] for k in keys], len(labels),
+                         groups=speakers if all(speakers) else None, seed=seed)
 
 
 # Encodings kept between the statistics pass and the classification passes, at most (bytes); a
@@ -421,6 +463,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="test-time augmentation: also classify every utterance as these perturbed voices (sox "
                              "effect lines, e.g. --voices 'speed 0.9' 'speed 1.1' 'pitch -200' 'pitch 200', the default "
                              "recipe's training voices) and score the mean of the probabilities; needs sox")
+    parser.add_argument("--compare", metavar="OTHER_JSON",
+                        help="an earlier --json output on the same data: report this model's UA minus that one's with "
+                             "a 95%% paired bootstrap interval (whole speakers resampled when the data names them)")
     parser.add_argument("--on-bad-file", choices=("skip", "stop"), default="skip", help="unusable audio: skip and list, or stop")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -437,6 +482,7 @@ def cli(argv: list[str] | None = None) -> int:
     if args.speaker_utterances < 0:
         parser.error("--speaker-utterances must be at least 1 (or 0 for all of a speaker's utterances).")
     try:
+        other = _read_predictions(args.compare) if args.compare else None
         if args.manifest:
             manifest = read_manifest(args.manifest)
             if args.split != "all":
@@ -458,18 +504,51 @@ def cli(argv: list[str] | None = None) -> int:
                        speaker_utterances=args.speaker_utterances)
         result = evaluate_voices(predictor, manifest, voices, **options) if voices else \
             evaluate_manifest(predictor, manifest, **options)
+        rows = prediction_rows(result, manifest)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"memocmt-eval: error: {e}", file=sys.stderr)
         return 2
+    compared, mismatch = None, None
+    if other is not None:  # a mismatch is reported after this evaluation is written, so it is not lost
+        try:
+            compared = compare_predictions(rows, other, result.report.labels)
+        except ValueError as e:
+            mismatch = f"--compare {args.compare}: {e}"
     source = args.manifest or args.data
     title = f"{Path(source).name}" + (f" ({args.split})" if args.manifest else "")
     write_report(result.report, args.json, title=title, extra={
         "model": str(args.model or "default"), "data": str(source), "split": args.split if args.manifest else "all",
         "label_map": mapping, "skipped": [str(p) for p in result.skipped],
         "speaker_utterances": args.speaker_utterances or "all", "voices": [v.spec for v in voices],
+        **({"compared_with": {"path": str(args.compare), **compared.to_dict()}} if compared else {}),
+        "predictions": rows,
     })
     print(format_summary(result.report, title))
+    if mismatch:
+        print(f"memocmt-eval: error: {mismatch} (this evaluation was written to {args.json})", file=sys.stderr)
+        return 2
+    if compared:
+        unit = "speakers" if compared.resampled == "groups" else "utterances"
+        print(f"Against {args.compare}: UA {100 * compared.difference:+.1f} points, 95% interval "
+              f"[{100 * compared.low:+.1f}, {100 * compared.high:+.1f}] ({unit} resampled); "
+              + ("an interval that holds 0 does not tell the two apart." if compared.low <= 0 <= compared.high else
+                 "the difference is more than chance."))
     return 0
+
+
+def _read_predictions(path: str) -> list[dict]:
+    """The per-utterance predictions of an earlier `memocmt-eval --json` output."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--compare {path}: no such file.") from None
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--compare {path} is not a JSON file written by memocmt-eval ({e}).") from None
+    rows = data.get("predictions") if isinstance(data, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and {"id", "label", "predicted"} <= r.keys() for r in rows):
+        raise ValueError(f"--compare {path} holds no per-utterance predictions; score that model again with this "
+                         "version of memocmt-eval (its --json output lists them).")
+    return rows
 
 
 if __name__ == "__main__":

@@ -175,3 +175,43 @@ def test_eval_cli_voices(checkpoint, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "'louder 2' is not '<effect> <amount>'" in err and "Traceback" not in err
     assert not (tmp_path / "bad.json").exists()
+
+
+def test_eval_cli_compares_with_an_earlier_evaluation(checkpoint, tmp_path, capsys):
+    model, manifest = checkpoint
+    base = ["--model", str(model), "--manifest", str(manifest), "--split", "all", "--no-progress"]
+    first = tmp_path / "first.json"
+    assert cli([*base, "--json", str(first)]) == 0
+    data = json.loads(first.read_text())
+    rows = data["predictions"]
+    assert len(rows) == 30 and {r["label"] for r in rows} == {"neutral", "angry"} and all(r["speaker"] for r in rows)
+    assert sum(r["predicted"] == r["label"] for r in rows) / 30 == pytest.approx(data["wa"])
+    assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-4 for r in rows)
+
+    same = tmp_path / "same.json"
+    assert cli([*base, "--json", str(same), "--compare", str(first)]) == 0
+    compared = json.loads(same.read_text())["compared_with"]
+    assert (compared["difference"], compared["low"], compared["high"]) == (0.0, 0.0, 0.0)
+    assert compared["resampled"] == "groups"  # the tone corpus names its speakers
+
+    wrong = tmp_path / "wrong.json"  # an evaluation that got every utterance wrong
+    wrong.write_text(json.dumps({**data, "predictions": [
+        {**r, "predicted": "angry" if r["label"] == "neutral" else "neutral"} for r in rows]}))
+    capsys.readouterr()
+    assert cli([*base, "--json", str(tmp_path / "vs-wrong.json"), "--compare", str(wrong)]) == 0
+    compared = json.loads((tmp_path / "vs-wrong.json").read_text())["compared_with"]
+    assert compared["difference"] == pytest.approx(data["ua"]) and compared["high"] >= compared["difference"]
+    assert f"Against {wrong}: UA +{100 * data['ua']:.1f} points" in capsys.readouterr().out
+
+    partial = tmp_path / "partial.json"  # scored on other data: refused, but this evaluation is kept
+    partial.write_text(json.dumps({**data, "predictions": rows[:10]}))
+    kept = tmp_path / "kept.json"
+    assert cli([*base, "--json", str(kept), "--compare", str(partial)]) == 2
+    err = capsys.readouterr().err
+    assert "scored different utterances (20 only here, 0 only there)" in err and "Traceback" not in err
+    assert json.loads(kept.read_text())["n"] == 30 and "compared_with" not in json.loads(kept.read_text())
+
+    old = tmp_path / "old.json"  # written before predictions were listed: refused before any work
+    old.write_text(json.dumps({k: v for k, v in data.items() if k != "predictions"}))
+    assert cli([*base, "--json", str(tmp_path / "x.json"), "--compare", str(old)]) == 2
+    assert "holds no per-utterance predictions" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
