@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.scripts import load_script, skip_without_recipe_tools
 from tests.test_corpora import _ravdess, wav_bytes  # noqa: F401  (fixture)
 
@@ -30,6 +32,15 @@ def test_recipe_trains_every_run_and_writes_its_timings(tmp_path, wav_bytes):
         assert summary["results"][name]["ravdess"]["n"] == 4 * 2 * (8 if name == "edge-ravdess8" else 4)
     assert summary["results"]["edge-ravdess4"]["ravdess_after_1"]["n"] == summary["results"]["edge-ravdess4"]["ravdess"]["n"]
     assert "ravdess_after_1" not in summary["results"]["edge-ravdess4-text"]  # text-only: no speaker statistics
+    # fusion against each ablation on the same test utterances, with bootstrap intervals over test actors
+    assert set(summary["fusion_minus_ablation"]) == {"edge-ravdess4-audio", "edge-ravdess4-text"}
+    for name, diffs in summary["fusion_minus_ablation"].items():
+        for test in ("ravdess", "synthetic"):
+            d = diffs[test]
+            assert d["difference"] == pytest.approx(summary["results"]["edge-ravdess4"][test]["ua"]
+                                                     - summary["results"][name][test]["ua"])
+            assert d["low"] <= d["difference"] <= d["high"]
+        assert diffs["ravdess"]["resampled"] == "groups"
     assert summary["selection"]["chosen"]["epochs"] == 1 and len(summary["selection"]["folds"]) == 4
     assert (work / "edge-ravdess4" / "cv.json").is_file()
     for name, stop in (("edge-ravdess4-audio", 1), ("edge-ravdess8", 0)):  # the CV's epoch count; 8 classes: the whole schedule

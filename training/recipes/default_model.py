@@ -13,7 +13,9 @@
 3. 8-class variant: training/configs/edge-ravdess8.yaml (with CV, the 4-class candidate trained for its
    whole schedule on train + val: see follow_choice);
 4. evaluation of each final checkpoint on the unseen test actors and on the synthetic test voices
-   (memocmt.evaluate); with --ablations also audio-only and text-only heads (same choice);
+   (memocmt.evaluate); with --ablations also audio-only and text-only heads (same choice), and the
+   fusion head's UA minus each ablation's on both test sets with a 95% paired bootstrap interval
+   (`fusion_minus_ablation`; RAVDESS resampling whole test actors);
 5. with --ship: copies the 4-class head to memocmt/models/edge-ravdess/ with metrics.json.
 
 The cross-validation folds, and then the final trainings with their evaluations, run side by side
@@ -42,7 +44,8 @@ from memocmt.corpora import build_ravdess  # noqa: E402
 import torch  # noqa: E402
 
 from memocmt.crossval import cross_validate, final_config  # noqa: E402
-from memocmt.evaluate import LIVE_SPEAKER_UTTERANCES, evaluate_speaker_utterances, write_report  # noqa: E402
+from memocmt.evaluate import (LIVE_SPEAKER_UTTERANCES, compare_predictions, evaluate_speaker_utterances,  # noqa: E402
+                              prediction_rows, write_report)
 from memocmt.manifest import read_manifest, write_manifest  # noqa: E402
 from memocmt.parallel import cpu_workers, map_forked  # noqa: E402
 from memocmt.train import TrainConfig, load_config, train  # noqa: E402
@@ -77,7 +80,8 @@ def evaluate_run(run_dir: Path, data_dir: Path, classes: str) -> dict:
         ks = (0, *LIVE_SPEAKER_UTTERANCES) if model.speaker_norm and name == "ravdess" else (0,)
         results = evaluate_speaker_utterances(model, manifest, ks, batch_size=16, progress=False)  # encoded once
         report = results[0].report
-        write_report(report, run_dir / f"eval-{name}.json", title=f"{run_dir.name} on {name} test")
+        write_report(report, run_dir / f"eval-{name}.json", title=f"{run_dir.name} on {name} test",
+                     extra={"predictions": prediction_rows(results[0], manifest)})
         scores[name] = {"ua": report.ua, "wa": report.wa, "macro_f1": report.macro_f1, "n": report.n,
                         "macro_auc": report.macro_auc}
         logger.info("%s on %s test: UA %.2f%% WA %.2f%%", run_dir.name, name, 100 * report.ua, 100 * report.wa)
@@ -86,6 +90,22 @@ def evaluate_run(run_dir: Path, data_dir: Path, classes: str) -> dict:
             scores[f"ravdess_after_{k}"] = {"ua": report.ua, "wa": report.wa, "macro_f1": report.macro_f1, "n": report.n}
             logger.info("%s on ravdess test, statistics of %d utterance(s) per speaker: UA %.2f%%", run_dir.name, k, 100 * report.ua)
     return scores
+
+
+def ablation_differences(work: Path, ablations: list[str], fusion: str = "edge-ravdess4") -> dict:
+    """The fusion head's UA minus each ablation's on both test sets, with 95% paired bootstrap intervals
+    (memocmt.evaluate.compare_predictions; RAVDESS resampling whole test actors): whether fusion is at
+    least as good as each single modality beyond chance."""
+    out = {}
+    for name in ablations:
+        out[name] = {}
+        for test in ("ravdess", "synthetic"):
+            ours, theirs = (json.loads((work / run / f"eval-{test}.json").read_text()) for run in (fusion, name))
+            diff = compare_predictions(ours["predictions"], theirs["predictions"], ours["labels"])
+            out[name][test] = diff.to_dict()
+            logger.info("fusion minus %s on %s test: UA %+.1f points [%+.1f, %+.1f]", name, test,
+                        100 * diff.difference, 100 * diff.low, 100 * diff.high)
+    return out
 
 
 def follow_choice(config: TrainConfig, cv: dict, *, same_classes: bool) -> TrainConfig:
@@ -180,8 +200,10 @@ def main(argv: list[str] | None = None) -> int:
         results[job.name] = outcome["scores"]
         timings[f"train {job.name}"], timings[f"evaluate {job.name}"] = outcome["train_s"], outcome["evaluate_s"]
     timings["train and evaluate (wall)"] = round(time.perf_counter() - t, 1)
+    against = ablation_differences(work, [j.name for j in jobs if j.name.startswith("edge-ravdess4-")])
     timings["total"] = round(time.perf_counter() - started, 1)
-    summary = {"results": results, "timings_s": timings, "machine": platform.platform(),
+    summary = {"results": results, **({"fusion_minus_ablation": against} if against else {}),
+               "timings_s": timings, "machine": platform.platform(),
                "split": "RAVDESS train actors 01-14, val 15-16, test 17-20 (never used for a choice); synthetic split by "
                         "voice and sentence"}
     if cv is not None:
