@@ -161,15 +161,9 @@ def evaluate_voices(predictor: Predictor, manifest: Manifest, perturbations: Seq
                                       else u for u in manifest.items], manifest.labels)
         versions.append(evaluate_manifest(predictor, copies, perturbation=p, **options))
 
-    def keyed(version: EvaluationResult) -> dict[tuple[str, int], tuple[str, np.ndarray]]:
-        seen: dict[str, int] = {}  # a file listed twice is two rows
-        out = {}
-        for (uid, label, _), probs in zip(version.predictions, version.probabilities):
-            seen[uid] = seen.get(uid, -1) + 1
-            out[(uid, seen[uid])] = (label, probs)
-        return out
-
-    scored = [keyed(v) for v in versions]
+    scored = [dict(zip(_row_keys([uid for uid, _, _ in v.predictions]),
+                       ((label, probs) for (_, label, _), probs in zip(v.predictions, v.probabilities))))
+              for v in versions]
     rows = [key for key in scored[0] if all(key in s for s in scored[1:])]
     if not rows:
         raise ManifestError("No utterance could be evaluated in every perturbed version.")
@@ -181,6 +175,16 @@ def evaluate_voices(predictor: Predictor, manifest: Manifest, perturbations: Seq
     return EvaluationResult(classification_report([labels.index(t) for t in targets], picked, labels, mean),
                             list(skipped.values()),
                             [(uid, t, labels[k]) for (uid, _), t, k in zip(rows, targets, picked)], mean)
+
+
+def _row_keys(ids: Sequence[str]) -> list[tuple[str, int]]:
+    """(id, occurrence) per row, so that a file listed twice stays two rows when evaluations are paired."""
+    seen: dict[str, int] = {}
+    keys = []
+    for uid in ids:
+        seen[uid] = seen.get(uid, -1) + 1
+        keys.append((uid, seen[uid]))
+    return keys
 
 
 def prediction_rows(result: EvaluationResult, manifest: Manifest) -> list[dict]:
@@ -197,15 +201,7 @@ def compare_predictions(ours: Sequence[dict], theirs: Sequence[dict], labels: Se
                         seed: int = 0) -> UADifference:
     """Our UA minus theirs on the same utterances (records of `prediction_rows`), with a 95% paired
     bootstrap interval that resamples whole speakers when every utterance has one."""
-    def keyed(rows: Sequence[dict]) -> dict:
-        seen: dict[str, int] = {}  # a file listed twice is two rows
-        out = {}
-        for r in rows:
-            seen[r["id"]] = seen.get(r["id"], -1) + 1
-            out[(r["id"], seen[r["id"]])] = r
-        return out
-
-    a, b = keyed(ours), keyed(theirs)
+    a, b = (dict(zip(_row_keys([r["id"] for r in rows]), rows)) for rows in (ours, theirs))
     if a.keys() != b.keys():
         missing, extra = len(a.keys() - b.keys()), len(b.keys() - a.keys())
         raise ValueError(f"The two evaluations scored different utterances ({missing} only here, {extra} only there); "
