@@ -164,28 +164,24 @@ def late_fusion(fusion: dict, audio: dict) -> dict:
 
 def compare(rows: dict[str, dict], reference: str = "audio-only") -> dict[str, dict]:
     """Each row's UA minus the reference row's on the same pooled test utterances, with 95% paired
-    bootstrap intervals (memocmt.metrics.ua_difference): RAVDESS resampling whole actors, the synthetic
-    test resampling its utterances (each scored once per run)."""
-    from memocmt.metrics import ua_difference
+    bootstrap intervals (memocmt.evaluate.compare_predictions): RAVDESS resampling whole actors, the
+    synthetic test resampling its utterances (each scored once per run)."""
+    from memocmt.evaluate import compare_predictions
 
-    def pooled(groups: dict, name: str, key: str) -> list:
-        return [x for g in groups.values() for x in g[name][key]]
+    def records(groups: dict, name: str) -> list[dict]:
+        out = []
+        for g in groups.values():
+            s = g[name]
+            picks = np.asarray(s["probabilities"]).argmax(1)
+            unit = s["speakers"] if name == "ravdess" else s["ids"]
+            out += [{"id": i, "speaker": u, "label": t, "predicted": s["labels"][k]}
+                    for i, u, t, k in zip(s["ids"], unit, s["targets"], picks)]
+        return out
 
-    base = rows[reference]
-    out = {}
-    for head, groups in rows.items():
-        if head == reference:
-            continue
-        out[head] = {}
-        for name, unit in (("ravdess", "speakers"), ("synthetic", "ids")):
-            targets = pooled(groups, name, "targets")
-            if targets != pooled(base, name, "targets") or pooled(groups, name, "ids") != pooled(base, name, "ids"):
-                raise RuntimeError(f"{head} and {reference} were scored on different {name} utterances.")
-            labels = next(iter(groups.values()))[name]["labels"]
-            y = [labels.index(t) for t in targets]
-            picks = [np.concatenate([np.asarray(g[name]["probabilities"]) for g in r.values()]).argmax(1) for r in (groups, base)]
-            out[head][name] = ua_difference(y, picks[0], picks[1], len(labels), groups=pooled(groups, name, unit)).to_dict()
-    return out
+    labels = next(iter(rows[reference].values()))["ravdess"]["labels"]
+    return {head: {name: compare_predictions(records(groups, name), records(rows[reference], name), labels).to_dict()
+                   for name in ("ravdess", "synthetic")}
+            for head, groups in rows.items() if head != reference}
 
 
 def markdown(result: dict) -> str:
