@@ -524,9 +524,12 @@ def cli(argv: list[str] | None = None) -> int:
         print(f"memocmt-eval: error: {mismatch} (this evaluation was written to {args.json})", file=sys.stderr)
         return 2
     if compared:
-        unit = "speakers" if compared.resampled == "groups" else "utterances"
+        unit = {"groups": f"{compared.units} speakers resampled",
+                "utterances within groups": f"utterances resampled within each of {compared.units} speakers, too few to "
+                                            "resample: it speaks for these speakers only"}.get(compared.resampled,
+                                                                                         "utterances resampled")
         print(f"Against {args.compare}: UA {100 * compared.difference:+.1f} points, 95% interval "
-              f"[{100 * compared.low:+.1f}, {100 * compared.high:+.1f}] ({unit} resampled); "
+              f"[{100 * compared.low:+.1f}, {100 * compared.high:+.1f}] ({unit}); "
               + ("an interval that holds 0 does not tell the two apart." if compared.low <= 0 <= compared.high else
                  "the difference is more than chance."))
     return 0

@@ -212,10 +212,16 @@ class UADifference:
     high: float
     confidence: float
     resamples: int
-    resampled: str  # "utterances" | "groups" (whole speakers, say)
+    resampled: str  # "utterances" | "groups" (whole speakers, say) | "utterances within groups"
+    units: int  # how many groups (or utterances) there were to resample
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# Fewer groups than this make a bootstrap over groups degenerate (two speakers give three distinct
+# draws), so utterances are resampled within each group instead.
+MIN_BOOTSTRAP_GROUPS = 10
 
 
 def ua_difference(y_true: Sequence[int], pred_a: Sequence[int], pred_b: Sequence[int], n_classes: int, *,
@@ -226,7 +232,9 @@ def ua_difference(y_true: Sequence[int], pred_a: Sequence[int], pred_b: Sequence
     A paired bootstrap: the utterances (or, with `groups`, whole groups of them such as speakers,
     since one speaker's utterances are not independent) are drawn with replacement `resamples`
     times and both systems are scored on each draw; the interval is the central `confidence`
-    share of the differences. An interval that contains 0 does not tell the two apart.
+    share of the differences. An interval that contains 0 does not tell the two apart. With
+    fewer than MIN_BOOTSTRAP_GROUPS groups, utterances are resampled within each group: the
+    interval then speaks for these speakers only, not for speakers in general.
     """
     y_true, pred_a, pred_b = (_as_ids(v, n_classes, name) for v, name in ((y_true, "y_true"), (pred_a, "pred_a"), (pred_b, "pred_b")))
     if not y_true.size or y_true.shape != pred_a.shape or y_true.shape != pred_b.shape:
@@ -243,6 +251,7 @@ def ua_difference(y_true: Sequence[int], pred_a: Sequence[int], pred_b: Sequence
         for i, g in enumerate(groups):
             by_group.setdefault(g, []).append(i)
         units = [np.array(rows) for rows in by_group.values()]
+    within = groups is not None and len(units) < MIN_BOOTSTRAP_GROUPS
     rng = np.random.default_rng(seed)
     correct_a, correct_b = (pred_a == y_true).astype(np.float64), (pred_b == y_true).astype(np.float64)
 
@@ -255,9 +264,13 @@ def ua_difference(y_true: Sequence[int], pred_a: Sequence[int], pred_b: Sequence
     everything = np.arange(y_true.size)
     diffs = np.empty(resamples)
     for r in range(resamples):
-        rows = np.concatenate([units[k] for k in rng.integers(0, len(units), len(units))])
+        if within:
+            rows = np.concatenate([u[rng.integers(0, len(u), len(u))] for u in units])
+        else:
+            rows = np.concatenate([units[k] for k in rng.integers(0, len(units), len(units))])
         diffs[r] = ua(rows, correct_a) - ua(rows, correct_b)
     tail = (1 - confidence) / 2
     low, high = np.quantile(diffs, [tail, 1 - tail])
+    resampled = "utterances" if groups is None else "utterances within groups" if within else "groups"
     return UADifference(ua(everything, correct_a) - ua(everything, correct_b), float(low), float(high), confidence,
-                        resamples, "utterances" if groups is None else "groups")
+                        resamples, resampled, len(units))

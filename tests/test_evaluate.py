@@ -192,7 +192,8 @@ def test_eval_cli_compares_with_an_earlier_evaluation(checkpoint, tmp_path, caps
     assert cli([*base, "--json", str(same), "--compare", str(first)]) == 0
     compared = json.loads(same.read_text())["compared_with"]
     assert (compared["difference"], compared["low"], compared["high"]) == (0.0, 0.0, 0.0)
-    assert compared["resampled"] == "groups"  # the tone corpus names its speakers
+    # the tone corpus names its speakers, too few to resample whole: utterances are drawn within each
+    assert compared["resampled"] == "utterances within groups" and compared["units"] == len({r["speaker"] for r in rows})
 
     wrong = tmp_path / "wrong.json"  # an evaluation that got every utterance wrong
     wrong.write_text(json.dumps({**data, "predictions": [

@@ -126,6 +126,20 @@ def test_ua_difference_resamples_whole_speakers():
     assert by_utterance.low > 0.05 and by_speaker.low <= 0.0 < by_speaker.high and by_speaker.resampled == "groups"
 
 
+def test_ua_difference_with_few_speakers_resamples_within_each():
+    """Two speakers would give a bootstrap over speakers three distinct draws; utterances are drawn within each."""
+    from memocmt.metrics import ua_difference
+
+    rng = np.random.default_rng(0)
+    y = np.tile(np.arange(4), 40)
+    a = np.where(rng.random(160) < 0.8, y, (y + 1) % 4)
+    b = np.where(rng.random(160) < 0.7, y, (y + 1) % 4)
+    d = ua_difference(y, a, b, 4, groups=["s1"] * 80 + ["s2"] * 80)
+    assert d.resampled == "utterances within groups" and d.units == 2
+    assert d.low < d.difference < d.high and d.high - d.low > 0.05
+    assert ua_difference(y, a, b, 4, groups=[f"s{i % 10}" for i in range(160)]).resampled == "groups"
+
+
 def test_ua_difference_refuses_mismatched_inputs():
     from memocmt.metrics import ua_difference
 

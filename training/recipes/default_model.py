@@ -15,7 +15,7 @@
 4. evaluation of each final checkpoint on the unseen test actors and on the synthetic test voices
    (memocmt.evaluate); with --ablations also audio-only and text-only heads (same choice), and the
    fusion head's UA minus each ablation's on both test sets with a 95% paired bootstrap interval
-   (`fusion_minus_ablation`; RAVDESS resampling whole test actors);
+   (`fusion_minus_ablation`; utterances resampled within each test speaker);
 5. with --ship: copies the 4-class head to memocmt/models/edge-ravdess/ with metrics.json.
 
 The cross-validation folds, and then the final trainings with their evaluations, run side by side
@@ -94,8 +94,9 @@ def evaluate_run(run_dir: Path, data_dir: Path, classes: str) -> dict:
 
 def ablation_differences(work: Path, ablations: list[str], fusion: str = "edge-ravdess4") -> dict:
     """The fusion head's UA minus each ablation's on both test sets, with 95% paired bootstrap intervals
-    (memocmt.evaluate.compare_predictions; RAVDESS resampling whole test actors): whether fusion is at
-    least as good as each single modality beyond chance."""
+    (memocmt.evaluate.compare_predictions; utterances resampled within each test speaker, as four actors
+    and two synthetic voices are too few to resample whole): whether fusion is at least as good as each
+    single modality beyond chance on these speakers."""
     out = {}
     for name in ablations:
         out[name] = {}
