@@ -200,7 +200,7 @@ def prediction_rows(result: EvaluationResult, manifest: Manifest) -> list[dict]:
 def compare_predictions(ours: Sequence[dict], theirs: Sequence[dict], labels: Sequence[str], *,
                         seed: int = 0) -> UADifference:
     """Our UA minus theirs on the same utterances (records of `prediction_rows`), with a 95% paired
-    bootstrap interval that resamples whole speakers when every utterance has one."""
+    bootstrap interval grouped by speaker when every utterance has one (memocmt.metrics.ua_difference)."""
     a, b = (dict(zip(_row_keys([r["id"] for r in rows]), rows)) for rows in (ours, theirs))
     if a.keys() != b.keys():
         missing, extra = len(a.keys() - b.keys()), len(b.keys() - a.keys())
@@ -461,7 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "recipe's training voices) and score the mean of the probabilities; needs sox")
     parser.add_argument("--compare", metavar="OTHER_JSON",
                         help="an earlier --json output on the same data: report this model's UA minus that one's with "
-                             "a 95%% paired bootstrap interval (whole speakers resampled when the data names them)")
+                             "a 95%% paired bootstrap interval (whole speakers resampled when the data names 10 or more, "
+                             "utterances within each speaker when it names fewer)")
     parser.add_argument("--on-bad-file", choices=("skip", "stop"), default="skip", help="unusable audio: skip and list, or stop")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser

@@ -117,10 +117,12 @@ def train_and_score(run: RotationRun) -> dict:
 
 
 def _scores(result, manifest) -> dict:
-    speaker_of = {u.id or str(u.audio): u.speaker for u in manifest.items}
+    from memocmt.evaluate import prediction_rows
+
+    rows = prediction_rows(result, manifest)
     return {"ua": result.report.ua, "wa": result.report.wa, "n": result.report.n, "labels": list(result.report.labels),
-            "targets": [t for _, t, _ in result.predictions], "probabilities": result.probabilities.tolist(),
-            "ids": [uid for uid, _, _ in result.predictions], "speakers": [speaker_of[uid] for uid, _, _ in result.predictions]}
+            "targets": [r["label"] for r in rows], "probabilities": result.probabilities.tolist(),
+            "ids": [r["id"] for r in rows], "speakers": [r["speaker"] for r in rows]}
 
 
 def ua_of(targets: list[str], probabilities: np.ndarray, labels: list[str]) -> float:
