@@ -32,6 +32,9 @@ class MemoCMTConfig:
     audio_num_layers: int = 0
     text_hidden_size: int = 0
     text_num_layers: int = 0
+    # An ensemble (late fusion, memocmt.ensemble): the member heads' own configs; their class
+    # probabilities multiply. Empty for a single head, whose settings are the fields above.
+    members: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -42,7 +45,13 @@ class MemoCMTConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"Unknown model config fields {sorted(unknown)}; this checkpoint needs a newer memocmt.")
+        for member in data.get("members", []):
+            if cls.from_dict(member).members:
+                raise ValueError("An ensemble member cannot itself be an ensemble.")
         return cls(**data)
+
+    def member_configs(self) -> list["MemoCMTConfig"]:
+        return [MemoCMTConfig.from_dict(m) for m in self.members]
 
     def replace(self, **changes) -> "MemoCMTConfig":
         return replace(self, **changes)

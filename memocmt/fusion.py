@@ -16,6 +16,9 @@ by) their speaker's statistics: `speaker_stats` (B, 2, L, D), the mean and varia
 layer over that speaker's utterances (memocmt.speaker_norm). That removes much of what
 identifies the voice and keeps what changes between its utterances. Without statistics each
 utterance uses its own pooled with the head's prior (a speaker heard once).
+
+`EnsembleHead` holds several such heads over the same encoders (e.g. a cross-modal head and
+an audio-only one, each trained on its own) and multiplies their probabilities: late fusion.
 """
 
 from __future__ import annotations
@@ -272,3 +275,43 @@ class FusionHead(nn.Module):
         if self.audio_stats is not None:
             pooled = torch.cat([pooled, self.audio_stats(audio_states, audio_lengths)], dim=-1)
         return self.classifier(pooled)
+
+
+class EnsembleHead(nn.Module):
+    """Heads over the same encoder states whose class probabilities multiply (late fusion):
+    logits = the sum of the members' log-softmaxes, so softmax(logits) is their normalised product.
+
+    Takes what a FusionHead takes. Members that use audio must share one `speaker_norm` mode;
+    the ensemble holds the speaker prior and gives every member the same statistics.
+    """
+
+    def __init__(self, members: list[FusionHead]):
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError("An ensemble needs at least two heads.")
+        use_audio = any(m.use_audio for m in members)
+        use_text = any(m.use_text for m in members)
+        self.modalities = "both" if use_audio and use_text else ("audio" if use_audio else "text")
+        self.use_audio, self.use_text = use_audio, use_text
+        norms = {m.speaker_norm for m in members if m.use_audio}
+        if len(norms) > 1:
+            raise ValueError(f"The heads normalise speakers differently ({', '.join(sorted(n or 'none' for n in norms))}); "
+                             "ensemble heads trained with the same speaker_norm.")
+        self.speaker_norm = norms.pop() if norms else ""
+        self.members = nn.ModuleList(members)
+        if self.speaker_norm:
+            first = next(m for m in members if m.speaker_norm)
+            self.register_buffer("speaker_prior", first.speaker_prior.detach().clone())
+
+    def forward(
+        self,
+        audio_states: torch.Tensor | None,
+        audio_lengths: torch.Tensor | None,
+        text_states: torch.Tensor | None,
+        text_lengths: torch.Tensor | None,
+        speaker_stats: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if self.speaker_norm and speaker_stats is None:  # a speaker heard once: this utterance and the prior
+            speaker_stats = pool_with_prior(utterance_stats(audio_states, audio_lengths), self.speaker_prior)
+        logits = [m(audio_states, audio_lengths, text_states, text_lengths, speaker_stats) for m in self.members]
+        return torch.stack([F.log_softmax(z.float(), dim=-1) for z in logits]).sum(dim=0)

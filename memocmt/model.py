@@ -26,7 +26,7 @@ from .audio import check_audio
 from .config import MemoCMTConfig, preset
 from .encoders import AudioEncoder, TextEncoder, load_audio_encoder, load_text_encoder
 from .features import extract_features, pad_batch
-from .fusion import FusionHead
+from .fusion import EnsembleHead, FusionHead
 from .results import Prediction
 from .speakers import VoiceProjection
 
@@ -238,8 +238,10 @@ class MemoCMT(nn.Module):
         return self.predict_batch(None if audio is None else [audio], None if text is None else [text])[0]
 
 
-def build_head(config: MemoCMTConfig) -> FusionHead:
+def build_head(config: MemoCMTConfig) -> FusionHead | EnsembleHead:
     """The fusion head alone, from a config whose encoder dimensions are filled in."""
+    if config.members:
+        return EnsembleHead([build_head(member) for member in config.member_configs()])
     uses_audio = config.modalities in ("both", "audio")
     uses_text = config.modalities in ("both", "text")
     if (uses_audio and not config.audio_hidden_size) or (uses_text and not config.text_hidden_size):
@@ -326,13 +328,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Rebuild the exact model a checkpoint was saved from (encoders come from their sources)."""
     config, tensors, _ = read_checkpoint(path)
     model = MemoCMT(config)
-    voices = {k: tensors.pop(k) for k in [k for k in tensors if k.startswith("voices.")]}
-    if voices:
-        try:
-            model.voices = VoiceProjection(voices["voices.center"].numpy(), voices["voices.matrix"].numpy(),
-                                           float(voices["voices.threshold"]))
-        except (KeyError, ValueError) as e:
-            raise CheckpointError(f"{path} has an incomplete or malformed voice projection ({e}).") from e
+    model.voices = pop_voices(tensors, path)
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     head_missing = [k for k in missing if k.startswith("head.")]
     if head_missing or unexpected:
@@ -341,3 +337,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         )
     return model.to(map_location).eval()
 
+
+
+def pop_voices(tensors: dict[str, torch.Tensor], path: str | Path) -> VoiceProjection | None:
+    """Take a checkpoint's voice signature tensors out of `tensors`; None when it has none."""
+    voices = {k: tensors.pop(k) for k in [k for k in tensors if k.startswith("voices.")]}
+    if not voices:
+        return None
+    try:
+        return VoiceProjection(voices["voices.center"].numpy(), voices["voices.matrix"].numpy(),
+                               float(voices["voices.threshold"]))
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"{path} has an incomplete or malformed voice projection ({e}).") from e

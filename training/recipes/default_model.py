@@ -13,10 +13,16 @@
 3. 8-class variant: training/configs/edge-ravdess8.yaml (with CV, the 4-class candidate trained for its
    whole schedule on train + val: see follow_choice);
 4. evaluation of each final checkpoint on the unseen test actors and on the synthetic test voices
-   (memocmt.evaluate); with --ablations also audio-only and text-only heads (same choice), and the
-   fusion head's UA minus each ablation's on both test sets with a 95% paired bootstrap interval
-   (`fusion_minus_ablation`; utterances resampled within each test speaker);
-5. with --ship: copies the 4-class head to memocmt/models/edge-ravdess/ with metrics.json.
+   (memocmt.evaluate); with --ablations also audio-only and text-only heads (same choice), the
+   late fusion of the 4-class head and the audio-only one (`edge-ravdess4-late`, one checkpoint
+   that multiplies their probabilities: memocmt.ensemble), and the UA of the fusion head and of the
+   late fusion minus each other head's on both test sets with a 95% paired bootstrap interval
+   (`fusion_minus_ablation`, `late_fusion_minus`; utterances resampled within each test speaker);
+5. with --ship (needs --ablations): copies the late fusion to memocmt/models/edge-ravdess/ with metrics.json.
+
+--reuse scores the finished runs of an earlier recipe run in --work again (and builds the late
+fusion from them) instead of training them anew: the way to ship from runs that a rerun on another
+embedding cache would not reproduce to the bit (see the model card).
 
 The cross-validation folds, and then the final trainings with their evaluations, run side by side
 in forked worker processes (memocmt.parallel: as many as the CPU cores allow at the configs'
@@ -109,6 +115,23 @@ def ablation_differences(work: Path, ablations: list[str], fusion: str = "edge-r
     return out
 
 
+LATE = "edge-ravdess4-late"
+
+
+def late_fusion(work: Path, data_dir: Path) -> dict:
+    """The 4-class fusion head and the audio-only one as one checkpoint that multiplies their
+    probabilities (<work>/edge-ravdess4-late/best.safetensors), scored as the other runs are."""
+    from memocmt.ensemble import build_ensemble
+    from memocmt.model import save_checkpoint
+
+    run_dir = work / LATE
+    run_dir.mkdir(parents=True, exist_ok=True)
+    members = [work / "edge-ravdess4" / "best.safetensors", work / "edge-ravdess4-audio" / "best.safetensors"]
+    save_checkpoint(build_ensemble(members), run_dir / "best.safetensors",
+                    extra={"ensemble_of": [str(m.relative_to(work)) for m in members]})
+    return evaluate_run(run_dir, data_dir, "4")
+
+
 def follow_choice(config: TrainConfig, cv: dict, *, same_classes: bool) -> TrainConfig:
     """The final config of a run that follows the 4-class CV: its candidate, trained on train + val, for the
     chosen number of epochs; a run with other classes (8) trains its whole schedule instead.
@@ -146,7 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synthetic-per-class", type=int, default=100, help="synthetic utterances per class")
     parser.add_argument("--skip-8class", action="store_true", help="train only the 4-class model")
     parser.add_argument("--ablations", action="store_true", help="also train audio-only and text-only 4-class heads")
-    parser.add_argument("--ship", action="store_true", help="copy the 4-class model into memocmt/models/edge-ravdess/")
+    parser.add_argument("--ship", action="store_true",
+                        help="copy the 4-class late fusion (needs --ablations) into memocmt/models/edge-ravdess/")
+    parser.add_argument("--reuse", action="store_true",
+                        help="score the finished runs in --work again instead of retraining them (selection and "
+                             "training times are taken from its timings.json)")
     parser.add_argument("--cv-folds", type=int, metavar="K",
                         help="speaker cross-validation folds for choosing the epochs (default: the config's cv_folds; 0: "
                              "best epoch on the val actors)")
@@ -159,9 +186,18 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if not Path(args.ravdess).is_dir():
         parser.error(f"--ravdess {args.ravdess} is not a directory.")
+    if args.ship and not args.ablations:
+        parser.error("--ship needs --ablations: the shipped model is the late fusion of the 4-class head and the "
+                     "audio-only one.")
     work = Path(args.work)
+    previous = {}
+    if args.reuse:
+        if not (work / "timings.json").is_file():
+            parser.error(f"--reuse needs a finished recipe run in {work} (no timings.json there).")
+        previous = json.loads((work / "timings.json").read_text())
     data_dir = work / "data"
-    timings: dict[str, float] = {}
+    timings: dict[str, float | None] = {}
+    results: dict[str, dict] = {}
     started = time.perf_counter()
 
     def timed(stage: str, fn, *a, **kw):
@@ -184,30 +220,48 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(REPO / config_path, [f"out_dir={work}", f"run_name={name}", f"manifests={manifests}",
                                                   *extra, *cv_override, *args.overrides])
         run_dir = work / name
-        if run_dir.exists():
+        if args.reuse:
+            if not (run_dir / "best.safetensors").is_file():
+                parser.error(f"--reuse: {run_dir} has no finished run (best.safetensors); run without --reuse.")
+        elif run_dir.exists():
             shutil.rmtree(run_dir)  # a fresh run; use memocmt-train --resume to continue one instead
         jobs.append(RecipeRun(name, config, run_dir, data_dir, classes))
     cv = None
-    if jobs[0].config.cv_folds:  # the first run (4 classes, fusion) makes the choice; the others follow it
-        cv = timed(f"cross-validate {jobs[0].name}", cross_validate, jobs[0].config, jobs[0].run_dir, progress=False)
-        jobs = [dataclasses.replace(j, config=follow_choice(j.config, cv, same_classes=j.classes == jobs[0].classes))
-                if j.config.cv_folds else j for j in jobs]
-    threads = jobs[0].config.threads or torch.get_num_threads()
-    workers = args.workers or cpu_workers(len(jobs), threads)
-    logger.info("Training and evaluating %d run(s), %d at a time", len(jobs), workers)
-    t = time.perf_counter()
-    results = {}
-    for job, outcome in zip(jobs, map_forked(train_and_evaluate, jobs, workers, threads)):
-        results[job.name] = outcome["scores"]
-        timings[f"train {job.name}"], timings[f"evaluate {job.name}"] = outcome["train_s"], outcome["evaluate_s"]
-    timings["train and evaluate (wall)"] = round(time.perf_counter() - t, 1)
-    against = ablation_differences(work, [j.name for j in jobs if j.name.startswith("edge-ravdess4-")])
+    if args.reuse:
+        logger.info("Scoring the finished runs in %s again (--reuse)", work)
+        for job in jobs:
+            results[job.name] = timed(f"evaluate {job.name}", evaluate_run, job.run_dir, data_dir, job.classes)
+            timings[f"train {job.name}"] = previous.get("timings_s", {}).get(f"train {job.name}")
+    else:
+        if jobs[0].config.cv_folds:  # the first run (4 classes, fusion) makes the choice; the others follow it
+            cv = timed(f"cross-validate {jobs[0].name}", cross_validate, jobs[0].config, jobs[0].run_dir, progress=False)
+            jobs = [dataclasses.replace(j, config=follow_choice(j.config, cv, same_classes=j.classes == jobs[0].classes))
+                    if j.config.cv_folds else j for j in jobs]
+        threads = jobs[0].config.threads or torch.get_num_threads()
+        workers = args.workers or cpu_workers(len(jobs), threads)
+        logger.info("Training and evaluating %d run(s), %d at a time", len(jobs), workers)
+        t = time.perf_counter()
+        for job, outcome in zip(jobs, map_forked(train_and_evaluate, jobs, workers, threads)):
+            results[job.name] = outcome["scores"]
+            timings[f"train {job.name}"], timings[f"evaluate {job.name}"] = outcome["train_s"], outcome["evaluate_s"]
+        timings["train and evaluate (wall)"] = round(time.perf_counter() - t, 1)
+    ablations = [j.name for j in jobs if j.name.startswith("edge-ravdess4-")]
+    against = ablation_differences(work, ablations)
+    late_against = {}
+    if "edge-ravdess4-audio" in ablations:
+        results[LATE] = timed(f"late fusion {LATE}", late_fusion, work, data_dir)
+        late_against = ablation_differences(work, ["edge-ravdess4", *ablations], fusion=LATE)
     timings["total"] = round(time.perf_counter() - started, 1)
     summary = {"results": results, **({"fusion_minus_ablation": against} if against else {}),
+               **({"late_fusion_minus": late_against} if late_against else {}),
                "timings_s": timings, "machine": platform.platform(),
                "split": "RAVDESS train actors 01-14, val 15-16, test 17-20 (never used for a choice); synthetic split by "
                         "voice and sentence"}
-    if cv is not None:
+    if args.reuse:
+        summary["reused_runs"] = {"from": str(work), "note": "finished runs scored again; train times and selection "
+                                                             "are those of the run that trained them"}
+        summary["selection"] = previous.get("selection", {"method": "unknown (not in the earlier timings.json)"})
+    elif cv is not None:
         summary["selection"] = {"method": f"{len(cv['folds'])}-fold speaker cross-validation over RAVDESS actors 01-16 "
                                           "(synthetic train+val always in training); retrained on actors 01-16",
                                 "folds": cv["folds"], "chosen": cv["chosen"],
@@ -220,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     (work / "timings.json").write_text(json.dumps(summary, indent=2))
     if args.ship:
         SHIP_DIR.mkdir(parents=True, exist_ok=True)
-        shutil.copy(work / "edge-ravdess4" / "best.safetensors", SHIP_DIR / "model.safetensors")
+        shutil.copy(work / LATE / "best.safetensors", SHIP_DIR / "model.safetensors")
         (SHIP_DIR / "metrics.json").write_text(json.dumps(summary, indent=2))
         if "edge-ravdess8" in runs:
             shutil.copy(work / "edge-ravdess8" / "best.safetensors", work / "edge-ravdess8.safetensors")
