@@ -110,7 +110,7 @@ def ablation_differences(work: Path, ablations: list[str], fusion: str = "edge-r
             ours, theirs = (json.loads((work / run / f"eval-{test}.json").read_text()) for run in (fusion, name))
             diff = compare_predictions(ours["predictions"], theirs["predictions"], ours["labels"])
             out[name][test] = diff.to_dict()
-            logger.info("fusion minus %s on %s test: UA %+.1f points [%+.1f, %+.1f]", name, test,
+            logger.info("%s minus %s on %s test: UA %+.1f points [%+.1f, %+.1f]", fusion, name, test,
                         100 * diff.difference, 100 * diff.low, 100 * diff.high)
     return out
 

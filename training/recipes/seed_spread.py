@@ -1,8 +1,9 @@
 """How much of a difference between two heads is the training seed? Retrain the default model's
 fusion and audio-only heads with other seeds and score them on the RAVDESS test actors and on the
-synthetic test voices (where the words carry emotion, so fusion should lead audio-only).
+synthetic test voices (where the words carry emotion, so fusion should lead audio-only), and
+their late fusion (the two heads of one seed as one checkpoint, as the shipped model is).
 
-    python training/recipes/seed_spread.py --work runs/default-model --seeds 1 2 3
+    python training/recipes/seed_spread.py --work runs/default-model --seeds 1 2 3 [--reuse]
 
 Needs a finished `training/recipes/default_model.py` run in `--work` (its data and, with
 cross-validation, the chosen epoch count in edge-ravdess4/cv.json); the recipe's own runs count as
@@ -23,6 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from memocmt.crossval import final_config  # noqa: E402
+from memocmt.ensemble import build_ensemble  # noqa: E402
 from memocmt.evaluate import evaluate_manifest  # noqa: E402
 from memocmt.manifest import read_manifest  # noqa: E402
 from memocmt.model import load_checkpoint  # noqa: E402
@@ -31,8 +33,7 @@ from memocmt.train import load_config, train  # noqa: E402
 HEADS = {"fusion": ("edge-ravdess4", []), "audio-only": ("edge-ravdess4-audio", ["model.modalities=audio"])}
 
 
-def test_ua(checkpoint: Path, tests: dict) -> dict[str, float]:
-    model = load_checkpoint(checkpoint)
+def test_ua(model, tests: dict) -> dict[str, float]:
     return {name: evaluate_manifest(model, m, batch_size=16, progress=False).report.ua for name, m in tests.items()}
 
 
@@ -42,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="seeds to train besides the recipe's")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="training config override applied to every run (as given to the recipe)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="score seed runs already finished in <work>/seeds again instead of retraining them")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     work = Path(args.work)
@@ -54,20 +57,34 @@ def main(argv: list[str] | None = None) -> int:
              "synthetic": read_manifest(data / "synthetic" / "manifest.jsonl").split("test")}
     manifests = f"[{data / 'ravdess4.jsonl'}, {data / 'synthetic' / 'manifest.jsonl'}]"
     table: dict[str, dict[str, float]] = {}
+    checkpoints: dict[str, dict[str, Path]] = {}  # head -> seed -> checkpoint
     for head, (recipe_run, extra) in HEADS.items():
-        scores = {}
+        found = checkpoints.setdefault(head, {})
         if (work / recipe_run / "best.safetensors").is_file():
-            scores["0"] = test_ua(work / recipe_run / "best.safetensors", tests)
+            found["0"] = work / recipe_run / "best.safetensors"
         for seed in args.seeds:
             name = f"seeds/{recipe_run}-seed{seed}"
-            config = load_config(REPO / "training" / "configs" / "edge-ravdess.yaml",
-                                 [f"out_dir={work}", f"run_name={name}", f"manifests={manifests}", f"seed={seed}",
-                                  *extra, *args.overrides])
-            if cv is not None:
-                config = final_config(config, cv)
-            run = train(config, work / name, progress=False)
-            scores[str(seed)] = test_ua(run / "best.safetensors", tests)
-            logging.info("%s seed %d: test UA %s", head, seed, ", ".join(f"{k} {100 * v:.2f}%" for k, v in scores[str(seed)].items()))
+            if not (args.reuse and (work / name / "best.safetensors").is_file()):
+                config = load_config(REPO / "training" / "configs" / "edge-ravdess.yaml",
+                                     [f"out_dir={work}", f"run_name={name}", f"manifests={manifests}", f"seed={seed}",
+                                      *extra, *args.overrides])
+                if cv is not None:
+                    config = final_config(config, cv)
+                train(config, work / name, progress=False)
+            found[str(seed)] = work / name / "best.safetensors"
+    seeds = {head: list(found) for head, found in checkpoints.items()}
+    seeds["late fusion"] = [seed for seed in seeds["fusion"] if seed in seeds["audio-only"]]
+
+    def load(head: str, seed: str):
+        if head == "late fusion":  # the two heads of one seed as one checkpoint, as the recipe ships them
+            return build_ensemble([checkpoints["fusion"][seed], checkpoints["audio-only"][seed]])
+        return load_checkpoint(checkpoints[head][seed])
+
+    for head, head_seeds in seeds.items():
+        scores = {}
+        for seed in head_seeds:
+            scores[seed] = test_ua(load(head, seed), tests)
+            logging.info("%s seed %s: test UA %s", head, seed, ", ".join(f"{k} {100 * v:.2f}%" for k, v in scores[seed].items()))
         for test in tests:
             per_seed = {seed: ua[test] for seed, ua in scores.items()}
             values = np.array(list(per_seed.values()))
