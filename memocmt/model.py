@@ -338,7 +338,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return model.to(map_location).eval()
 
 
-
 def pop_voices(tensors: dict[str, torch.Tensor], path: str | Path) -> VoiceProjection | None:
     """Take a checkpoint's voice signature tensors out of `tensors`; None when it has none."""
     voices = {k: tensors.pop(k) for k in [k for k in tensors if k.startswith("voices.")]}
