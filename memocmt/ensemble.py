@@ -10,8 +10,8 @@ product keeps most of both (measured in the model card). The result is an ordina
 `memocmt-eval`, `memocmt-export` and `memocmt-live` take it as they take any other, and its
 fusion graph computes every head, so the runtime needs no change.
 
-Members must share labels, encoders (frozen) and speaker normalisation, including the speaker
-prior, which the ensemble keeps once; the voice signatures come from the first member that has
+Members must share labels, encoders (frozen) and speaker normalisation (checked by the head
+itself), including the speaker prior, which the ensemble keeps once; the voice signatures come from the first member that has
 them.
 """
 
@@ -63,11 +63,9 @@ def ensemble_config(members: list[MemoCMTConfig], names: list[str]) -> MemoCMTCo
     uses_audio = any(_uses(c, "audio") for c in members)
     uses_text = any(_uses(c, "text") for c in members)
     modalities = "both" if uses_audio and uses_text else ("audio" if uses_audio else "text")
-    norms = {c.speaker_norm for c in members if _uses(c, "audio")}
-    if len(norms) > 1:
-        raise CheckpointError(f"The checkpoints normalise speakers differently ({', '.join(sorted(norms))}); "
-                              "ensemble heads trained with the same speaker_norm.")
-    return first.replace(modalities=modalities, speaker_norm=norms.pop() if norms else "none",
+    # The members' speaker_norm must agree; fusion.EnsembleHead refuses them when they do not.
+    speaker_norm = next((c.speaker_norm for c in members if _uses(c, "audio")), "none")
+    return first.replace(modalities=modalities, speaker_norm=speaker_norm,
                          members=[c.to_dict() for c in members], **shared)
 
 

@@ -253,24 +253,19 @@ def ua_difference(y_true: Sequence[int], pred_a: Sequence[int], pred_b: Sequence
         units = [np.array(rows) for rows in by_group.values()]
     within = groups is not None and len(units) < MIN_BOOTSTRAP_GROUPS
     rng = np.random.default_rng(seed)
-    correct_a, correct_b = (pred_a == y_true).astype(np.float64), (pred_b == y_true).astype(np.float64)
 
-    def ua(rows: np.ndarray, correct: np.ndarray) -> float:
-        hits = np.bincount(y_true[rows], weights=correct[rows], minlength=n_classes)
-        support = np.bincount(y_true[rows], minlength=n_classes)
-        present = support > 0
-        return float(np.mean(hits[present] / support[present]))
+    def gap(rows: np.ndarray) -> float:
+        y = y_true[rows]
+        return unweighted_accuracy(y, pred_a[rows], n_classes) - unweighted_accuracy(y, pred_b[rows], n_classes)
 
-    everything = np.arange(y_true.size)
     diffs = np.empty(resamples)
     for r in range(resamples):
         if within:
             rows = np.concatenate([u[rng.integers(0, len(u), len(u))] for u in units])
         else:
             rows = np.concatenate([units[k] for k in rng.integers(0, len(units), len(units))])
-        diffs[r] = ua(rows, correct_a) - ua(rows, correct_b)
+        diffs[r] = gap(rows)
     tail = (1 - confidence) / 2
     low, high = np.quantile(diffs, [tail, 1 - tail])
     resampled = "utterances" if groups is None else "utterances within groups" if within else "groups"
-    return UADifference(ua(everything, correct_a) - ua(everything, correct_b), float(low), float(high), confidence,
-                        resamples, resampled, len(units))
+    return UADifference(gap(np.arange(y_true.size)), float(low), float(high), confidence, resamples, resampled, len(units))

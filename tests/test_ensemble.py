@@ -83,7 +83,7 @@ def test_ensemble_checkpoint_round_trip_and_onnx_bundle(members, tmp_path):
 def test_mismatched_members_are_refused_with_a_sentence(members, tmp_path):
     from memocmt.ensemble import build_ensemble
 
-    _, paths = members
+    root, paths = members
     other = load_checkpoint(paths[1])
     other.head.speaker_prior.add_(1.0)
     other_prior = save_checkpoint(other, tmp_path / "other-prior.safetensors")
@@ -94,6 +94,11 @@ def test_mismatched_members_are_refused_with_a_sentence(members, tmp_path):
     relabelled_path = save_checkpoint(relabelled, tmp_path / "relabelled.safetensors")
     with pytest.raises(CheckpointError, match="ensemble heads trained on the same labels"):
         build_ensemble([paths[0], relabelled_path])
+    from tests.tiny_models import build_tiny_model
+
+    plain = save_checkpoint(build_tiny_model(root / "models", modalities="audio"), tmp_path / "plain.safetensors")
+    with pytest.raises(ValueError, match="normalise speakers differently"):
+        build_ensemble([paths[0], plain])
     nested = save_checkpoint(build_ensemble(paths), tmp_path / "nested.safetensors")
     with pytest.raises(CheckpointError, match="already an ensemble"):
         build_ensemble([nested, paths[1]])

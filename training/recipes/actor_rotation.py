@@ -146,7 +146,8 @@ def summarize(rows: dict[str, dict]) -> dict:
 
 
 def late_fusion(fusion: dict, audio: dict) -> dict:
-    """Scores of the product of two heads' probabilities, from their per-group scores (same utterances, same order)."""
+    """Scores of the product of two heads' probabilities, from their per-group scores (same utterances, same order):
+    the rule of memocmt.ensemble (the shipped model), applied to stored probabilities instead of re-scoring."""
     out = {}
     for group in fusion:
         out[group] = {}
