@@ -23,6 +23,7 @@ from typing import Mapping, Protocol, Sequence
 
 import numpy as np
 
+from .calibration import CalibrationReport, calibration_report, plot_reliability
 from .manifest import SPLITS, Manifest, ManifestError, Problem, read_manifest
 from .metrics import ClassificationReport, UADifference, classification_report, format_confusion, format_summary, ua_difference
 from .perturb import Perturbation, parse_perturbations, perturbed_speaker
@@ -122,6 +123,12 @@ class EvaluationResult:
     skipped: list[Problem]  # utterances whose audio could not be used
     predictions: list[tuple[str, str, str]]  # (utterance id, true label, predicted label)
     probabilities: np.ndarray | None = None  # (N, classes) in the order of `predictions`, classes as report.labels
+
+    @property
+    def calibration(self) -> CalibrationReport:
+        """ECE, NLL and Brier score of the probabilities (memocmt.calibration)."""
+        labels = list(self.report.labels)
+        return calibration_report(self.probabilities, [labels.index(t) for _, t, _ in self.predictions])
 
 
 def evaluate_manifest(predictor: Predictor, manifest: Manifest, *, batch_size: int = 8, on_bad_file: str = "skip",
@@ -379,19 +386,27 @@ def _audio_batches(items: list, batch_size: int, on_bad_file: str, skipped: list
 
 
 def write_report(report: ClassificationReport, json_path: str | os.PathLike, *, title: str = "Evaluation",
-                 extra: dict | None = None) -> Path:
-    """Write the JSON metrics and, next to it, the markdown summary, confusion text/PNG and ROC PNG."""
+                 extra: dict | None = None, calibration: CalibrationReport | None = None) -> Path:
+    """Write the JSON metrics and, next to it, the markdown summary, confusion text/PNG and ROC PNG
+    (and with `calibration`, its figures in the JSON and summary and the reliability diagram PNG)."""
     json_path = Path(json_path)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     stem = json_path.with_suffix("")
-    data = {**report.to_dict(), **(extra or {})}
+    data = {**report.to_dict(), **({"calibration": calibration.to_dict()} if calibration else {}), **(extra or {})}
     json_path.write_text(json.dumps(data, indent=2, allow_nan=False))
-    Path(f"{stem}.md").write_text(format_summary(report, title))
+    Path(f"{stem}.md").write_text(format_summary(report, title) + (format_calibration(calibration) if calibration else ""))
+    if calibration is not None:
+        plot_reliability(calibration, Path(f"{stem}.reliability.png"), title)
     Path(f"{stem}.confusion.txt").write_text(format_confusion(report) + "\n")
     plot_confusion(report, Path(f"{stem}.confusion.png"), title)
     if report.roc:
         plot_roc(report, Path(f"{stem}.roc.png"), title)
     return json_path
+
+
+def format_calibration(calibration: CalibrationReport) -> str:
+    return (f"\nCalibration: ECE {calibration.ece:.3f} (10 bins), NLL {calibration.nll:.3f}, Brier {calibration.brier:.3f}; "
+            f"mean confidence {calibration.mean_confidence:.3f} at accuracy {calibration.accuracy:.3f}.\n")
 
 
 def plot_confusion(report: ClassificationReport, path: Path, title: str) -> None:
@@ -513,14 +528,14 @@ def cli(argv: list[str] | None = None) -> int:
             mismatch = f"--compare {args.compare}: {e}"
     source = args.manifest or args.data
     title = f"{Path(source).name}" + (f" ({args.split})" if args.manifest else "")
-    write_report(result.report, args.json, title=title, extra={
+    write_report(result.report, args.json, title=title, calibration=result.calibration, extra={
         "model": str(args.model or "default"), "data": str(source), "split": args.split if args.manifest else "all",
         "label_map": mapping, "skipped": [str(p) for p in result.skipped],
         "speaker_utterances": args.speaker_utterances or "all", "voices": [v.spec for v in voices],
         **({"compared_with": {"path": str(args.compare), **compared.to_dict()}} if compared else {}),
         "predictions": rows,
     })
-    print(format_summary(result.report, title))
+    print(format_summary(result.report, title) + format_calibration(result.calibration))
     if mismatch:
         print(f"memocmt-eval: error: {mismatch} (this evaluation was written to {args.json})", file=sys.stderr)
         return 2
