@@ -27,6 +27,14 @@ class MemoCMTConfig:
     freeze_audio: bool = True  # the paper keeps both encoders frozen
     freeze_text: bool = True
     max_text_tokens: int = 128
+    # How recorded clips are cut before the audio encoder in training and evaluation: "none" (as
+    # recorded) or "vad" (as the live segmenter cuts speech, memocmt.live.vad.trim_to_speech), so
+    # that speaker statistics, voice signatures and the prior match live segments.
+    trim: str = "none"
+    # Temperature the logits are divided by (memocmt.calibration: fitted on held-out
+    # cross-validation predictions after training; 1.0 = as trained). An ensemble's members keep
+    # their own, applied before their probabilities multiply.
+    temperature: float = 1.0
     # Filled in from the encoders when the model is built; lets the head be rebuilt alone.
     audio_hidden_size: int = 0
     audio_num_layers: int = 0

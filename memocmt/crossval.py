@@ -3,7 +3,9 @@
 A small corpus has too few validation speakers to pick an epoch count on (RAVDESS: 2 actors
 moved the shipped model's test UA by several points). `cross_validate` trains one head per
 fold on cached embeddings for every candidate config and scores UA after each epoch;
-`train_with_cv` then retrains the best (candidate, epoch count) on all train + val speakers.
+`train_with_cv` then retrains the best (candidate, epoch count) on all train + val speakers and
+fits its temperature (memocmt.calibration) on the folds' held-out predictions at that epoch count,
+scored both with all of each held-out speaker's utterances and as live sessions hear them.
 """
 
 from __future__ import annotations
@@ -137,7 +139,8 @@ def cross_validate(config: TrainConfig, run_dir: str | os.PathLike, *, folds: in
                          [i for i, f in enumerate(item_fold) if f == fold],  # real utterances only
                          bool(used), device, progress) for fold in range(k)]
         outcomes = _run_folds(jobs, fold_workers(config, device, k))
-        scores, losses, sizes = ([o[i] for o in outcomes] for i in range(3))
+        scores, losses, sizes, held = ([o[i] for o in outcomes] for i in range(4))
+        _save_held_out(run_dir / f"cv_oof-{name}.npz", held, [j.held_idx for j in jobs])
         mean = np.mean(np.array(scores), axis=0)
         best = int(np.argmax(mean))
         table[name] = {"overrides": config.cv_candidates.get(name, {}), "epochs": cand.epochs, "fold_ua": scores,
@@ -176,9 +179,9 @@ class _FoldJob:
     progress: bool
 
 
-def _train_fold(job: _FoldJob) -> tuple[list[float], list[float], int]:
-    """UA and mean cross-entropy on the held-out speakers after every epoch, and the number of training
-    utterances (copies included)."""
+def _train_fold(job: _FoldJob) -> tuple[list[float], list[float], int, dict]:
+    """UA and mean cross-entropy on the held-out speakers after every epoch, the number of training
+    utterances (copies included), and the held-out log-probabilities after every epoch (`held_out_logprobs`)."""
     from tqdm.auto import tqdm
 
     from .embed_cache import prior_stats
@@ -190,7 +193,10 @@ def _train_fold(job: _FoldJob) -> tuple[list[float], list[float], int]:
     prior = prior_stats(train_split) if job.head_config.speaker_norm != "none" else None
     train_set = CachedDataset(train_split, (cand.feature_noise, cand.frame_drop, cand.crop_frames),
                               cand.speaker_subsample, prior, versions=job.versions)
-    held_set = CachedDataset(job.embedded.subset(job.held_idx))
+    held = job.embedded.subset(job.held_idx)
+    held_set = CachedDataset(held)
+    live_set = CachedDataset(session_stats_split(held, None if prior is None else prior.numpy(), seed=job.fold)) \
+        if job.head_config.speaker_norm != "none" else None
     seed_everything(cand.seed)
     head = build_head(job.head_config)
     if head.speaker_norm:
@@ -202,7 +208,9 @@ def _train_fold(job: _FoldJob) -> tuple[list[float], list[float], int]:
     loss_fn = nn.CrossEntropyLoss(weight=weight)
     held_loader = torch.utils.data.DataLoader(held_set, batch_size=cand.batch_size, collate_fn=collate_cached)
     n_epochs = cand.stop_epoch or cand.epochs
-    fold_ua, fold_loss = [], []
+    live_loader = torch.utils.data.DataLoader(live_set, batch_size=cand.batch_size, collate_fn=collate_cached) \
+        if live_set is not None else None
+    fold_ua, fold_loss, logprobs = [], [], {"all": [], "session": []}
     for epoch in tqdm(range(1, n_epochs + 1), desc=f"cv {job.candidate} fold {job.fold + 1}/{job.k}",
                       disable=not job.progress, leave=False):
         loader = torch.utils.data.DataLoader(train_set, batch_size=cand.batch_size, collate_fn=collate_cached,
@@ -212,9 +220,83 @@ def _train_fold(job: _FoldJob) -> tuple[list[float], list[float], int]:
         y, prob = predict(head, held_loader, device)
         fold_ua.append(classification_report(y, prob.argmax(1), job.labels).ua)
         fold_loss.append(float(-np.mean(np.log(np.maximum(prob[np.arange(len(y)), y], 1e-12)))))
+        logprobs["all"].append(np.log(np.maximum(prob, 1e-30)).astype(np.float32))
+        if live_loader is not None:
+            logprobs["session"].append(np.log(np.maximum(predict(head, live_loader, device)[1], 1e-30)).astype(np.float32))
     logger.info("CV %s fold %d/%d (%s): UA %.4f after epoch %d, best %.4f at epoch %d", job.candidate, job.fold + 1,
                 job.k, job.held_speakers, fold_ua[-1], n_epochs, max(fold_ua), int(np.argmax(fold_ua)) + 1)
-    return fold_ua, fold_loss, len(job.train_idx)
+    held_out = {"targets": np.asarray(y), **{k: np.stack(v) for k, v in logprobs.items() if v}}
+    return fold_ua, fold_loss, len(job.train_idx), held_out
+
+
+def session_stats_split(split: EmbeddedSplit, prior: np.ndarray | None, seed: int = 0) -> EmbeddedSplit:
+    """`split` with each utterance's speaker statistics as a live session has them: each speaker's
+    utterances in a random order, each classified with the statistics of those heard so far (this
+    one included, the last ADAPT_WINDOW) and the prior (memocmt.speaker_norm.SpeakerAdapter)."""
+    from .speaker_norm import ADAPT_WINDOW, SpeakerAdapter
+
+    rng = np.random.default_rng(seed)
+    by_speaker: dict = {}
+    for i, speaker in enumerate(split.speakers):
+        by_speaker.setdefault(speaker if speaker is not None else ("utterance", i), []).append(i)
+    stats: list = [None] * len(split)
+    for index in by_speaker.values():
+        adapter = SpeakerAdapter(ADAPT_WINDOW, prior)
+        for i in rng.permutation(index):
+            stats[int(i)] = torch.from_numpy(adapter.update(split.utterance_stats[int(i)])[0])
+    return dataclasses.replace(split, speaker_stats=stats)
+
+
+def _save_held_out(path: Path, held: list[dict], index: list[list[int]]) -> None:
+    """Every fold's held-out log-probabilities after every epoch, as one file (`held_out_logprobs` reads it):
+    `all` and `session` (E, N, C) over the folds' utterances, `targets` (N,), `fold` (N,)."""
+    arrays = {"targets": np.concatenate([h["targets"] for h in held]),
+              "fold": np.concatenate([np.full(len(h["targets"]), f) for f, h in enumerate(held)]),
+              "index": np.concatenate([np.asarray(i) for i in index])}
+    for key in ("all", "session"):
+        if all(key in h for h in held):
+            arrays[key] = np.concatenate([h[key] for h in held], axis=1)
+    np.savez_compressed(path, **arrays)
+
+
+def held_out_logprobs(run_dir: str | os.PathLike, epochs: int, candidate: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The cross-validation's held-out log-probabilities after `epochs` epochs (every fold's speakers, each
+    once with all of its utterances' statistics and once as a live session), and their class ids:
+    what a temperature is fitted on (memocmt.calibration). `candidate`: default the chosen one."""
+    run_dir = Path(run_dir)
+    if candidate is None:
+        candidate = json.loads((run_dir / "cv.json").read_text())["chosen"]["candidate"]
+    path = run_dir / f"cv_oof-{candidate}.npz"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; run the cross-validation again with this version of memocmt.")
+    data = np.load(path)
+    if not 1 <= epochs <= data["all"].shape[0]:
+        raise ValueError(f"The cross-validation in {run_dir} ran {data['all'].shape[0]} epochs, not {epochs}.")
+    parts = [data["all"][epochs - 1]] + ([data["session"][epochs - 1]] if "session" in data else [])
+    return np.concatenate(parts), np.concatenate([data["targets"]] * len(parts))
+
+
+def calibrate_run(run_dir: str | os.PathLike, epochs: int, candidate: str | None = None,
+                  checkpoint: str | os.PathLike | None = None) -> dict:
+    """Fit the temperature of `checkpoint` (default <run_dir>/best.safetensors) on the cross-validation's
+    held-out predictions after `epochs` epochs, never on test speakers, and store it in the checkpoint.
+    Returns (and writes to <run_dir>/calibration.json) the temperature and the held-out ECE before and after."""
+    from .calibration import calibration_report, fit_temperature, softmax
+    from .model import update_checkpoint_config
+
+    run_dir = Path(run_dir)
+    logprobs, targets = held_out_logprobs(run_dir, epochs, candidate)
+    temperature = fit_temperature(logprobs, targets)
+    before, after = (calibration_report(softmax(logprobs, t), targets) for t in (1.0, temperature))
+    result = {"temperature": temperature, "epochs": epochs, "held_out_predictions": int(len(targets)),
+              "held_out_ece_before": before.ece, "held_out_ece_after": after.ece,
+              "held_out_nll_before": before.nll, "held_out_nll_after": after.nll}
+    update_checkpoint_config(checkpoint or run_dir / "best.safetensors", temperature=temperature,
+                             extra={"calibration": result})
+    (run_dir / "calibration.json").write_text(json.dumps(result, indent=2))
+    logger.info("Temperature %.3f fitted on %d held-out CV predictions: ECE %.3f -> %.3f", temperature, len(targets),
+                before.ece, after.ece)
+    return result
 
 
 def fold_workers(config: TrainConfig, device: torch.device, k: int) -> int:
@@ -226,7 +308,7 @@ def fold_workers(config: TrainConfig, device: torch.device, k: int) -> int:
     return min(config.cv_workers, k) if config.cv_workers else cpu_workers(k, config.threads or torch.get_num_threads())
 
 
-def _run_folds(jobs: list[_FoldJob], workers: int) -> list[tuple[list[float], list[float], int]]:
+def _run_folds(jobs: list[_FoldJob], workers: int) -> list[tuple[list[float], list[float], int, dict]]:
     """`_train_fold` on every job, in order, `workers` at a time (memocmt.parallel)."""
     if workers > 1 and fork_available():
         logger.info("CV: %d folds, %d at a time in worker processes", len(jobs), workers)
@@ -261,4 +343,6 @@ def train_with_cv(config: TrainConfig, run_dir: str | os.PathLike | None = None,
     """cross_validate, then train the chosen candidate on all train + val speakers into the same run folder."""
     run_dir = Path(run_dir or Path(config.out_dir) / (config.run_name or time.strftime("run-%Y%m%d-%H%M%S")))
     cv = cross_validate(config, run_dir, folds=folds, progress=progress)
-    return train(final_config(config, cv), run_dir, progress=progress)
+    trained = train(final_config(config, cv), run_dir, progress=progress)
+    calibrate_run(run_dir, cv["chosen"]["epochs"])
+    return trained

@@ -52,9 +52,9 @@ def encoder_fingerprint(encoder: nn.Module, spec: dict) -> str:
     return h.hexdigest()
 
 
-def audio_key(path: str | os.PathLike, perturbation: Perturbation | None = None) -> str:
-    """Cache key of a file's states, or of its perturbed copy's."""
-    return audio_file_key(path) + (f"|{perturbation.spec}" if perturbation else "")
+def audio_key(path: str | os.PathLike, perturbation: Perturbation | None = None, trim: str = "none") -> str:
+    """Cache key of a file's states, or of its perturbed copy's, as cut by `trim` (MemoCMTConfig.trim)."""
+    return audio_file_key(path) + (f"|{perturbation.spec}" if perturbation else "") + (f"|trim={trim}" if trim != "none" else "")
 
 
 @dataclass
@@ -70,6 +70,7 @@ class EmbeddingCache:
     def __init__(self, root: str | os.PathLike, model):
         self.root = Path(root)
         self.model = model
+        self.trim = getattr(model.config, "trim", "none")  # how clips are cut before encoding
         self.stats = CacheStats()
         self._dirs: dict[str, Path] = {}
         try:
@@ -103,7 +104,7 @@ class EmbeddingCache:
     def audio(self, path: str | os.PathLike, perturbation: Perturbation | None = None) -> torch.Tensor:
         """Stacked states (L, T, D) float16 of one audio file (perturbed, if given: memocmt.perturb);
         raises AudioError for a bad file."""
-        key = audio_key(path, perturbation) if Path(path).is_file() else str(path)
+        key = audio_key(path, perturbation, self.trim) if Path(path).is_file() else str(path)
         return self._get("audio", key, lambda: self._encode_audio(Path(path), perturbation))
 
     def text(self, text: str) -> torch.Tensor:
@@ -160,14 +161,14 @@ class EmbeddingCache:
         for path in dict.fromkeys(Path(p) for p in paths):
             if not path.is_file():
                 continue  # audio() raises the clear error
-            key = audio_key(path, perturbation)
+            key = audio_key(path, perturbation, self.trim)
             if not self.entry_path("audio", key).is_file():
                 todo.append((path, key))
         spec = self.model.audio_encoder.feature_spec
         features = []
         for path, key in todo:
             try:
-                features.append((extract_features(_load(path, perturbation), spec), path, key))
+                features.append((extract_features(_load(path, perturbation, self.trim), spec), path, key))
             except (AudioError, OSError) as e:
                 errors[str(path)] = str(e)
         features.sort(key=lambda item: item[0].shape[-1])
@@ -184,7 +185,7 @@ class EmbeddingCache:
 
     @torch.inference_mode()
     def _encode_audio(self, path: Path, perturbation: Perturbation | None = None) -> torch.Tensor:
-        features = extract_features(_load(path, perturbation), self.model.audio_encoder.feature_spec)
+        features = extract_features(_load(path, perturbation, self.trim), self.model.audio_encoder.feature_spec)
         padded, lengths = pad_batch([features])
         device = self.model.device
         states, lengths = self.model.encode_audio(torch.from_numpy(padded).to(device), torch.from_numpy(lengths).to(device))
@@ -198,9 +199,16 @@ class EmbeddingCache:
         return states[0, :, : int(lengths[0])].cpu()
 
 
-def _load(path: Path, perturbation: Perturbation | None) -> np.ndarray:
+def _load(path: Path, perturbation: Perturbation | None, trim: str = "none") -> np.ndarray:
+    """A clip as training sees it: decoded, perturbed (if given), then cut by `trim`."""
     audio = check_audio(load_audio(path), name=str(path))
-    return check_audio(perturbation.apply(audio), name=f"{path} ({perturbation.spec})") if perturbation else audio
+    if perturbation:
+        audio = check_audio(perturbation.apply(audio), name=f"{path} ({perturbation.spec})")
+    if trim != "none":
+        from .live.vad import apply_trim
+
+        audio = apply_trim(audio, trim)
+    return audio
 
 
 @dataclass

@@ -21,6 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .config import MemoCMTConfig
@@ -65,8 +66,29 @@ def ensemble_config(members: list[MemoCMTConfig], names: list[str]) -> MemoCMTCo
     modalities = "both" if uses_audio and uses_text else ("audio" if uses_audio else "text")
     # The members' speaker_norm must agree; fusion.EnsembleHead refuses them when they do not.
     speaker_norm = next((c.speaker_norm for c in members if _uses(c, "audio")), "none")
-    return first.replace(modalities=modalities, speaker_norm=speaker_norm,
+    for config, name in zip(members[1:], names[1:]):
+        if config.trim != first.trim:
+            raise CheckpointError(f"{name} was trained on clips cut with trim={config.trim!r} but {names[0]} with "
+                                  f"trim={first.trim!r}; ensemble heads trained on the same audio.")
+    # Each member keeps its own temperature; the ensemble's own starts at 1 (memocmt.calibration fits it).
+    return first.replace(modalities=modalities, speaker_norm=speaker_norm, temperature=1.0,
                          members=[c.to_dict() for c in members], **shared)
+
+
+def ensemble_logprobs(member_logprobs: list[np.ndarray], temperatures: list[float]) -> np.ndarray:
+    """What an EnsembleHead outputs before its own temperature, from its members' log-probabilities
+    at temperature 1 (e.g. held-out cross-validation predictions): the sum of log_softmax(z / t)."""
+    from .calibration import softmax
+
+    return sum(np.log(np.maximum(softmax(z, t), 1e-30)) for z, t in zip(member_logprobs, temperatures))
+
+
+def fit_ensemble_temperature(member_logprobs: list[np.ndarray], temperatures: list[float], targets) -> float:
+    """The ensemble's own temperature, fitted on its members' held-out log-probabilities (memocmt.calibration):
+    a product of probabilities counts shared evidence twice, so it is sharper than either member."""
+    from .calibration import fit_temperature
+
+    return fit_temperature(ensemble_logprobs(member_logprobs, temperatures), targets)
 
 
 def build_ensemble(paths: list[str | Path]) -> MemoCMT:

@@ -255,7 +255,8 @@ def evaluate_speaker_utterances(predictor: Predictor, manifest: Manifest, speake
     skipped: list[Problem] = []
 
     def encoded_batches(record: list[Problem], desc: str):
-        for batch, audios in _audio_batches(items, batch_size, on_bad_file, record, progress, desc, perturbation):
+        for batch, audios in _audio_batches(items, batch_size, on_bad_file, record, progress, desc, perturbation,
+                                            getattr(predictor, "trim", "none")):
             yield (batch, *predictor.encode(audios, [items[i].text for i in batch]))
 
     def score(batches, stats_of: dict | None) -> EvaluationResult:
@@ -341,6 +342,7 @@ class _Unsplit:
         self.labels = predictor.labels
         self.speaker_norm = getattr(predictor, "speaker_norm", "")
         self.speaker_prior = getattr(predictor, "speaker_prior", None)
+        self.trim = getattr(predictor, "trim", "none")
 
     def encode(self, audios, texts):
         return audios, texts
@@ -355,9 +357,9 @@ class _Unsplit:
 
 
 def _audio_batches(items: list, batch_size: int, on_bad_file: str, skipped: list[Problem], progress: bool, desc: str,
-                   perturbation: Perturbation | None = None):
-    """Yield (item indices, audio arrays) per batch, each perturbed if asked; unusable audio stops or is
-    appended to `skipped`."""
+                   perturbation: Perturbation | None = None, trim: str = "none"):
+    """Yield (item indices, audio arrays) per batch, each perturbed if asked and cut as the model's
+    training cut clips (`trim`); unusable audio stops or is appended to `skipped`."""
     from tqdm.auto import tqdm
 
     from .audio import AudioError, check_audio, load_audio
@@ -369,7 +371,12 @@ def _audio_batches(items: list, batch_size: int, on_bad_file: str, skipped: list
             u = items[i]
             try:
                 audio = check_audio(load_audio(u.audio), name=str(u.audio))
-                audios.append(perturbation.apply(audio) if perturbation else audio)
+                audio = perturbation.apply(audio) if perturbation else audio
+                if trim != "none":
+                    from .live.vad import apply_trim
+
+                    audio = apply_trim(audio, trim)
+                audios.append(audio)
             except (AudioError, OSError) as e:
                 if on_bad_file == "stop":
                     raise ManifestError(f"Row {u.line or i + 1}: cannot use {u.audio}: {e}") from e

@@ -202,8 +202,12 @@ class FusionHead(nn.Module):
         residual: bool = False,
         audio_layer_concat: bool = False,
         speaker_norm: str = "none",
+        temperature: float = 1.0,
     ):
         super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"A head's temperature must be positive, not {temperature}.")
+        self.temperature = float(temperature)  # logits are divided by it (memocmt.calibration)
         pooling, audio_stats = split_pooling(pooling)
         if modalities not in MODALITIES:
             raise ValueError(f"Unknown modalities {modalities!r}; choose one of {', '.join(MODALITIES)}.")
@@ -274,7 +278,8 @@ class FusionHead(nn.Module):
         pooled = masked_pool(fused, torch.cat(valids, dim=1), self.pooling)
         if self.audio_stats is not None:
             pooled = torch.cat([pooled, self.audio_stats(audio_states, audio_lengths)], dim=-1)
-        return self.classifier(pooled)
+        logits = self.classifier(pooled)
+        return logits / self.temperature if self.temperature != 1.0 else logits
 
 
 class EnsembleHead(nn.Module):
@@ -285,8 +290,11 @@ class EnsembleHead(nn.Module):
     the ensemble holds the speaker prior and gives every member the same statistics.
     """
 
-    def __init__(self, members: list[FusionHead]):
+    def __init__(self, members: list[FusionHead], temperature: float = 1.0):
         super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"An ensemble's temperature must be positive, not {temperature}.")
+        self.temperature = float(temperature)  # divides the summed log-probabilities (memocmt.calibration)
         if len(members) < 2:
             raise ValueError("An ensemble needs at least two heads.")
         use_audio = any(m.use_audio for m in members)
@@ -314,4 +322,5 @@ class EnsembleHead(nn.Module):
         if self.speaker_norm and speaker_stats is None:  # a speaker heard once: this utterance and the prior
             speaker_stats = pool_with_prior(utterance_stats(audio_states, audio_lengths), self.speaker_prior)
         logits = [m(audio_states, audio_lengths, text_states, text_lengths, speaker_stats) for m in self.members]
-        return torch.stack([F.log_softmax(z.float(), dim=-1) for z in logits]).sum(dim=0)
+        summed = torch.stack([F.log_softmax(z.float(), dim=-1) for z in logits]).sum(dim=0)
+        return summed / self.temperature if self.temperature != 1.0 else summed

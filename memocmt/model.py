@@ -173,6 +173,11 @@ class MemoCMT(nn.Module):
         return self.head.speaker_norm
 
     @property
+    def trim(self) -> str:
+        """How recorded clips are cut before this model sees them (MemoCMTConfig.trim)."""
+        return self.config.trim
+
+    @property
     def speaker_prior(self) -> np.ndarray | None:
         """(2, L, D) prior statistics of a speaker_norm model (those of its training utterances), else None."""
         return self.head.speaker_prior.detach().cpu().float().numpy() if self.speaker_norm else None
@@ -241,7 +246,7 @@ class MemoCMT(nn.Module):
 def build_head(config: MemoCMTConfig) -> FusionHead | EnsembleHead:
     """The fusion head alone, from a config whose encoder dimensions are filled in."""
     if config.members:
-        return EnsembleHead([build_head(member) for member in config.member_configs()])
+        return EnsembleHead([build_head(member) for member in config.member_configs()], config.temperature)
     uses_audio = config.modalities in ("both", "audio")
     uses_text = config.modalities in ("both", "text")
     if (uses_audio and not config.audio_hidden_size) or (uses_text and not config.text_hidden_size):
@@ -262,6 +267,7 @@ def build_head(config: MemoCMTConfig) -> FusionHead | EnsembleHead:
         residual=config.residual,
         audio_layer_concat=config.audio_layer_concat,
         speaker_norm=config.speaker_norm,
+        temperature=config.temperature,
     )
 
 
@@ -322,6 +328,24 @@ def read_checkpoint(path: str | Path) -> tuple[MemoCMTConfig, dict[str, torch.Te
         raise CheckpointError(f"{path} was written by a newer memocmt (format {metadata['version']}); upgrade to load it.")
     config = MemoCMTConfig.from_dict(json.loads(metadata["config"]))
     return config, tensors, json.loads(metadata.get("extra", "{}"))
+
+
+def update_checkpoint_config(path: str | Path, extra: dict | None = None, **changes) -> MemoCMTConfig:
+    """Rewrite a checkpoint's config fields (e.g. temperature=1.7) in place, atomically, keeping its
+    tensors and adding `extra` to its metadata; no encoder is built. Returns the new config."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    config, tensors, old_extra = read_checkpoint(path)
+    config = config.replace(**changes)
+    MemoCMTConfig.from_dict(config.to_dict())  # refuse fields that would not load back
+    metadata = {"format": CHECKPOINT_FORMAT, "version": str(CHECKPOINT_VERSION),
+                "config": json.dumps(config.to_dict()), "extra": json.dumps({**old_extra, **(extra or {})})}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    shutil.copymode(path, tmp)
+    tmp.replace(path)
+    return config
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> MemoCMT:

@@ -155,6 +155,8 @@ class Bundle:
         norm = manifest.get("config", {}).get("speaker_norm", "none")
         self.speaker_norm: str = norm if norm != "none" and self.uses_audio else ""
         self.speaker_prior = _load_prior(path) if self.speaker_norm else None
+        # How evaluation cuts recorded clips for this model (MemoCMTConfig.trim; live segments are already cut).
+        self.trim: str = manifest.get("config", {}).get("trim", "none")
         self.voices = _load_voices(path, self.speaker_prior) if self.speaker_norm and (path / VOICES_FILE).is_file() else None
         self.load_ms = 0.0
         self.warmup_ms = 0.0

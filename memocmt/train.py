@@ -272,17 +272,18 @@ def collate_cached(items):
 class AudioTextDataset(torch.utils.data.Dataset):
     """Raw audio and text, for fine-tuning encoders."""
 
-    def __init__(self, manifest: Manifest):
-        self.items, self.index = manifest.items, manifest.label_to_id()
+    def __init__(self, manifest: Manifest, trim: str = "none"):
+        self.items, self.index, self.trim = manifest.items, manifest.label_to_id(), trim
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int):
         from .audio import load_audio
+        from .live.vad import apply_trim
 
         u = self.items[i]
-        return load_audio(u.audio), u.text, self.index[u.label]
+        return apply_trim(load_audio(u.audio), self.trim), u.text, self.index[u.label]
 
 
 def make_raw_collate(model):
@@ -485,7 +486,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
                         cache.stats.hits, cache.stats.misses, len(cache.stats.corrupt))
     else:
         module = model
-        datasets = {name: AudioTextDataset(m) for name, m in splits.items() if len(m)}
+        datasets = {name: AudioTextDataset(m, model.config.trim) for name, m in splits.items() if len(m)}
         collate = make_raw_collate(model)
         train_targets = splits["train"].targets()
     if main and problems:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import importlib.util
 import logging
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -326,3 +327,37 @@ class Segmenter:
         self._speech_end = self._position
         self._silence_run = 0
         return segment
+
+
+def trim_to_speech(audio: np.ndarray, config: VadConfig | None = None) -> np.ndarray:
+    """A recorded utterance cut as the live segmenter cuts speech from a stream: from the pre-roll
+    before its first speech frame to the hangover after its last (pauses inside are kept, so a clip
+    the live path would split stays one utterance). Training and evaluation of a model whose
+    config has `trim: vad` see clips this way, so that their speaker statistics, voice signatures
+    and prior match what live segments give. Audio in which the VAD finds no speech is returned
+    unchanged."""
+    config = config or VadConfig()
+    if config.speculate_ms or config.max_utterance_s < 1e6:
+        config = dataclasses.replace(config, speculate_ms=0, max_utterance_s=1e9)
+    audio = np.asarray(audio, dtype=np.float32)
+    segmenter = Segmenter(make_classifier(config), config)
+    lead = np.zeros(segmenter._pre_roll_frames * segmenter.frame, dtype=np.float32)  # silence before the clip, as in a stream
+    tail = np.zeros((segmenter._hangover_frames + 1) * segmenter.frame, dtype=np.float32)
+    segments = segmenter.push(np.concatenate([lead, audio, tail])) + segmenter.flush()
+    if not segments:
+        return audio
+    first = max(0, round(segments[0].start_s * SAMPLE_RATE) - len(lead) - segmenter._pre_roll_frames * segmenter.frame)
+    last = min(len(audio), segments[-1].end_sample - len(lead))
+    return audio[first:last] if last - first > 0 else audio
+
+
+TRIMS = ("none", "vad")  # how a model's training and evaluation cut recorded clips (MemoCMTConfig.trim)
+
+
+def apply_trim(audio: np.ndarray, trim: str) -> np.ndarray:
+    """`audio` as a model with `trim` sees a recorded clip: as it is ("none") or cut to speech ("vad")."""
+    if trim == "none":
+        return audio
+    if trim == "vad":
+        return trim_to_speech(audio)
+    raise ValueError(f"Unknown trim {trim!r}; choose one of {', '.join(TRIMS)}.")

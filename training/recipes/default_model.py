@@ -49,7 +49,7 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 from memocmt.corpora import build_ravdess  # noqa: E402
 import torch  # noqa: E402
 
-from memocmt.crossval import cross_validate, final_config  # noqa: E402
+from memocmt.crossval import calibrate_run, cross_validate, final_config, held_out_logprobs  # noqa: E402
 from memocmt.evaluate import (LIVE_SPEAKER_UTTERANCES, compare_predictions, evaluate_speaker_utterances,  # noqa: E402
                               prediction_rows, write_report)
 from memocmt.manifest import read_manifest, write_manifest  # noqa: E402
@@ -86,14 +86,17 @@ def evaluate_run(run_dir: Path, data_dir: Path, classes: str) -> dict:
         ks = (0, *LIVE_SPEAKER_UTTERANCES) if model.speaker_norm and name == "ravdess" else (0,)
         results = evaluate_speaker_utterances(model, manifest, ks, batch_size=16, progress=False)  # encoded once
         report = results[0].report
+        calibration = results[0].calibration
         write_report(report, run_dir / f"eval-{name}.json", title=f"{run_dir.name} on {name} test",
-                     extra={"predictions": prediction_rows(results[0], manifest)})
+                     calibration=calibration, extra={"predictions": prediction_rows(results[0], manifest)})
         scores[name] = {"ua": report.ua, "wa": report.wa, "macro_f1": report.macro_f1, "n": report.n,
-                        "macro_auc": report.macro_auc}
+                        "macro_auc": report.macro_auc, "ece": calibration.ece, "nll": calibration.nll,
+                        "brier": calibration.brier}
         logger.info("%s on %s test: UA %.2f%% WA %.2f%%", run_dir.name, name, 100 * report.ua, 100 * report.wa)
         for k in ks[1:]:
             report = results[k].report
-            scores[f"ravdess_after_{k}"] = {"ua": report.ua, "wa": report.wa, "macro_f1": report.macro_f1, "n": report.n}
+            scores[f"ravdess_after_{k}"] = {"ua": report.ua, "wa": report.wa, "macro_f1": report.macro_f1, "n": report.n,
+                                            "ece": results[k].calibration.ece}
             logger.info("%s on ravdess test, statistics of %d utterance(s) per speaker: UA %.2f%%", run_dir.name, k, 100 * report.ua)
     return scores
 
@@ -118,17 +121,31 @@ def ablation_differences(work: Path, ablations: list[str], fusion: str = "edge-r
 LATE = "edge-ravdess4-late"
 
 
-def late_fusion(work: Path, data_dir: Path) -> dict:
+def late_fusion(work: Path, data_dir: Path, calibrate: tuple[int, str] | None = None) -> dict:
     """The 4-class fusion head and the audio-only one as one checkpoint that multiplies their
-    probabilities (<work>/edge-ravdess4-late/best.safetensors), scored as the other runs are."""
-    from memocmt.ensemble import build_ensemble
+    probabilities (<work>/edge-ravdess4-late/best.safetensors), scored as the other runs are. With
+    `calibrate` (the CV's chosen epochs and candidate), the ensemble's own temperature is fitted on the
+    members' held-out cross-validation predictions, each at its own temperature."""
+    from memocmt.ensemble import build_ensemble, fit_ensemble_temperature
     from memocmt.model import save_checkpoint
 
     run_dir = work / LATE
     run_dir.mkdir(parents=True, exist_ok=True)
-    members = [work / "edge-ravdess4" / "best.safetensors", work / "edge-ravdess4-audio" / "best.safetensors"]
-    save_checkpoint(build_ensemble(members), run_dir / "best.safetensors",
-                    extra={"ensemble_of": [str(m.relative_to(work)) for m in members]})
+    names = ["edge-ravdess4", "edge-ravdess4-audio"]
+    model = build_ensemble([work / n / "best.safetensors" for n in names])
+    extra = {"ensemble_of": [f"{n}/best.safetensors" for n in names]}
+    if calibrate is not None:
+        epochs, candidate = calibrate
+        held = [held_out_logprobs(work / n, epochs, candidate) for n in names]
+        if any(len(t) != len(held[0][1]) or (t != held[0][1]).any() for _, t in held[1:]):
+            raise RuntimeError("The members' cross-validations held out different utterances; rerun both.")
+        temperatures = [member.temperature for member in model.head.members]
+        temperature = fit_ensemble_temperature([z for z, _ in held], temperatures, held[0][1])
+        model.config = model.config.replace(temperature=temperature)
+        model.head.temperature = temperature
+        extra["calibration"] = {"temperature": temperature, "member_temperatures": temperatures, "epochs": epochs}
+        logger.info("Late fusion: member temperatures %s, ensemble temperature %.3f", temperatures, temperature)
+    save_checkpoint(model, run_dir / "best.safetensors", extra=extra)
     return evaluate_run(run_dir, data_dir, "4")
 
 
@@ -151,12 +168,15 @@ class RecipeRun:
     run_dir: Path
     data_dir: Path
     classes: str
+    calibrate: tuple[int, str] | None = None  # (epochs, candidate) of this run's own CV to fit its temperature on
 
 
 def train_and_evaluate(run: RecipeRun) -> dict:
-    """One run's training and evaluation (in a worker process when runs go side by side)."""
+    """One run's training, calibration and evaluation (in a worker process when runs go side by side)."""
     started = time.perf_counter()
     train(run.config, run.run_dir, progress=False)
+    if run.calibrate is not None:
+        calibrate_run(run.run_dir, *run.calibrate)
     trained = time.perf_counter()
     scores = evaluate_run(run.run_dir, run.data_dir, run.classes)
     return {"scores": scores, "train_s": round(trained - started, 1), "evaluate_s": round(time.perf_counter() - trained, 1)}
@@ -235,7 +255,14 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if jobs[0].config.cv_folds:  # the first run (4 classes, fusion) makes the choice; the others follow it
             cv = timed(f"cross-validate {jobs[0].name}", cross_validate, jobs[0].config, jobs[0].run_dir, progress=False)
-            jobs = [dataclasses.replace(j, config=follow_choice(j.config, cv, same_classes=j.classes == jobs[0].classes))
+            # The audio-only head's own CV gives only its held-out predictions, for its temperature (and the
+            # late fusion's); its epochs follow the fusion head's choice like every other run's.
+            audio = next((j for j in jobs if j.name == "edge-ravdess4-audio" and j.config.cv_folds), None)
+            if audio is not None:
+                timed(f"cross-validate {audio.name}", cross_validate, audio.config, audio.run_dir, progress=False)
+            choice = (cv["chosen"]["epochs"], cv["chosen"]["candidate"])
+            jobs = [dataclasses.replace(j, config=follow_choice(j.config, cv, same_classes=j.classes == jobs[0].classes),
+                                        calibrate=choice if j in (jobs[0], audio) else None)
                     if j.config.cv_folds else j for j in jobs]
         threads = jobs[0].config.threads or torch.get_num_threads()
         workers = args.workers or cpu_workers(len(jobs), threads)
@@ -249,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     against = ablation_differences(work, ablations)
     late_against = {}
     if "edge-ravdess4-audio" in ablations:
-        results[LATE] = timed(f"late fusion {LATE}", late_fusion, work, data_dir)
+        choice = (cv["chosen"]["epochs"], cv["chosen"]["candidate"]) if cv is not None else None
+        results[LATE] = timed(f"late fusion {LATE}", late_fusion, work, data_dir, choice)
         late_against = ablation_differences(work, ["edge-ravdess4", *ablations], fusion=LATE)
     timings["total"] = round(time.perf_counter() - started, 1)
     summary = {"results": results, **({"fusion_minus_ablation": against} if against else {}),
