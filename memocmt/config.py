@@ -44,6 +44,12 @@ class MemoCMTConfig:
     # probabilities multiply. Empty for a single head, whose settings are the fields above.
     members: list[dict] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise ValueError(f"The temperature must be positive, not {self.temperature}.")
+        if self.trim not in ("none", "vad"):
+            raise ValueError(f"Unknown trim {self.trim!r}; choose none or vad.")
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -300,23 +300,60 @@ def evaluate_speaker_utterances(predictor: Predictor, manifest: Manifest, speake
     return results
 
 
+# A speaker with fewer utterances than this in the data (or a row without a speaker) is not
+# described by them alone: its statistics pool them with the model's prior, as live does.
+FEW_SPEAKER_UTTERANCES = 10
+
+
 def _speaker_stats(stats: np.ndarray, speakers: list, k: int, prior: np.ndarray | None, seed: int) -> list[np.ndarray]:
     """Each row's speaker statistics: pooled over all of its speaker's rows (k=0), or over the row itself
-    and k-1 other rows of its speaker drawn with `seed`, with the prior."""
+    and k-1 other rows of its speaker drawn with `seed`, with the prior. With k=0 a speaker that has fewer
+    than FEW_SPEAKER_UTTERANCES rows, or a row without a speaker, pools with the prior as well: one clip
+    standardised on its own statistics alone loses what tells emotions apart."""
     from .speaker_norm import group_stats, pool_stats
 
-    if not k:
-        return list(group_stats(stats, speakers))
-    rng = np.random.default_rng(seed)
     by_speaker: dict = {}
     for r, speaker in enumerate(speakers):
-        by_speaker.setdefault(speaker, []).append(r)
+        by_speaker.setdefault(speaker if speaker is not None else ("row", r), []).append(r)
+    if not k:
+        pooled = list(group_stats(stats, speakers))
+        for rows in by_speaker.values():
+            if len(rows) < FEW_SPEAKER_UTTERANCES and prior is not None:
+                few = pool_stats(stats[rows], prior)
+                for r in rows:
+                    pooled[r] = few
+        return pooled
+    rng = np.random.default_rng(seed)
     pooled = []
     for r, speaker in enumerate(speakers):
         others = [j for j in by_speaker[speaker] if j != r] if speaker is not None else []
         picked = rng.permutation(others)[: k - 1].tolist()
         pooled.append(pool_stats(stats[[r, *picked]], prior))
     return pooled
+
+
+def describe_protocol(predictor: Predictor, manifest: Manifest, speaker_utterances: int = 0) -> str:
+    """One sentence saying what an evaluation's figure stands for: how speaker statistics were taken."""
+    if not getattr(predictor, "speaker_norm", ""):
+        return "Each utterance scored on its own (the model does not normalise speakers)."
+    counts: dict = {}
+    for u in manifest:
+        if u.speaker:
+            counts[u.speaker_key()] = counts.get(u.speaker_key(), 0) + 1
+    anonymous = sum(1 for u in manifest if not u.speaker)
+    if speaker_utterances:
+        return (f"Speaker statistics from {speaker_utterances} utterance(s) of each speaker with the model's prior, as "
+                f"live after {speaker_utterances} utterance(s) ({len(counts)} speakers"
+                + (f"; {anonymous} utterances without a speaker scored alone with the prior" if anonymous else "") + ").")
+    full = sum(1 for n in counts.values() if n >= FEW_SPEAKER_UTTERANCES)
+    few = len(counts) - full
+    parts = [f"{full} speaker(s) standardised on all of their utterances"] if full else []
+    if few:
+        parts.append(f"{few} speaker(s) with fewer than {FEW_SPEAKER_UTTERANCES} utterances pooled with the model's prior")
+    if anonymous:
+        parts.append(f"{anonymous} utterance(s) without a speaker scored alone with the prior, as live scores a "
+                     "first utterance (name speakers with --speaker-pattern for speaker-level statistics)")
+    return "Speaker statistics: " + "; ".join(parts) + "."
 
 
 def _nbytes(encoding) -> int:
@@ -470,6 +507,14 @@ def build_parser() -> argparse.ArgumentParser:
     data = parser.add_mutually_exclusive_group(required=True)
     data.add_argument("--manifest", help="JSONL manifest (see memocmt.manifest)")
     data.add_argument("--data", help="folder-per-label tree: <dir>/<label>/*.wav, optional <stem>.txt transcripts")
+    parser.add_argument("--speaker-pattern", metavar="REGEX",
+                        help="with --data: regex whose first group (or group 'speaker') finds the speaker in a file name, "
+                             "e.g. '^(\\d+)_' or '-(\\d+)\\.wav$'; without it every clip is scored as a speaker heard once")
+    parser.add_argument("--no-transcribe", action="store_true",
+                        help="with --data: leave clips without a <stem>.txt transcript with empty text instead of "
+                             "transcribing them with the offline Whisper model (cached)")
+    parser.add_argument("--asr-cache", metavar="FILE",
+                        help="transcript cache for --data clips without transcripts (default: $MEMOCMT_HOME/asr_cache.json)")
     parser.add_argument("--split", default="test", choices=(*SPLITS, "all"), help="manifest split to score (default: test)")
     parser.add_argument("--label-map", help="'old=new,other=' (empty target drops the class) or a JSON file")
     parser.add_argument("--json", required=True, help="output JSON; the summary and plots are written next to it")
@@ -491,11 +536,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cli(argv: list[str] | None = None) -> int:
+    from .corpora.folder import pattern_argv
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(pattern_argv(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if args.data and args.split != "test":
         parser.error("--split applies to --manifest; a --data folder is scored whole.")
+    if args.manifest and (args.speaker_pattern or args.no_transcribe or args.asr_cache):
+        parser.error("--speaker-pattern, --no-transcribe and --asr-cache apply to --data; a manifest names its speakers "
+                     "and texts.")
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1.")
     if args.speaker_utterances < 0:
@@ -511,9 +561,13 @@ def cli(argv: list[str] | None = None) -> int:
         else:
             from .corpora import build_folder
 
-            manifest = build_folder(args.data)
+            manifest = build_folder(args.data, speaker_pattern=args.speaker_pattern)
+            manifest = Manifest.from_items([dataclasses.replace(u, speaker=u.speaker if args.speaker_pattern else "")
+                                            for u in manifest.items], manifest.labels, manifest.source)
         mapping = parse_label_map(args.label_map) if args.label_map else {}
         predictor = load_predictor(args.model)
+        if args.data:
+            manifest = _fill_transcripts(manifest, predictor, args)
         if args.speaker_utterances and not getattr(predictor, "speaker_norm", ""):
             raise ValueError(f"--speaker-utterances applies to speaker-normalised models; {args.model or 'the shipped model'} "
                              "is not one (its config has speaker_norm: none).")
@@ -524,6 +578,7 @@ def cli(argv: list[str] | None = None) -> int:
         result = evaluate_voices(predictor, manifest, voices, **options) if voices else \
             evaluate_manifest(predictor, manifest, **options)
         rows = prediction_rows(result, manifest)
+        protocol = describe_protocol(predictor, manifest, args.speaker_utterances)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"memocmt-eval: error: {e}", file=sys.stderr)
         return 2
@@ -538,11 +593,12 @@ def cli(argv: list[str] | None = None) -> int:
     write_report(result.report, args.json, title=title, calibration=result.calibration, extra={
         "model": str(args.model or "default"), "data": str(source), "split": args.split if args.manifest else "all",
         "label_map": mapping, "skipped": [str(p) for p in result.skipped],
-        "speaker_utterances": args.speaker_utterances or "all", "voices": [v.spec for v in voices],
+        "speaker_utterances": args.speaker_utterances or "all", "protocol": protocol, "voices": [v.spec for v in voices],
         **({"compared_with": {"path": str(args.compare), **compared.to_dict()}} if compared else {}),
         "predictions": rows,
     })
     print(format_summary(result.report, title) + format_calibration(result.calibration))
+    print(protocol)
     if mismatch:
         print(f"memocmt-eval: error: {mismatch} (this evaluation was written to {args.json})", file=sys.stderr)
         return 2
@@ -556,6 +612,25 @@ def cli(argv: list[str] | None = None) -> int:
               + ("an interval that holds 0 does not tell the two apart." if compared.low <= 0 <= compared.high else
                  "the difference is more than chance."))
     return 0
+
+
+def _fill_transcripts(manifest: Manifest, predictor: Predictor, args) -> Manifest:
+    """Clips of a --data folder without a <stem>.txt: transcribed (cached) when the model reads text, or a
+    loud warning with --no-transcribe."""
+    modalities = getattr(predictor, "modalities", None) or getattr(getattr(predictor, "config", None), "modalities", "both")
+    missing = sum(1 for u in manifest if not u.text)
+    if not missing or modalities == "audio":
+        return manifest
+    if args.no_transcribe:
+        logger.warning("%d of %d clips have no <stem>.txt transcript and are scored with empty text (--no-transcribe); "
+                       "the text branch then sees nothing.", missing, len(manifest))
+        return manifest
+    from .runtime import memocmt_home
+    from .transcribe_cache import AsrConfig, transcribe_manifest
+
+    cache = Path(args.asr_cache) if args.asr_cache else memocmt_home() / "asr_cache.json"
+    logger.info("Transcribing %d clip(s) without a <stem>.txt transcript (offline Whisper, cached in %s)", missing, cache)
+    return transcribe_manifest(manifest, cache, AsrConfig(), only_missing=True)
 
 
 def _read_predictions(path: str) -> list[dict]:

@@ -102,9 +102,13 @@ def prepare_corpus(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         cache = args.asr_cache or args.out.parent / "asr_cache.json"
         manifest = transcribe_manifest(manifest, cache, AsrConfig(model=args.asr_model))
     split = options.get("split", CORPORA[args.corpus].splits[0])
+    required = None
+    if manifest.items and all(u.split == "test" for u in manifest.items):  # every speaker named for test
+        logger.info("Every utterance is in the test split: an evaluation-only manifest (no train or val split).")
+        required = ("test",)
     result = validate_manifest(
         manifest, on_error="skip" if args.skip_bad else "raise",
-        allow_speaker_overlap=split in SPLITS_WITH_SHARED_SPEAKERS,
+        allow_speaker_overlap=split in SPLITS_WITH_SHARED_SPEAKERS, **({"required_splits": required} if required else {}),
     )
     write_manifest(args.out, result.manifest)
     return result.manifest
@@ -129,8 +133,10 @@ def prepare_synthetic(args: argparse.Namespace, parser: argparse.ArgumentParser)
 
 
 def cli(argv: list[str] | None = None) -> int:
+    from memocmt.corpora.folder import pattern_argv
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(pattern_argv(sys.argv[1:] if argv is None else argv))
     if args.list:
         print(list_corpora())
         return 0

@@ -402,3 +402,23 @@ def test_cli_iemocap_loso(tmp_path, wav_bytes, capsys):
     assert {u.speaker for u in m.split("test")} == {"Ses02F", "Ses02M"} and {u.speaker for u in m.split("val")} == {"Ses03M"}
     assert cli(["iemocap", str(root), "--out", str(out)]) == 0  # random split: shared speakers are allowed
     capsys.readouterr()
+
+
+def test_an_evaluation_only_folder_corpus_with_a_dash_pattern(tmp_path, wav_bytes, capsys):
+    """Every speaker named for test gives an evaluation-only manifest; a speaker pattern that starts with
+    '-' is read as the pattern (argparse would take it for an option)."""
+    from memocmt.corpora.folder import pattern_argv
+    from memocmt.manifest import read_manifest
+    from memocmt.prepare import cli
+
+    root = tmp_path / "eval"
+    for label in ("angry", "sad"):
+        for spk in (7, 8):
+            _put(root / label / f"clip-{label}-{spk}.wav", wav_bytes)
+    assert pattern_argv(["folder", "x", "--speaker-pattern", "-(\\d+)", "--out", "m"]) == \
+        ["folder", "x", "--speaker-pattern=-(\\d+)", "--out", "m"]
+    out = tmp_path / "m.jsonl"
+    assert cli(["folder", str(root), "--speaker-pattern", r"-(\d+)\.wav$", "--test-speakers", "7,8", "--val-speakers", "",
+                "--out", str(out)]) == 0
+    m = read_manifest(out)
+    assert len(m) == 4 and {u.split for u in m} == {"test"} and {u.speaker for u in m} == {"7", "8"}

@@ -65,12 +65,12 @@ def test_folder_data_with_label_map(checkpoint, tmp_path):
     shutil.copy(wav, tmp_path / "data" / "surprised" / "x.wav")
     out = tmp_path / "m.json"
     assert cli(["--model", str(model), "--data", str(tmp_path / "data"), "--label-map", "calm=neutral,mad=angry,surprised=",
-                "--json", str(out), "--no-progress"]) == 0
+                "--json", str(out), "--no-progress", "--no-transcribe"]) == 0
     assert json.loads(out.read_text())["n"] == 6
     mapping = tmp_path / "map.json"
     mapping.write_text(json.dumps({"calm": "neutral", "mad": "angry"}))
     assert cli(["--model", str(model), "--data", str(tmp_path / "data"), "--label-map", str(mapping),
-                "--json", str(out), "--no-progress"]) == 2  # 'surprised' is neither known nor mapped
+                "--json", str(out), "--no-progress", "--no-transcribe"]) == 2  # 'surprised' is neither known nor mapped
 
 
 def test_unmapped_labels_are_refused(capsys, checkpoint, tmp_path):
@@ -216,3 +216,51 @@ def test_eval_cli_compares_with_an_earlier_evaluation(checkpoint, tmp_path, caps
     old.write_text(json.dumps({k: v for k, v in data.items() if k != "predictions"}))
     assert cli([*base, "--json", str(tmp_path / "x.json"), "--compare", str(old)]) == 2
     assert "holds no per-utterance predictions" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
+
+
+def test_data_folder_names_speakers_transcribes_and_says_its_protocol(tmp_path, capsys, monkeypatch):
+    """A folder of clips without transcripts: the missing texts are transcribed (cached), a speaker pattern
+    starting with '-' is read as the pattern, clips without a speaker are pooled with the prior, and the
+    output says which protocol the figure stands for."""
+    import shutil
+
+    import soundfile as sf
+
+    from tests.test_speaker_norm import _Recorder
+
+    for i in range(4):
+        label = ("neutral", "angry")[i % 2]
+        (tmp_path / "data" / label).mkdir(parents=True, exist_ok=True)
+        sf.write(tmp_path / "data" / label / f"clip{i}-{i % 2 + 1}.wav",
+                 (0.1 * np.sin(np.arange(8000 + 800 * i) * 0.05)).astype(np.float32), 16000)
+    (tmp_path / "data" / "neutral" / "clip0-1.txt").write_text("hello there")
+
+    class Predictor(_Recorder):
+        speaker_norm = "mean"
+
+    import memocmt.evaluate as evaluate
+
+    seen = {}
+
+    def fake_transcribe(manifest, cache, config, only_missing=False):
+        seen["missing"] = sorted(u.audio.name for u in manifest if not u.text)
+        seen["only_missing"], seen["cache"] = only_missing, cache
+        return manifest
+
+    import memocmt.transcribe_cache as transcribe_cache
+
+    monkeypatch.setattr(evaluate, "load_predictor", lambda path=None: Predictor())
+    monkeypatch.setattr(transcribe_cache, "transcribe_manifest", fake_transcribe)
+    out = tmp_path / "out.json"
+    assert evaluate.cli(["--data", str(tmp_path / "data"), "--speaker-pattern", r"-(\d+)\.wav$",
+                         "--asr-cache", str(tmp_path / "asr.json"), "--json", str(out), "--no-progress"]) == 0
+    data = json.loads(out.read_text())
+    assert seen == {"missing": ["clip1-2.wav", "clip2-1.wav", "clip3-2.wav"], "only_missing": True,
+                    "cache": tmp_path / "asr.json"}
+    assert sorted({r["speaker"] for r in data["predictions"]}) == ["1", "2"]
+    assert "pooled with the model's prior" in data["protocol"] and data["protocol"] in capsys.readouterr().out
+    assert "calibration" in data and (tmp_path / "out.reliability.png").is_file()
+    assert evaluate.cli(["--data", str(tmp_path / "data"), "--json", str(out), "--no-progress", "--no-transcribe"]) == 0
+    assert "4 utterance(s) without a speaker" in json.loads(out.read_text())["protocol"]
+    with pytest.raises(SystemExit):
+        evaluate.cli(["--manifest", str(out), "--speaker-pattern", "x", "--json", str(out)])

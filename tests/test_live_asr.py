@@ -139,3 +139,34 @@ def test_live_command_decodes_from_the_shipped_bundle(tmp_path, speech):
     assert len(records) == 2 and all(r["asr_context"] == "short" for r in records)
     for record, sentence in zip(records, SENTENCES):
         assert len(words(record["text"]) & words(sentence)) >= len(words(sentence)) - 2, record["text"]
+
+
+def test_repeated_words_are_found_anywhere_and_collapsed():
+    from memocmt.live.asr import collapse_repeats, repeated_words
+
+    loop = "kids are talking by the kids are talking by the kids are talking by the kids."
+    assert repeated_words(loop) == (0, 5)
+    assert collapse_repeats(loop) == "kids are talking by the"
+    assert repeated_words("Well, I said it, I said it, I said it again") == (1, 3)
+    assert collapse_repeats("Well, I said it, I said it, I said it again") == "Well, I said it, again"
+    assert repeated_words("Kids are talking by the door.") is None
+    assert repeated_words("no, no, no") is None and repeated_words("door door door door door") == (0, 1)
+
+
+def test_a_transcript_that_repeats_itself_is_decoded_again(transcriber, monkeypatch):
+    calls = []
+
+    def decode(audio, start, temperature=0.0):
+        calls.append(temperature)
+        text = "dogs are sitting by the dogs are sitting by the dogs are sitting by the" if temperature < 0.4 else \
+            "dogs are sitting by the door"
+        return asr.Transcript(text=text, asr_ms=1.0, no_speech_prob=0.0, avg_logprob=-0.2)
+
+    monkeypatch.setattr(transcriber, "_transcribe_full", decode)
+    result = transcriber.transcribe(np.zeros(SAMPLE_RATE, dtype=np.float32))
+    assert calls == [0.0, 0.2, 0.4] and result.text == "dogs are sitting by the door"
+    assert result.redecoded == 2 and not result.collapsed
+    monkeypatch.setattr(transcriber, "_transcribe_full", lambda audio, start, temperature=0.0: asr.Transcript(
+        text="by the by the by the by the", asr_ms=1.0, no_speech_prob=0.0, avg_logprob=-0.2))
+    result = transcriber.transcribe(np.zeros(SAMPLE_RATE, dtype=np.float32))
+    assert result.text == "by the" and result.collapsed and result.redecoded == len(asr.FALLBACK_TEMPERATURES)

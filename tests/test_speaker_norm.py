@@ -204,10 +204,22 @@ def test_evaluation_pools_each_speakers_utterances(tmp_path):
         path = tmp_path / f"{i}.wav"
         sf.write(path, np.zeros(n, np.float32) + 0.01, 16000)
         items.append(Utterance(audio=path, text="", label="neutral", speaker=speaker, split="test"))
-    predictor = _Recorder()
+    predictor = _Recorder()  # all utterances, but both speakers have too few: pooled with the prior (worth 3)
     evaluate_manifest(predictor, Manifest.from_items(items, ["neutral", "angry"]), batch_size=2, progress=False)
     stats = np.concatenate(predictor.stats)
-    assert np.allclose(stats[:, 0, 0, 0], [2400, 2400, 4800])
+    assert np.allclose(stats[:, 0, 0, 0], [4800 / 5, 4800 / 5, 4800 / 4])
+    from memocmt.evaluate import FEW_SPEAKER_UTTERANCES
+
+    many = []  # a speaker with enough utterances is standardised on them alone
+    for i in range(FEW_SPEAKER_UTTERANCES):
+        path = tmp_path / f"m{i}.wav"
+        sf.write(path, np.zeros(1600 * (i + 1), np.float32) + 0.01, 16000)
+        many.append(Utterance(audio=path, text="", label="neutral", speaker="s3", split="test"))
+    anonymous = Utterance(audio=items[2].audio, text="", label="neutral", speaker="", split="test")
+    predictor = _Recorder()
+    evaluate_manifest(predictor, Manifest.from_items(many + [anonymous], ["neutral", "angry"]), progress=False)
+    stats = np.concatenate(predictor.stats)[:, 0, 0, 0]
+    assert np.allclose(stats[:-1], 1600 * (FEW_SPEAKER_UTTERANCES + 1) / 2) and np.isclose(stats[-1], 4800 / 4)
 
     predictor = _Recorder()  # K = 1: each utterance with the prior (worth 3 utterances), as live at the start
     evaluate_manifest(predictor, Manifest.from_items(items, ["neutral", "angry"]), progress=False, speaker_utterances=1)

@@ -303,3 +303,29 @@ def test_conversation_benchmark_compares_the_three_windows(tmp_path):
     assert all(0 < r["purity"] <= 1 and 0 < r["coverage"] <= 1 for r in rows)
     text = to_markdown({**result, "model": "m", "classes": 2, "machine": "here", "seconds": 1.0})
     assert "| 2 | turns | 6 | 48 |" in text
+
+
+def test_a_voice_heard_once_takes_a_same_voice_utterance_a_well_known_voice_would_not():
+    from memocmt.speakers import CENTROID_REF_UTTERANCES
+
+    dims = 4
+    voices = VoiceProjection(center=np.zeros(2 * dims, np.float32), matrix=np.eye(2 * dims, dims, dtype=np.float32),
+                             threshold=1.0)
+
+    def stats(signature):  # (2, L=2, D=dims): the signature is the first layer's mean
+        out = np.ones((2, 2, dims), np.float32)
+        out[0, 0], out[0, 1] = signature, 0.0
+        return out
+
+    near = np.full(dims, 1.2, np.float32)  # 1.2 from the origin: over the threshold, within its widening for n=1
+    young = SpeakerTracker(voices)
+    assert [young.update(stats(s))[1] for s in (np.zeros(dims, np.float32), near)] == [0, 0]
+    known = SpeakerTracker(voices)
+    for _ in range(CENTROID_REF_UTTERANCES):
+        known.update(stats(np.zeros(dims, np.float32)))
+    assert known.update(stats(near))[1] == 1  # a centroid of 20 utterances is sure enough to refuse it
+    far = np.full(dims, 2.0, np.float32)
+    assert SpeakerTracker(voices).update(stats(np.zeros(dims, np.float32)))[1] == 0
+    fresh = SpeakerTracker(voices)
+    fresh.update(stats(np.zeros(dims, np.float32)))
+    assert fresh.update(stats(far))[1] == 1  # well beyond even the widened threshold: a new voice

@@ -113,3 +113,28 @@ def test_folds_trained_side_by_side_score_exactly_as_one_after_another(tiny, tmp
     assert len({loss for fold in one["candidates"]["base"]["fold_loss"] for loss in fold}) == 4
     with pytest.raises(ValueError, match="cv_workers"):
         TrainConfig.from_dict({"manifests": ["m.jsonl"], "cv_workers": -1})
+
+
+def test_cross_validation_keeps_held_out_predictions_and_calibrates_the_final_checkpoint(tiny, tmp_path):
+    from memocmt.crossval import held_out_logprobs
+    from memocmt.model import load_checkpoint, read_checkpoint
+
+    model = {**tiny_config(tiny, tmp_path).model, "pooling": "mean+stats", "speaker_norm": "mean+std"}
+    config = tiny_config(tiny, tmp_path, epochs=2, cv_folds=2, model=model, speaker_subsample=0.5)
+    run = train_with_cv(config, tmp_path / "run", progress=False)
+    cv = json.loads((run / "cv.json").read_text())
+    data = np.load(run / "cv_oof-base.npz")
+    # every train+val utterance held out once, after each of the 2 epochs, scored two ways
+    assert data["all"].shape == data["session"].shape == (2, cv["n_utterances"], 2)
+    assert sorted(data["fold"].tolist()) == [0] * 12 + [1] * 12
+    assert np.allclose(np.exp(data["all"]).sum(-1), 1.0, atol=1e-4)
+    logprobs, targets = held_out_logprobs(run, cv["chosen"]["epochs"])
+    assert len(logprobs) == len(targets) == 2 * cv["n_utterances"]
+    with pytest.raises(ValueError, match="ran 2 epochs"):
+        held_out_logprobs(run, 3)
+    calibration = json.loads((run / "calibration.json").read_text())
+    config_saved, _, extra = read_checkpoint(run / "best.safetensors")
+    assert config_saved.temperature == pytest.approx(calibration["temperature"]) and calibration["temperature"] > 0
+    assert extra["calibration"]["temperature"] == calibration["temperature"]
+    assert calibration["held_out_nll_after"] <= calibration["held_out_nll_before"] + 1e-9  # fitted on exactly these
+    assert load_checkpoint(run / "best.safetensors").head.temperature == pytest.approx(calibration["temperature"])

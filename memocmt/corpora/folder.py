@@ -59,6 +59,20 @@ def build_folder(
     return Manifest.from_items(items)
 
 
+def pattern_argv(argv: list[str], flags: tuple[str, ...] = ("--speaker-pattern",)) -> list[str]:
+    """`argv` with each `--speaker-pattern REGEX` joined into `--speaker-pattern=REGEX`, so that a regex
+    starting with '-' (e.g. '-(\\d+)') is read as the option's value, not as another option."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] in flags and i + 1 < len(argv):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
 def _compile(pattern: str | None) -> re.Pattern | None:
     if not pattern:
         return None

@@ -43,6 +43,9 @@ CONTEXTS = ("short", "full")
 WINDOW_S = 30.0  # Whisper's input window
 MAX_TOKENS_PER_S = 8.0  # ~2x fast speech; a short-context output longer than this is a runaway
 MIN_ENCODER_COSINE = 0.98  # an attached encoder must reproduce CTranslate2's (int8 noise stays above 0.99)
+LOOP_REPEATS = 3  # a block of words said this many times in a row is a decoding loop ("by the kids are talking by the ...")
+LOOP_REPEATS_ONE_WORD = 5  # one word: people do say "no, no, no"; five times is a loop
+FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)  # Whisper's own fallback schedule, tried when a transcript loops
 
 # float32 16 kHz audio -> the final Whisper encoder states (frames, d_model), at the audio's own length
 EncoderFn = Callable[[np.ndarray], np.ndarray]
@@ -77,6 +80,8 @@ class Transcript:
     avg_logprob: float  # mean over kept segments (0.0 when there were none)
     rejected: int = 0  # Whisper segments dropped as likely hallucinations
     context: str = "full"  # "short" (own-length encoder pass) or "full" (30 s window; also after a short-context runaway)
+    redecoded: int = 0  # decodings thrown away because the text repeated itself (memocmt.live.asr.repeated_words)
+    collapsed: bool = False  # the text still looped at every fallback temperature; the repeats were cut to one
 
 
 def default_model_path() -> Path:
@@ -202,10 +207,26 @@ class Transcriber:
         pad = int(self.config.context_pad_s * SAMPLE_RATE)
         if self._encoder is not None and audio.size + pad <= WINDOW_S * SAMPLE_RATE:
             transcript = self._transcribe_short(audio, pad, start)
-            if transcript is not None:
+            if transcript is not None and repeated_words(transcript.text) is None:
                 return transcript
             self.fallbacks += 1
-        return self._transcribe_full(audio, start)
+        return self._without_loops(audio, start)
+
+    def _without_loops(self, audio: np.ndarray, start: float) -> Transcript:
+        """The standard 30 s decoding; a transcript that repeats itself is decoded again at Whisper's
+        fallback temperatures, and if every one loops, the repeats are cut to one copy."""
+        transcript = self._transcribe_full(audio, start)
+        redecoded = 0
+        for temperature in FALLBACK_TEMPERATURES:
+            if repeated_words(transcript.text) is None:
+                break
+            log.debug("ASR output repeats itself, decoding again at temperature %.1f: %r", temperature, transcript.text)
+            redecoded += 1
+            transcript = self._transcribe_full(audio, start, temperature)
+        transcript.redecoded = redecoded
+        if repeated_words(transcript.text) is not None:
+            transcript.text, transcript.collapsed = collapse_repeats(transcript.text), True
+        return transcript
 
     def _transcribe_short(self, audio: np.ndarray, pad: int, start: float) -> Transcript | None:
         """Decode from an own-length encoder pass; None when the output ran away or looped."""
@@ -236,7 +257,7 @@ class Transcriber:
             avg_logprob=0.0 if rejected else avg_logprob, rejected=rejected, context="short",
         )
 
-    def _transcribe_full(self, audio: np.ndarray, start: float) -> Transcript:
+    def _transcribe_full(self, audio: np.ndarray, start: float, temperature: float = 0.0) -> Transcript:
         c = self.config
         segments, _info = self._model.transcribe(
             audio,
@@ -247,7 +268,9 @@ class Transcriber:
             vad_filter=False,  # the pipeline's own VAD already cut this utterance
             no_speech_threshold=c.no_speech_threshold,
             log_prob_threshold=c.logprob_threshold,
-            temperature=0.0,  # no fallback re-decoding: it costs time and invents text on noise
+            # one temperature per call: faster-whisper's own fallback keys on compression ratio and log-probability,
+            # which short utterances rarely trip and which invents text on noise; loops are caught by _without_loops
+            temperature=temperature,
         )
         texts, logprobs, no_speech, rejected = [], [], [], 0
         for seg in segments:
@@ -282,6 +305,42 @@ def ends_in_loop(tokens: list[int], min_repeats: int = 3) -> bool:
         if all(tokens[n - (r + 1) * k: n - r * k] == block for r in range(1, min_repeats)):
             return True
     return False
+
+
+def _words(text: str) -> list[str]:
+    return [w.strip(".,!?;:\"'()[]-").lower() for w in text.split()]
+
+
+def repeated_words(text: str, max_n: int = 8) -> tuple[int, int] | None:
+    """(start word, block length) of the first block of 2..max_n words said LOOP_REPEATS times in a row
+    (or one word LOOP_REPEATS_ONE_WORD times), ignoring case and punctuation; None when the text does not
+    loop. "kids are talking by the kids are talking by the kids are talking by the kids" -> (0, 5)."""
+    words = _words(text)
+    for n in range(1, max_n + 1):
+        repeats = LOOP_REPEATS_ONE_WORD if n == 1 else LOOP_REPEATS
+        for i in range(0, len(words) - n * repeats + 1):
+            block = words[i : i + n]
+            if all(words[i + r * n : i + (r + 1) * n] == block for r in range(1, repeats)):
+                return i, n
+    return None
+
+
+def collapse_repeats(text: str, max_n: int = 8) -> str:
+    """`text` with every loop of `repeated_words` cut to one copy of its block (and a trailing partial copy dropped)."""
+    tokens = text.split()
+    while (found := repeated_words(" ".join(tokens), max_n)) is not None:
+        i, n = found
+        words = _words(" ".join(tokens))
+        j = i + n
+        while words[j : j + n] == words[i : i + n]:
+            j += n
+        k = 0
+        while j + k < len(words) and k < n and words[j + k] == words[i + k]:
+            k += 1  # a last, partial copy of the block
+        if j + k == len(words):
+            j += k
+        tokens = tokens[: i + n] + tokens[j:]
+    return " ".join(tokens)
 
 
 def _first_line(error: BaseException) -> str:
