@@ -95,7 +95,9 @@ class SpeakerAdapter:
     def __len__(self) -> int:
         return len(self._stats)
 
-    def update(self, stats: np.ndarray) -> np.ndarray:
+    def update(self, stats: np.ndarray, commit: bool = True) -> np.ndarray:
+        """Add one utterance's statistics and return those to classify it with; with `commit=False`
+        only return them (an utterance that may still change, e.g. a tentative live segment)."""
         stats = np.asarray(stats, dtype=np.float32)
         if stats.ndim == 4:
             if stats.shape[0] != 1:
@@ -103,6 +105,9 @@ class SpeakerAdapter:
             stats = stats[0]
         if self._stats and self._stats[0].shape != stats.shape:
             raise ValueError(f"Utterance statistics of shape {stats.shape} do not match the session's {self._stats[0].shape}.")
+        if not commit:
+            window = [*self._stats, stats][-self.window:]
+            return pool_stats(np.stack(window), self.prior)[None]
         self._stats.append(stats)
         return pool_stats(np.stack(self._stats), self.prior)[None]
 

@@ -153,15 +153,22 @@ class SpeakerTracker:
             return best
         return len(self._sums)
 
-    def update(self, stats: np.ndarray) -> tuple[np.ndarray, int | None]:
+    def update(self, stats: np.ndarray, commit: bool = True) -> tuple[np.ndarray, int | None]:
+        """Assign one utterance and return (statistics to classify it with, voice); with `commit=False`
+        the session is left as it was (an utterance that may still change)."""
         stats = np.asarray(stats, dtype=np.float32)
         stats = stats[0] if stats.ndim == 4 and stats.shape[0] == 1 else stats
         if self.voices is None:
             if not self._adapters:
+                if not commit:
+                    return SpeakerAdapter(self.window, self.prior).update(stats), None
                 self._adapters.append(SpeakerAdapter(self.window, self.prior))
-            return self._adapters[0].update(stats), None
+            return self._adapters[0].update(stats, commit), None
         signature = self.voices.signatures(stats)[0]
         voice = self.assign(signature)
+        if not commit:
+            adapter = self._adapters[voice] if voice < len(self._adapters) else SpeakerAdapter(self.window, self.prior)
+            return adapter.update(stats, commit=False), voice
         if voice == len(self._sums):
             self._sums.append(np.zeros_like(signature))
             self._counts.append(0)

@@ -329,3 +329,18 @@ def test_a_voice_heard_once_takes_a_same_voice_utterance_a_well_known_voice_woul
     fresh = SpeakerTracker(voices)
     fresh.update(stats(np.zeros(dims, np.float32)))
     assert fresh.update(stats(far))[1] == 1  # well beyond even the widened threshold: a new voice
+
+
+def test_an_uncommitted_utterance_leaves_the_session_as_it_was():
+    stats, speakers = voices_corpus(n_speakers=4, per_speaker=6)
+    voices = VoiceProjection.fit(stats, speakers, dims=10)
+    for projection in (voices, None):
+        tracker, twin = SpeakerTracker(projection, window=3), SpeakerTracker(projection, window=3)
+        for i in range(4):
+            tracker.update(stats[i])
+            twin.update(stats[i])
+        peek = tracker.update(stats[10], commit=False)
+        assert len(tracker) == len(twin)
+        real = tracker.update(stats[10])
+        assert np.allclose(peek[0], real[0]) and peek[1] == real[1]
+        assert np.allclose(tracker.update(stats[11])[0], (twin.update(stats[10]), twin.update(stats[11]))[1][0])

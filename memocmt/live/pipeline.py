@@ -70,6 +70,7 @@ class BundleEmotionModel:
         self.name = name
         self.labels = list(bundle.labels)
         self.adapter: SpeakerTracker | None = None
+        self._tentative: np.ndarray | None = None  # statistics of a tentative utterance not yet confirmed
         if getattr(bundle, "speaker_norm", ""):
             voices = getattr(bundle, "voices", None) if track_speakers else None
             self.adapter = SpeakerTracker(voices, adapt_window, bundle.speaker_prior)
@@ -96,16 +97,26 @@ class BundleEmotionModel:
 
         return encode
 
-    def predict(self, audio: np.ndarray, text: str, audio_features: Any = None) -> Prediction:
+    def predict(self, audio: np.ndarray, text: str, audio_features: Any = None, commit: bool = True) -> Prediction:
+        """The utterance's emotion; with `commit=False` (a tentative segment) the speaker adaptation is not
+        changed until `commit_tentative()` confirms it, so a tentative that is recognised again is counted once."""
         if self.bundle.uses_audio and audio_features is None:
             audio_features = self.bundle.encode_audio(audio)
         text_features = self.bundle.encode_text(text) if self.bundle.uses_text else None
         stats, voice = None, None
         if self.adapter is not None:
-            stats, voice = self.adapter.update(self.bundle.audio_stats(audio_features))
+            utterance = self.bundle.audio_stats(audio_features)
+            stats, voice = self.adapter.update(utterance, commit=commit)
+            self._tentative = None if commit else utterance
         prediction = self.bundle.classify(audio_features, text_features, stats)
         prediction.speaker = voice
         return prediction
+
+    def commit_tentative(self) -> None:
+        """The last tentative utterance was the final one: add it to the speaker adaptation."""
+        if self.adapter is not None and self._tentative is not None:
+            self.adapter.update(self._tentative)
+            self._tentative = None
 
 
 def load_emotion_model(path: str | None, device: str | None = None, threads: int | None = None,
@@ -391,7 +402,10 @@ class Pipeline:
         if self.emotion is not None:
             t0 = time.perf_counter()
             encoded, encode_ms = features.result()
-            prediction = self.emotion.predict(segment.audio, text, audio_features=encoded)
+            if segment.tentative and hasattr(self.emotion, "commit_tentative"):
+                prediction = self.emotion.predict(segment.audio, text, audio_features=encoded, commit=False)
+            else:
+                prediction = self.emotion.predict(segment.audio, text, audio_features=encoded)
             timings["audio_encode"] = encode_ms
             timings["emotion"] = (time.perf_counter() - t0) * 1000
         timings["eos_to_result"] = (time.monotonic() - item.eos_wall) * 1000
@@ -406,6 +420,8 @@ class Pipeline:
         if result is None:  # the speculation found no words; neither does the final
             self.no_speech += 1
             return None
+        if result.prediction is not None and hasattr(self.emotion, "commit_tentative"):
+            self.emotion.commit_tentative()  # its speaker statistics now count
         result.speculative = True
         result.forced_split = item.segment.forced
         result.audio = item.segment.audio
