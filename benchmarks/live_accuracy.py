@@ -56,18 +56,29 @@ class Clip:
     end_s: float
 
 
-def build_session(items: list, path: Path, gap_s: float, rng: np.random.Generator) -> list[Clip]:
+def build_session(items: list, path: Path, gap_s: float, rng: np.random.Generator,
+                  gap_noise_dbfs: float | None = None) -> list[Clip]:
     """Write one speaker's clips, in a random order with `gap_s` of silence around each, to `path`
-    (16-bit PCM WAV); returns where each clip lies in the session."""
+    (16-bit PCM WAV); returns where each clip lies in the session. The silence is digital zeros, or
+    with `gap_noise_dbfs` a quiet room's white noise at that RMS level (seeded)."""
     import soundfile as sf
 
-    gap = np.zeros(int(round(gap_s * SAMPLE_RATE)), dtype=np.float32)
+    n_gap = int(round(gap_s * SAMPLE_RATE))
+    noise = np.random.default_rng(12345)
+
+    def silence() -> np.ndarray:
+        if gap_noise_dbfs is None:
+            return np.zeros(n_gap, dtype=np.float32)
+        return (10 ** (gap_noise_dbfs / 20) * noise.standard_normal(n_gap)).astype(np.float32)
+
+    gap = silence()
     pieces, clips, cursor = [gap], [], len(gap)
     for i in rng.permutation(len(items)):
         u = items[int(i)]
         audio = load_audio(u.audio)
         clips.append(Clip(u.id or str(u.audio), u.speaker, u.label, cursor / SAMPLE_RATE,
                           (cursor + len(audio)) / SAMPLE_RATE))
+        gap = silence()
         pieces += [audio, gap]
         cursor += len(audio) + len(gap)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -175,7 +186,8 @@ def to_markdown(result: dict) -> str:
     live, offline = result["live"], result["offline"]
     lines = [f"# Live-path accuracy: {result['model']}", "",
              f"{result['data']}: one session per speaker ({result['sessions']} sessions, {live['clips']} clips, "
-             f"{result['gap_s']} s of silence between clips), streamed through `memocmt-live --input SESSION --fast` "
+             f"{result['gap_s']} s of " + (f"{result['gap_noise_dbfs']} dBFS noise" if result.get('gap_noise_dbfs') is not None
+                                       else "digital silence") + f" between clips), streamed through `memocmt-live --input SESSION --fast` "
              f"with `{' '.join(result['live_args']) or '(default options)'}`. Machine: {describe(result['machine'])}; "
              f"{result['seconds']} s.", "",
              "| utterances of the speaker heard | live UA | live ECE | n | offline K | offline UA | offline ECE |",
@@ -255,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label-map", help="'old=new,other=' onto the model's classes (memocmt-eval's --label-map)")
     parser.add_argument("--model", help="ONNX bundle (default: the shipped model's bundle)")
     parser.add_argument("--gap-s", type=float, default=DEFAULT_GAP_S, help="silence between clips (default: 1.0)")
+    parser.add_argument("--gap-noise-dbfs", type=float, default=None, metavar="DB",
+                        help="fill the silence between clips with white noise at this RMS level in dBFS (e.g. -60, "
+                             "a quiet room's microphone) instead of digital zeros")
     parser.add_argument("--seed", type=int, default=0, help="clip order (default: 0)")
     parser.add_argument("--name", help="result file name (default: from the model and options)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "live_accuracy")
@@ -284,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     sessions, live_s = [], 0.0
     for speaker in sorted(by_speaker):
         wav, jsonl = work / f"session-{speaker or 'all'}.wav", work / f"session-{speaker or 'all'}.jsonl"
-        clips = build_session(by_speaker[speaker], wav, args.gap_s, rng)
+        clips = build_session(by_speaker[speaker], wav, args.gap_s, rng, args.gap_noise_dbfs)
         live_s += run_live(wav, jsonl, live_args)
         results = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
         sessions.append({"speaker": speaker, "clips": clips, "results": results})
@@ -292,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     labels = list(bundle.labels)
     result = {
         "model": args.model or "shipped", "data": data_name, "sessions": len(sessions), "gap_s": args.gap_s,
+        "gap_noise_dbfs": args.gap_noise_dbfs,
         "seed": args.seed, "live_args": live_args, "machine": machine_info(),
         "live": score_live(labels, sessions), "offline": score_offline(load_predictor(str(bundle.path)), manifest),
         "live_wall_s": round(live_s, 1),
