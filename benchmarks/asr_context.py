@@ -98,7 +98,7 @@ def main() -> None:
     full = Transcriber(AsrConfig(context="full"))
     short = Transcriber(AsrConfig(context="short", context_pad_s=args.pad))
     emotion = load_emotion_model(args.model)
-    if not short.attach_encoder(emotion.whisper_encoder()):
+    if not short.attach_encoder(emotion.bundle.whisper_encoder()):
         sys.exit("The emotion model's audio encoder is not this Whisper model's; nothing to compare.")
     full.warm_up()
     short.warm_up()

@@ -1,14 +1,12 @@
-"""PyTorch-free inference on an exported ONNX bundle.
+"""A loaded ONNX bundle: the graphs' sessions, the tokenizer, and every stage from audio and text
+to an emotion (PyTorch-free).
 
-    from memocmt.runtime import load_bundle
-    bundle = load_bundle("memocmt-onnx")            # verifies every file's SHA-256, warms up
-    prediction = bundle.predict(audio, "I can't believe you did that")
-
-A bundle is a folder written by `memocmt-export`: up to three graphs (audio encoder, text
-encoder, fusion head), the tokenizer and `manifest.json`. Features come from
-`memocmt.features` (NumPy), so the runtime feeds the graphs exactly what PyTorch was
-compared with at export time. The realtime loop can call `encode_audio` while ASR is
-still decoding, then `encode_text` and `classify` once the transcript is known.
+`load_bundle` opens a folder in the format of `memocmt.bundle_format`, checks its files and
+starts one ONNX Runtime session per graph; `Bundle` runs the stages. Features come from
+`memocmt.features` (NumPy), so the graphs are fed exactly what PyTorch was compared with at
+export time. The realtime loop can call `encode_audio` while ASR is still decoding, then
+`encode_text` and `classify` once the transcript is known. Users import all of this from
+`memocmt.runtime`.
 
 This module imports only NumPy, `tokenizers` and (lazily) onnxruntime; never PyTorch.
 """
@@ -16,17 +14,26 @@ This module imports only NumPy, `tokenizers` and (lazily) onnxruntime; never PyT
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .audio import SAMPLE_RATE, AudioError, check_audio
+from .bundle_format import (
+    GRAPH_FILES,
+    SPEAKER_PRIOR_FILE,
+    TOKENIZER_FILE,
+    VOICES_FILE,
+    BundleError,
+    graph_interface,
+    read_bundle_manifest,
+    verify_bundle_files,
+)
 from .features import FeatureSpec, extract_features, pad_batch
 from .providers import ProviderChoice, choose_providers, create_session, default_threads
 from .results import Prediction
@@ -35,45 +42,7 @@ from .speakers import VoiceProjection
 
 logger = logging.getLogger("memocmt")
 
-BUNDLE_FORMAT = "memocmt-onnx-bundle"
-BUNDLE_VERSION = 1  # bump when the manifest or graph interfaces change incompatibly
-MANIFEST_NAME = "manifest.json"
-GRAPH_FILES = {"audio": "audio_encoder.onnx", "text": "text_encoder.onnx", "fusion": "fusion.onnx"}
-TOKENIZER_FILE = "tokenizer.json"
-SPEAKER_PRIOR_FILE = "speaker_prior.npy"  # (2, L, D) prior statistics of a speaker_norm model
-VOICES_FILE = "voices.npz"  # voice signatures for live speaker tracking (memocmt.speakers), when the model has them
 WARMUP_AUDIO_S = 1.0
-
-
-def graph_interface(stage: str, modalities: str, speaker_norm: str = "") -> tuple[list[str], list[str]]:
-    """Input and output names of one graph: the contract between the exporter and this runtime.
-
-    The fusion graph of a speaker_norm model also takes `speaker_stats` (B, 2, L, D), the speaker
-    statistics of memocmt.speaker_norm."""
-    if stage == "audio":
-        return ["features", "lengths"], ["states", "out_lengths"]
-    if stage == "text":
-        return ["input_ids", "attention_mask"], ["states"]
-    inputs = []
-    if modalities in ("both", "audio"):
-        inputs += ["audio_states", "audio_lengths"]
-    if modalities in ("both", "text"):
-        inputs += ["text_states", "text_lengths"]
-    if speaker_norm and speaker_norm != "none" and modalities in ("both", "audio"):
-        inputs.append("speaker_stats")
-    return inputs, ["logits", "probabilities"]
-
-
-class BundleError(ValueError):
-    """A bundle folder that is missing, tampered with, or from another format version."""
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass
@@ -96,42 +65,6 @@ class TextEncoding:
 
 def _ms_since(start: float) -> float:
     return (time.perf_counter() - start) * 1000.0
-
-
-def read_bundle_manifest(path: str | os.PathLike) -> dict:
-    """The manifest of a bundle folder, checked for format name and version."""
-    path = Path(path)
-    manifest_path = path / MANIFEST_NAME
-    if not manifest_path.is_file():
-        raise BundleError(f"{path} is not a MemoCMT ONNX bundle: {MANIFEST_NAME} is missing (run memocmt-export).")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise BundleError(f"{manifest_path} is unreadable or not JSON: {e}") from e
-    if manifest.get("format") != BUNDLE_FORMAT:
-        raise BundleError(f"{manifest_path} is not a {BUNDLE_FORMAT} manifest (format={manifest.get('format')!r}).")
-    version = manifest.get("format_version")
-    if version != BUNDLE_VERSION:
-        newer = isinstance(version, int) and version > BUNDLE_VERSION
-        raise BundleError(
-            f"{manifest_path} has bundle format version {version!r} but this memocmt reads version {BUNDLE_VERSION}; "
-            + ("upgrade memocmt-live." if newer else "export the bundle again with this memocmt.")
-        )
-    return manifest
-
-
-def verify_bundle_files(path: str | os.PathLike, manifest: dict) -> None:
-    """Check every file listed in the manifest against its SHA-256; raise naming the first bad one."""
-    path = Path(path)
-    for name, expected in manifest.get("files", {}).items():
-        file = path / name
-        if not file.is_file():
-            raise BundleError(f"Bundle {path} lacks {name}, which its manifest lists; export the bundle again.")
-        if sha256_file(file) != expected:
-            raise BundleError(
-                f"{file} does not match the SHA-256 in {MANIFEST_NAME}; the file was modified or corrupted, "
-                "export the bundle again."
-            )
 
 
 class Bundle:
@@ -215,6 +148,21 @@ class Bundle:
             out_lengths = np.concatenate([n for _, n in parts])
         return AudioEncoding(states, out_lengths.astype(np.int64), {"features": features_ms, "audio_encoder": _ms_since(start)})
 
+    def whisper_encoder(self) -> Callable[[np.ndarray], np.ndarray] | None:
+        """`final_audio_states`, the encoder pass that short-context ASR decodes from, when the audio
+        encoder takes Whisper-style log-mel input (the transcriber checks that it really is its own
+        encoder before using it); None otherwise."""
+        audio = self.manifest.get("audio") or {}
+        if not self.uses_audio or (audio.get("feature_spec") or {}).get("kind") != "log_mel":
+            return None
+        return self.final_audio_states
+
+    def final_audio_states(self, audio: np.ndarray) -> np.ndarray:
+        """Final-layer audio encoder states (frames, d_model) of one utterance at its own length:
+        the encoder pass that short-context ASR decodes from (see `whisper_encoder`)."""
+        encoding = self.encode_audio(audio)
+        return to_host(encoding.states)[0, -1, : int(encoding.lengths[0])]
+
     def _check_audio(self, audio: np.ndarray, index: int) -> np.ndarray:
         audio = check_audio(audio, name=f"audio[{index}]")
         max_samples = self.manifest["audio"].get("max_samples")
@@ -243,7 +191,7 @@ class Bundle:
         start = time.perf_counter()
         if self.item_by_item and len(texts) > 1:
             parts = [self.encode_text_batch([t]) for t in texts]
-            states = _pad_states([_host(p.states) for p in parts])
+            states = _pad_states([to_host(p.states) for p in parts])
             lengths = np.concatenate([p.lengths for p in parts])
             return TextEncoding(states, lengths, {"text_encoder": _ms_since(start)})
         ids, mask = self.tokenize(texts)
@@ -254,7 +202,7 @@ class Bundle:
         """(B, 2, L, D) float32 mean and variance of every audio encoder layer per utterance (raw
         audio or an encoding): what the speaker statistics of a speaker_norm model pool."""
         encoding = audios if isinstance(audios, AudioEncoding) else self.encode_audio_batch(audios)
-        return utterance_stats(_host(encoding.states), encoding.lengths)
+        return utterance_stats(to_host(encoding.states), encoding.lengths)
 
     def logits(self, audio: AudioEncoding | None, text: TextEncoding | None,
                speaker_stats: np.ndarray | None = None) -> np.ndarray:
@@ -371,7 +319,8 @@ def _load_voices(path: Path, prior: np.ndarray) -> VoiceProjection:
     return voices
 
 
-def _host(states) -> np.ndarray:
+def to_host(states) -> np.ndarray:
+    """Graph states as a NumPy array: as they are on CPU, copied from the GPU when they are an OrtValue."""
     return states if isinstance(states, np.ndarray) else states.numpy()
 
 
@@ -380,7 +329,7 @@ def _item(encoding, i: int):
     if encoding is None:
         return None
     n = int(encoding.lengths[i])
-    return dataclasses.replace(encoding, states=_host(encoding.states)[i : i + 1, :, :n], lengths=encoding.lengths[i : i + 1])
+    return dataclasses.replace(encoding, states=to_host(encoding.states)[i : i + 1, :, :n], lengths=encoding.lengths[i : i + 1])
 
 
 def _pad_states(states: list[np.ndarray]) -> np.ndarray:
@@ -439,52 +388,3 @@ def load_bundle(
         bundle.warmup_ms = bundle.warm_up()
     bundle.load_ms = _ms_since(start)
     return bundle
-
-
-# ---------------------------------------------------------------------- default bundle
-
-
-def memocmt_home() -> Path:
-    """Per-user data folder: $MEMOCMT_HOME, else ~/.cache/memocmt."""
-    env = os.environ.get("MEMOCMT_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "memocmt"
-
-
-def shipped_checkpoint() -> Path | None:
-    """The trained checkpoint installed with the package, or None when none ships."""
-    try:
-        from .pretrained import default_checkpoint  # PyTorch-free: it only locates the file
-    except ImportError:
-        return None
-    try:
-        return Path(default_checkpoint())
-    except FileNotFoundError:
-        return None
-
-
-def default_bundle_path(checkpoint: str | os.PathLike | None = None) -> Path:
-    """Where the bundle of a checkpoint (default: the shipped one) lives in the user cache."""
-    checkpoint = Path(checkpoint) if checkpoint else shipped_checkpoint()
-    if checkpoint is None:
-        raise BundleError("No trained checkpoint ships with this install; pass a bundle path exported with memocmt-export.")
-    return memocmt_home() / "bundles" / sha256_file(checkpoint)[:12]
-
-
-def ensure_default_bundle(providers: str | None = None, threads: int | None = None) -> Bundle:
-    """Load the shipped model's bundle, exporting it into the user cache on first use (needs PyTorch)."""
-    checkpoint = shipped_checkpoint()
-    path = default_bundle_path(checkpoint)
-    if not (path / MANIFEST_NAME).is_file():
-        try:
-            import torch  # noqa: F401  (only to learn whether the export side is installed)
-        except ImportError as e:
-            raise RuntimeError(
-                f"No ONNX bundle at {path} and PyTorch is not installed to create it; run "
-                f"`memocmt-export --out {path}` where memocmt-live[torch,models] is installed, or copy a bundle there."
-            ) from e
-        from .onnx_export import export_checkpoint
-
-        # Shown at the default log level: without it the first start looks hung for ~20 s.
-        logger.warning("First use: exporting the default model to ONNX in %s (about 20 s, once)", path)
-        export_checkpoint(checkpoint, path)
-    return load_bundle(path, providers, threads)

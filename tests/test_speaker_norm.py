@@ -225,7 +225,7 @@ def exported(tmp_path_factory):
     pytest.importorskip("onnxruntime")
     from tests.tiny_models import build_tiny_model
 
-    from memocmt.onnx_export import export_bundle
+    from memocmt.onnx.export import export_bundle
 
     root = tmp_path_factory.mktemp("speaker-norm")
     model = build_tiny_model(root / "models", speaker_norm="mean+std")

@@ -146,7 +146,7 @@ def test_checkpoints_carry_voices_and_keep_their_permissions(tiny_with_voices, t
 def test_bundles_carry_voices_and_live_names_the_speaker(tiny_with_voices):
     pytest.importorskip("onnxruntime")
     from memocmt.live.pipeline import BundleEmotionModel
-    from memocmt.onnx_export import export_bundle
+    from memocmt.onnx.export import export_bundle
     from memocmt.runtime import VOICES_FILE, BundleError, load_bundle
 
     model, clips, root = tiny_with_voices
@@ -229,7 +229,7 @@ def test_live_command_tells_two_real_speakers_apart(tmp_path, ravdess_dir):
 
     from memocmt.audio import SAMPLE_RATE, load_audio
     from memocmt.model import load_checkpoint
-    from memocmt.onnx_export import export_bundle
+    from memocmt.onnx.export import export_bundle
     from memocmt.runtime import shipped_checkpoint
 
     checkpoint = shipped_checkpoint()

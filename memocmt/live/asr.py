@@ -77,6 +77,7 @@ class Transcript:
     avg_logprob: float  # mean over kept segments (0.0 when there were none)
     rejected: int = 0  # Whisper segments dropped as likely hallucinations
     context: str = "full"  # "short" (own-length encoder pass) or "full" (30 s window; also after a short-context runaway)
+    encoder_ms: float = 0.0  # wall time of the short-context encoder pass, within asr_ms (0 with full context)
 
 
 def default_model_path() -> Path:
@@ -212,7 +213,9 @@ class Transcriber:
         import ctranslate2
 
         c = self.config
+        encoder_start = time.perf_counter()
         states = self._encoder(np.concatenate([audio, np.zeros(pad, dtype=np.float32)]))
+        encoder_ms = (time.perf_counter() - encoder_start) * 1000
         states = np.ascontiguousarray(states[None], dtype=np.float32)
         budget = int(np.ceil(audio.size / SAMPLE_RATE * MAX_TOKENS_PER_S)) + 8
         # CTranslate2 shortens its output as it nears max_length: leave twice the budget.
@@ -233,7 +236,7 @@ class Transcriber:
             text, rejected = "", 1
         return Transcript(
             text=text, asr_ms=(time.perf_counter() - start) * 1000, no_speech_prob=result.no_speech_prob,
-            avg_logprob=0.0 if rejected else avg_logprob, rejected=rejected, context="short",
+            avg_logprob=0.0 if rejected else avg_logprob, rejected=rejected, context="short", encoder_ms=encoder_ms,
         )
 
     def _transcribe_full(self, audio: np.ndarray, start: float) -> Transcript:

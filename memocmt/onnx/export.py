@@ -1,22 +1,23 @@
 """Export a MemoCMT model to an ONNX bundle that `memocmt.runtime` serves without PyTorch.
 
-    memocmt-export --checkpoint model.safetensors --out memocmt-onnx --precision int8
+    from memocmt.onnx.export import export_checkpoint
+    export_checkpoint("model.safetensors", "memocmt-onnx", precision="int8")
+
+The command line is `memocmt-export` (memocmt.onnx.cli).
 
 Three graphs (only those the model's modalities need): the audio encoder (features +
 lengths -> stacked states + lengths), the text encoder (ids + mask -> stacked states) and
 the fusion head (both -> logits, probabilities). Every export is written to a temporary
-folder, verified against PyTorch (`memocmt.onnx_verify`) and only then moved into place,
+folder, verified against PyTorch (`memocmt.onnx.verify`) and only then moved into place,
 so a failed check leaves nothing that looks like a bundle.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import logging
 import shutil
-import sys
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -26,42 +27,36 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__
-from .audio import SAMPLE_RATE
-from .encoders import EncoderLoadError, HFAudioEncoder
-from .fusion import utterance_stats
-from .model import CheckpointError, MemoCMT, load_checkpoint
-from .onnx_transforms import calibration_feeds, convert_fp16, logit_shift_scorer, optimize_graph, quantize_int8
-from .runtime import (
+from .. import __version__
+from ..audio import SAMPLE_RATE
+from ..bundle_format import (
     BUNDLE_FORMAT,
     BUNDLE_VERSION,
     GRAPH_FILES,
+    IR_VERSION_FOR_OPSET,
     MANIFEST_NAME,
     SPEAKER_PRIOR_FILE,
-    VOICES_FILE,
     TOKENIZER_FILE,
+    VOICES_FILE,
+    ExportError,
+    ExportValidationError,
     graph_interface,
     sha256_file,
 )
+from ..encoders import HFAudioEncoder
+from ..fusion import utterance_stats
+from ..model import MemoCMT, load_checkpoint
+from .transforms import calibration_feeds, convert_fp16, logit_shift_scorer, optimize_graph, quantize_int8
 
 logger = logging.getLogger("memocmt")
 
 PRECISIONS = ("fp32", "fp16", "int8")
 OPSETS = (17, 18, 19, 20)
 DEFAULT_OPSET = 17  # loads on every onnxruntime from 1.14 on, including the GPU images' 1.30
-IR_VERSION_FOR_OPSET = {17: 8, 18: 8, 19: 9, 20: 9}  # the oldest IR each opset allows
 EXAMPLE_AUDIO_S = 3.0  # length of the tracing input; every length works afterwards
 EXAMPLE_TOKENS = 9
 INT8_SCHEME = ("dynamic, int8 weights per output channel, uint8 activations per tensor; weight MatMuls only; "
                "with calibration data the most sensitive stay fp32 until the logit change is within budget")
-
-
-class ExportError(RuntimeError):
-    """The model cannot be exported as asked."""
-
-
-class ExportValidationError(ExportError):
-    """An exported graph failed verification against PyTorch; no bundle was written."""
 
 
 # ---------------------------------------------------------------------- graph wrappers
@@ -232,7 +227,7 @@ def _manifest(model: MemoCMT, staging: Path, precision: str, optimize: bool, ops
     import onnx
     import transformers
 
-    from .providers import ort_version
+    from ..providers import ort_version
 
     cfg = model.config
     manifest = {
@@ -315,7 +310,7 @@ def export_bundle(
     trained checkpoint); without a SHA-256 the manifest marks the bundle as untrained.
     Raises ExportValidationError (leaving `out` untouched) when any check fails.
     """
-    from .onnx_verify import verify_bundle
+    from .verify import verify_bundle
 
     if precision not in PRECISIONS:
         raise ValueError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
@@ -335,7 +330,7 @@ def export_bundle(
         calibration, feeds, quantized = None, None, {}
         if precision == "int8" and eval_manifest is not None:
             # Calibration needs real data of the model's domain: without it every weight MatMul is quantized.
-            from .onnx_verify import calibration_set
+            from .verify import calibration_set
 
             calibration = calibration_set(verify_audio, eval_manifest)
             feeds = calibration_feeds(model, calibration.items)
@@ -405,91 +400,3 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, **kwargs) -> Expo
     model = load_checkpoint(checkpoint)
     source = {"checkpoint": checkpoint.name, "sha256": sha256_file(checkpoint)}
     return export_bundle(model, out, source=source, **kwargs)
-
-
-# ---------------------------------------------------------------------- CLI
-
-
-def _default_verify_audio() -> Path | None:
-    """Real speech for verification when this checkout sits next to the shared data folder."""
-    candidate = Path(__file__).resolve().parents[2] / "shared" / "data" / "ravdess-a01-a20"
-    return candidate if candidate.is_dir() else None
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="memocmt-export",
-        description="Export a MemoCMT model to a verified ONNX bundle for the PyTorch-free runtime.",
-    )
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--checkpoint", type=Path, help="trained safetensors checkpoint (default: the shipped model)")
-    source.add_argument("--preset", choices=("edge", "paper"),
-                        help="export an UNTRAINED preset model (for benchmarks and tests only)")
-    parser.add_argument("--out", type=Path, help="bundle folder (default: the user cache for the shipped model, "
-                        "else ./memocmt-onnx-<name>-<precision>)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="fp32 (exact), int8 (dynamic MatMul quantization, CPU) or fp16 (CUDA)")
-    parser.add_argument("--int8-graphs", metavar="LIST",
-                        help="with int8: comma-separated graphs to quantize, the rest stay fp32 (e.g. text,fusion "
-                             "when the audio encoder's int8 error moves predictions; default: all)")
-    parser.add_argument("--optimize", action="store_true", help="apply ONNX Runtime graph fusions offline")
-    parser.add_argument("--opset", type=int, choices=OPSETS, default=DEFAULT_OPSET, help="ONNX opset")
-    parser.add_argument("--verify-audio", type=Path, help="folder of speech files to verify with "
-                        "(default: a RAVDESS sample folder beside the checkout when present, else generated audio)")
-    parser.add_argument("--eval-manifest", type=Path, help="JSONL manifest whose test utterances must agree with "
-                        "PyTorch on >= 99%% of predictions (fp16/int8); with int8 its val/train utterances also "
-                        "calibrate it, keeping the MatMuls that move the logits most in fp32")
-    parser.add_argument("--eval-limit", type=int, help="use at most this many utterances of --eval-manifest")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
-    return parser
-
-
-def cli(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-    try:
-        return _run_cli(parser, args)
-    except (ExportError, CheckpointError, EncoderLoadError, FileNotFoundError) as e:
-        print(f"memocmt-export: error: {e}", file=sys.stderr)
-        return 1
-
-
-def _run_cli(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from .runtime import default_bundle_path, shipped_checkpoint
-
-    int8_graphs = None
-    if args.int8_graphs is not None:
-        int8_graphs = tuple(g.strip() for g in args.int8_graphs.split(",") if g.strip())
-        if args.precision != "int8":
-            parser.error("--int8-graphs needs --precision int8.")
-        unknown = sorted(set(int8_graphs) - {"audio", "text", "fusion"})
-        if unknown or not int8_graphs:
-            parser.error(f"--int8-graphs takes some of audio, text, fusion, not {args.int8_graphs!r}.")
-
-    if args.preset:
-        logger.warning("Exporting the UNTRAINED %s preset: its predictions are meaningless.", args.preset)
-        model, source = MemoCMT.from_preset(args.preset), {"preset": args.preset}
-        out = args.out or Path(f"memocmt-onnx-{args.preset}-untrained-{args.precision}")
-    else:
-        checkpoint = args.checkpoint or shipped_checkpoint()
-        if checkpoint is None:
-            parser.error("no trained checkpoint ships with this install; pass --checkpoint PATH "
-                         "(or --preset edge to export an untrained model for testing)")
-        model = load_checkpoint(checkpoint)
-        source = {"checkpoint": Path(checkpoint).name, "sha256": sha256_file(checkpoint)}
-        default_out = default_bundle_path(checkpoint) if args.checkpoint is None and args.precision == "fp32" else \
-            Path(f"memocmt-onnx-{Path(checkpoint).stem}-{args.precision}")
-        out = args.out or default_out
-    result = export_bundle(
-        model, out, precision=args.precision, optimize=args.optimize, opset=args.opset, source=source,
-        verify_audio=args.verify_audio or _default_verify_audio(), eval_manifest=args.eval_manifest,
-        eval_limit=args.eval_limit, int8_graphs=int8_graphs,
-    )
-    parity = result.manifest["parity"]
-    print(json.dumps({"bundle": str(result.path), "precision": args.precision, "parity": parity}, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(cli())

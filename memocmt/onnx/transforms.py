@@ -12,16 +12,16 @@ from pathlib import Path
 
 import torch
 
-from .fusion import pool_with_prior, utterance_stats
-from .model import MemoCMT
-from .runtime import graph_interface
+from ..bundle_format import graph_interface
+from ..fusion import pool_with_prior, utterance_stats
+from ..model import MemoCMT
 
 logger = logging.getLogger("memocmt")
 
 
 def optimize_graph(path: Path) -> None:
     """ONNX Runtime's provider-independent fusions (attention, LayerNorm, GELU), saved offline."""
-    from .providers import import_onnxruntime
+    from ..providers import import_onnxruntime
 
     ort = import_onnxruntime()
     opts = ort.SessionOptions()
@@ -67,7 +67,7 @@ def calibration_feeds(model: MemoCMT, items) -> dict[str, list[dict]]:
 
 
 def _cpu_session(model_or_path):
-    from .providers import import_onnxruntime
+    from ..providers import import_onnxruntime
 
     ort = import_onnxruntime()
     opts = ort.SessionOptions()

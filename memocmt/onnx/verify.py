@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio import SAMPLE_RATE, load_audio
-from .model import MemoCMT
-from .onnx_export import IR_VERSION_FOR_OPSET, ExportValidationError
-from .fusion import utterance_stats
-from .speaker_norm import pool_stats
-from .runtime import GRAPH_FILES, AudioEncoding, Bundle, TextEncoding, graph_interface, load_bundle, read_bundle_manifest
+from ..audio import SAMPLE_RATE, load_audio
+from ..bundle import AudioEncoding, Bundle, TextEncoding, load_bundle, to_host
+from ..bundle_format import GRAPH_FILES, IR_VERSION_FOR_OPSET, ExportValidationError, graph_interface, read_bundle_manifest
+from ..fusion import utterance_stats
+from ..model import MemoCMT
+from ..speaker_norm import pool_stats
 
 logger = logging.getLogger("memocmt")
 
@@ -89,7 +89,7 @@ def verification_set(audio_dir: str | Path | None = None) -> list[Utterance]:
 
 def evaluation_set(manifest_path: str | Path, limit: int | None = None) -> list[Utterance]:
     """Utterances of a JSONL manifest (its test split when it has one)."""
-    from .manifest import read_manifest
+    from ..manifest import read_manifest
 
     manifest = read_manifest(manifest_path)
     items = [u for u in manifest if u.split == "test"] or list(manifest)
@@ -114,7 +114,7 @@ def calibration_set(audio_dir: str | Path | None = None, eval_manifest: str | Pa
     """Utterances for int8 calibration: the evaluation manifest's val, then train utterances
     (spread evenly, never its test split) when given, else the verification set."""
     if eval_manifest is not None:
-        from .manifest import read_manifest
+        from ..manifest import read_manifest
 
         manifest = read_manifest(eval_manifest)
         pool = [u for u in manifest if u.split == "val"] + [u for u in manifest if u.split == "train"]
@@ -199,13 +199,13 @@ def _compare(bundle: Bundle, model: MemoCMT, items: list[Utterance]) -> tuple[_D
         ref_audio = model.encode_audio(batch.audio_features, batch.audio_lengths)
         if not np.array_equal(audio_enc.lengths, ref_audio[1].numpy()):
             raise ExportValidationError(f"ONNX audio lengths {audio_enc.lengths} differ from PyTorch's {ref_audio[1]}.")
-        diffs.audio_states = _rel_diff("audio states", _host(audio_enc.states), ref_audio[0])
+        diffs.audio_states = _rel_diff("audio states", to_host(audio_enc.states), ref_audio[0])
     if text_enc is not None:
         ids, mask = bundle.tokenize(texts)
         if not (np.array_equal(ids, batch.input_ids.numpy()) and np.array_equal(mask, batch.text_mask.numpy())):
             raise ExportValidationError("The bundle's tokenizer.json gives other token ids than the PyTorch tokenizer.")
         ref_text = model.encode_text(batch.input_ids, batch.text_mask)
-        diffs.text_states = _rel_diff("text states", _host(text_enc.states), ref_text[0])
+        diffs.text_states = _rel_diff("text states", to_host(text_enc.states), ref_text[0])
     stats = None
     if model.head.speaker_norm:  # shared statistics, as for utterances of one speaker: checks the graph's input
         own = utterance_stats(ref_audio[0].float(), ref_audio[1]).numpy()
@@ -218,15 +218,11 @@ def _compare(bundle: Bundle, model: MemoCMT, items: list[Utterance]) -> tuple[_D
     # the fusion graph on exactly PyTorch's inputs: its own error, apart from the encoders' rounding that
     # the head's speaker standardisation can magnify
     as_bundle = lambda enc, ref, kind: None if enc is None else kind(  # noqa: E731
-        ref[0].float().numpy().astype(_host(enc.states).dtype), ref[1].numpy().astype(np.int64))
+        ref[0].float().numpy().astype(to_host(enc.states).dtype), ref[1].numpy().astype(np.int64))
     fused = bundle.logits(as_bundle(audio_enc, ref_audio, AudioEncoding), as_bundle(text_enc, ref_text, TextEncoding),
                           None if stats is None else stats.numpy())
     diffs.fusion_logits = float(np.max(np.abs(fused - ref_logits)))
     return diffs, logits, ref_logits
-
-
-def _host(states) -> np.ndarray:
-    return states if isinstance(states, np.ndarray) else states.numpy()
 
 
 def _agreement(bundle: Bundle, model: MemoCMT, items: list[Utterance]) -> tuple[float, _Diffs]:
@@ -240,7 +236,7 @@ def _agreement(bundle: Bundle, model: MemoCMT, items: list[Utterance]) -> tuple[
 
 
 def _load_for_verification(folder: Path, precision: str) -> Bundle:
-    from .providers import CUDA_EP, import_onnxruntime
+    from ..providers import CUDA_EP, import_onnxruntime
 
     has_cuda = CUDA_EP in import_onnxruntime().get_available_providers()
     providers = "cuda" if precision == "fp16" and has_cuda else "cpu"
