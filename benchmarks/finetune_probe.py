@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from memocmt.corpora import build_ravdess
-    from memocmt.embed_cache import EmbeddingCache, embed_manifest
+    from memocmt.trainer.embed_cache import EmbeddingCache, embed_manifest
     from memocmt.model import MemoCMT
     from memocmt.whisper_encoder import WhisperAudioEncoder
 

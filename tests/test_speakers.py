@@ -169,7 +169,8 @@ def test_training_fits_voices_and_fit_voices_adds_them_to_an_old_checkpoint(tmp_
     from tests.test_train import save_tiny_encoders, tiny_config, write_tone_corpus
 
     from memocmt.model import load_checkpoint, save_checkpoint
-    from memocmt.train import cli, train
+    from memocmt.trainer.cli import cli
+    from memocmt.trainer.train import train
 
     audio_dir, text_dir = save_tiny_encoders(tmp_path / "enc")
     tiny = {"audio": str(audio_dir), "text": str(text_dir), "manifest": str(write_tone_corpus(tmp_path / "data"))}

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .manifest import Manifest
+from ..manifest import Manifest
 from .parallel import cpu_workers, fork_available, map_forked
-from .perturb import parse_perturbations, perturbed_speaker
+from ..perturb import parse_perturbations, perturbed_speaker
 from .train import (
     CachedDataset,
     TrainConfig,
@@ -42,7 +42,7 @@ from .train import (
 )
 
 if TYPE_CHECKING:
-    from .config import MemoCMTConfig
+    from ..config import MemoCMTConfig
     from .embed_cache import EmbeddedSplit
 
 logger = logging.getLogger("memocmt")
@@ -80,9 +80,9 @@ def cross_validate(config: TrainConfig, run_dir: str | os.PathLike, *, folds: in
     Writes cv.json (every fold's UA per epoch) and cv.md (the table) to `run_dir`; the test split
     is never loaded.
     """
-    from .config import preset
+    from ..config import preset
     from .embed_cache import EmbeddedSplit, EmbeddingCache, attach_speaker_stats, embed_manifest
-    from .model import MemoCMT
+    from ..model import MemoCMT
 
     k = folds or config.cv_folds
     if k < 2:
@@ -182,8 +182,8 @@ def _train_fold(job: _FoldJob) -> tuple[list[float], list[float], int]:
     from tqdm.auto import tqdm
 
     from .embed_cache import prior_stats
-    from .metrics import classification_report
-    from .model import build_head
+    from ..metrics import classification_report
+    from ..model import build_head
 
     cand, device = job.cand, job.device
     train_split = job.joint.subset(job.train_idx)
@@ -220,14 +220,14 @@ def _train_fold(job: _FoldJob) -> tuple[list[float], list[float], int]:
 def fold_workers(config: TrainConfig, device: torch.device, k: int) -> int:
     """How many folds train at once: `cv_workers`, or (0) as many as the CPU cores allow at `threads` each.
     On a GPU, one at a time: the folds would share one device, and CUDA does not survive a fork
-    (memocmt.parallel also falls back for that)."""
+    (memocmt.trainer.parallel also falls back for that)."""
     if device.type != "cpu":
         return 1
     return min(config.cv_workers, k) if config.cv_workers else cpu_workers(k, config.threads or torch.get_num_threads())
 
 
 def _run_folds(jobs: list[_FoldJob], workers: int) -> list[tuple[list[float], list[float], int]]:
-    """`_train_fold` on every job, in order, `workers` at a time (memocmt.parallel)."""
+    """`_train_fold` on every job, in order, `workers` at a time (memocmt.trainer.parallel)."""
     if workers > 1 and fork_available():
         logger.info("CV: %d folds, %d at a time in worker processes", len(jobs), workers)
         jobs = [dataclasses.replace(job, progress=False) for job in jobs]  # bars from several processes garble

@@ -27,10 +27,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .audio import AudioError, audio_file_key, check_audio, load_audio
-from .features import extract_features, pad_batch
-from .manifest import Manifest, ManifestError, Problem
-from .perturb import Perturbation, perturbed_speaker
+from ..audio import AudioError, audio_file_key, check_audio, load_audio
+from ..features import extract_features, pad_batch
+from ..manifest import Manifest, ManifestError, Problem
+from ..perturb import Perturbation, perturbed_speaker
 
 logger = logging.getLogger("memocmt")
 
@@ -276,7 +276,7 @@ def embed_manifest(
 
 def cached_utterance_stats(states: torch.Tensor) -> np.ndarray:
     """(2, L, D) float32 mean and variance over frames of one utterance's cached (L, T, D) states."""
-    from .speaker_norm import utterance_stats
+    from ..speaker_norm import utterance_stats
 
     return utterance_stats(states.float().numpy()[None], np.array([states.shape[1]]))[0]
 
@@ -284,7 +284,7 @@ def cached_utterance_stats(states: torch.Tensor) -> np.ndarray:
 def prior_stats(split: EmbeddedSplit) -> torch.Tensor:
     """(2, L, D) statistics of all utterances of a (training) split with attached statistics, each
     weighted equally: a speaker_norm head's prior."""
-    from .speaker_norm import pool_stats
+    from ..speaker_norm import pool_stats
 
     return torch.from_numpy(pool_stats(np.stack(split.utterance_stats)))
 
@@ -292,7 +292,7 @@ def prior_stats(split: EmbeddedSplit) -> torch.Tensor:
 def attach_speaker_stats(splits: list[EmbeddedSplit]) -> None:
     """Fill every split's `utterance_stats` and `speaker_stats`: each speaker's audio statistics
     pooled over all of that speaker's utterances in `splits` (memocmt.speaker_norm; no labels)."""
-    from .speaker_norm import group_stats
+    from ..speaker_norm import group_stats
 
     splits = [s for s in splits if len(s)]
     if not splits:
@@ -317,8 +317,8 @@ def fit_voices(splits: list[EmbeddedSplit]):
     fitted with the synthetic voices as well, the tracker merged more people into one voice
     (purity 0.83 for pairs and 0.55-0.58 for four actors, against 0.86-0.89 and 0.67-0.77), for
     about the same UA."""
-    from .speakers import VoiceError, VoiceProjection
-    from .synthetic import CORPUS as SYNTHETIC
+    from ..speakers import VoiceError, VoiceProjection
+    from ..synthetic import CORPUS as SYNTHETIC
 
     known = [(u, spk) for s in splits for u, spk in zip(s.utterance_stats, s.speakers)
              if spk is not None and spk[0] != SYNTHETIC]

@@ -1,7 +1,8 @@
-"""Training: `memocmt-train --config training/configs/edge-ravdess.yaml [--set key=value ...]`.
+"""Training: `memocmt-train --config training/configs/edge-ravdess.yaml [--set key=value ...]`
+(the command line is memocmt.trainer.cli).
 
 With frozen encoders (the paper's setting and the default) every utterance is encoded once into
-the embedding cache (memocmt.embed_cache) and only the fusion head trains, on padded batches
+the embedding cache (memocmt.trainer.embed_cache) and only the fusion head trains, on padded batches
 of cached states: minutes on a laptop CPU. With `model.freeze_audio/freeze_text: false` the
 encoders are fine-tuned end to end from the audio files (GPU advised; no cache).
 
@@ -13,22 +14,20 @@ test-split report of the best model.
 `memocmt-train --config ... --cv-folds 4` chooses the number of epochs (and, with `cv_candidates`
 in the config, one of a few config variants) by speaker-disjoint cross-validation over the train
 and val speakers instead of by the val split alone, then retrains on all of them for that many
-epochs (memocmt.crossval.train_with_cv); the CV table goes to `cv.json` and `cv.md` in the run folder.
+epochs (memocmt.trainer.crossval.train_with_cv); the CV table goes to `cv.json` and `cv.md` in the run folder.
 
-Several GPUs: `torchrun --nproc_per_node=4 -m memocmt.train --config ...` runs
+Several GPUs: `torchrun --nproc_per_node=4 -m memocmt.trainer --config ...` runs
 DistributedDataParallel (WORLD_SIZE > 1 in the environment; nccl on GPUs, gloo on CPU, where the
 tests run it with two processes); rank 0 writes the run folder.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
 import os
 import random
-import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -38,8 +37,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .manifest import Manifest, ManifestError, map_labels, read_manifest, validate_manifest
-from .perturb import parse_perturbations
+from ..manifest import Manifest, ManifestError, map_labels, read_manifest, validate_manifest
+from ..perturb import parse_perturbations
 
 logger = logging.getLogger("memocmt")
 
@@ -250,7 +249,7 @@ class CachedDataset(torch.utils.data.Dataset):
                 audio = audio + self.noise * var.sqrt() * torch.randn_like(audio)
         stats = self.split.speaker_stats[i] if self.split.speaker_stats else None
         if self.speaker_subsample and float(torch.rand(())) < self.speaker_subsample:
-            from .speaker_norm import ADAPT_WINDOW, pool_stats
+            from ..speaker_norm import ADAPT_WINDOW, pool_stats
 
             others = [j for j in self.same_speaker[i] if j != i]
             k = int(torch.randint(0, min(len(others), ADAPT_WINDOW - 1) + 1, ()))
@@ -279,7 +278,7 @@ class AudioTextDataset(torch.utils.data.Dataset):
         return len(self.items)
 
     def __getitem__(self, i: int):
-        from .audio import load_audio
+        from ..audio import load_audio
 
         u = self.items[i]
         return load_audio(u.audio), u.text, self.index[u.label]
@@ -414,9 +413,9 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
     import yaml
     from tqdm.auto import tqdm
 
-    from .config import preset
-    from .metrics import classification_report
-    from .model import MemoCMT, save_checkpoint
+    from ..config import preset
+    from ..metrics import classification_report
+    from ..model import MemoCMT, save_checkpoint
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -561,8 +560,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
             on_epoch_end(record)
 
     if main and "test" in datasets:
-        from .evaluate import write_report
-        from .model import read_checkpoint
+        from ..evaluate import write_report
+        from ..model import read_checkpoint
 
         _, tensors, _ = read_checkpoint(run_dir / "best.safetensors")
         model.load_state_dict(tensors, strict=False)
@@ -604,7 +603,7 @@ def fit_checkpoint_voices(config: TrainConfig, checkpoint: str | Path) -> Path:
     fits now, from the train + val utterances of `config` (the data it was trained on); the head is
     unchanged and the file is rewritten atomically."""
     from .embed_cache import EmbeddingCache, attach_speaker_stats, embed_manifest, fit_voices
-    from .model import load_checkpoint, read_checkpoint, save_checkpoint
+    from ..model import load_checkpoint, read_checkpoint, save_checkpoint
 
     _, _, extra = read_checkpoint(checkpoint)
     model = load_checkpoint(checkpoint)
@@ -622,69 +621,3 @@ def fit_checkpoint_voices(config: TrainConfig, checkpoint: str | Path) -> Path:
     logger.info("Voice signatures (%d dims, threshold %.2f) written into %s", model.voices.matrix.shape[1],
                 model.voices.threshold, checkpoint)
     return Path(checkpoint)
-
-
-# ---------------------------------------------------------------------------- CLI
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="memocmt-train", description="Train the MemoCMT fusion head (or the whole model).")
-    parser.add_argument("--config", help="YAML training config (see training/configs/).")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set lr=3e-4 --set model.d_model=256 (repeatable)")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its state.pt")
-    parser.add_argument("--run-dir", help="run folder (default: <out_dir>/<run_name or timestamp>)")
-    parser.add_argument("--device", choices=DEVICES, help="override the config's device")
-    parser.add_argument("--cv-folds", type=int, metavar="K",
-                        help="choose the epoch count (and cv_candidates) by K-fold speaker cross-validation over the "
-                             "train + val speakers, then retrain on all of them (default: the config's cv_folds)")
-    parser.add_argument("--fit-voices", metavar="CHECKPOINT",
-                        help="instead of training: fit the voice signatures for live speaker tracking on the config's "
-                             "train + val data and write them into CHECKPOINT (a speaker_norm model trained on that data)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    return parser
-
-
-def cli(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    if args.resume and args.cv_folds:
-        parser.error("--cv-folds starts a new run; it cannot --resume one.")
-    if args.resume and (args.config or args.run_dir):
-        parser.error("--resume takes the run folder's own train_config.yaml; do not combine it with --config or --run-dir.")
-    if not args.resume and not args.config:
-        parser.error("give --config FILE (or --resume RUN_DIR).")
-    if args.device:
-        args.overrides.append(f"device={args.device}")
-    if args.fit_voices and (args.resume or args.cv_folds or args.run_dir):
-        parser.error("--fit-voices changes a trained checkpoint; it takes only --config and --set.")
-    try:
-        if args.fit_voices:
-            print(fit_checkpoint_voices(load_config(args.config, args.overrides), args.fit_voices))
-            return 0
-        if args.resume:
-            config = load_config(Path(args.resume) / "train_config.yaml", args.overrides)
-            run_dir = train(config, args.resume, resume=True, progress=not args.no_progress)
-        else:
-            config = load_config(args.config, args.overrides)
-            if not config.run_name and not args.run_dir:
-                config = dataclasses.replace(config, run_name=f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
-            if args.cv_folds is not None:
-                config = dataclasses.replace(config, cv_folds=args.cv_folds).validate()
-            if config.cv_folds:
-                from .crossval import train_with_cv
-
-                run_dir = train_with_cv(config, args.run_dir, progress=not args.no_progress)
-            else:
-                run_dir = train(config, args.run_dir, progress=not args.no_progress)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"memocmt-train: error: {e}", file=sys.stderr)
-        return 2
-    print(run_dir)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(cli())
