@@ -7,20 +7,17 @@ Only the fusion head is stored (a few MB); the frozen encoders come from their P
 The weights are licensed CC BY-NC-SA 4.0 because they were trained on RAVDESS
 (Livingstone & Russo, 2018); see `memocmt/models/edge-ravdess/MODEL_CARD.md`.
 
-The shipped model's ONNX bundle is cached per user (`shipped_bundle`, exported on first use
-with PyTorch); `memocmt.runtime.ensure_default_bundle` loads it. Importing this module needs
-neither PyTorch nor ONNX Runtime.
+Where the shipped model's ONNX bundle lives in the user cache is `default_bundle_path`; the
+first-use export into it is `memocmt.bundle_cache`. Importing this module needs neither
+PyTorch nor ONNX Runtime.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
-from .bundle_format import MANIFEST_NAME, BundleError, sha256_file
-
-logger = logging.getLogger("memocmt")
+from .bundle_format import BundleError, sha256_file
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = "edge-ravdess"
@@ -46,7 +43,7 @@ def load_default(name: str = DEFAULT_MODEL, map_location: str = "cpu"):
     return load_checkpoint(default_checkpoint(name), map_location=map_location)
 
 
-# ---------------------------------------------------------------------- the shipped model's ONNX bundle
+# ---------------------------------------------------------------------- where its ONNX bundle is cached
 
 
 def memocmt_home() -> Path:
@@ -69,25 +66,3 @@ def default_bundle_path(checkpoint: str | os.PathLike | None = None) -> Path:
     if checkpoint is None:
         raise BundleError("No trained checkpoint ships with this install; pass a bundle path exported with memocmt-export.")
     return memocmt_home() / "bundles" / sha256_file(checkpoint)[:12]
-
-
-def shipped_bundle() -> Path:
-    """The shipped model's bundle folder in the user cache, exported there on first use.
-
-    The first use needs PyTorch (memocmt-live[torch,models]); every later one only finds the folder."""
-    checkpoint = shipped_checkpoint()
-    path = default_bundle_path(checkpoint)
-    if not (path / MANIFEST_NAME).is_file():
-        try:
-            import torch  # noqa: F401  (only to learn whether the export side is installed)
-        except ImportError as e:
-            raise RuntimeError(
-                f"No ONNX bundle at {path} and PyTorch is not installed to create it; run "
-                f"`memocmt-export --out {path}` where memocmt-live[torch,models] is installed, or copy a bundle there."
-            ) from e
-        from .onnx.export import export_checkpoint
-
-        # Shown at the default log level: without it the first start looks hung for ~20 s.
-        logger.warning("First use: exporting the default model to ONNX in %s (about 20 s, once)", path)
-        export_checkpoint(checkpoint, path)
-    return path

@@ -11,7 +11,7 @@ compared with at export time. The realtime loop can call `encode_audio` while AS
 still decoding, then `encode_text` and `classify` once the transcript is known.
 
 This is the runtime's public face: the format lives in `memocmt.bundle_format`, the loaded
-bundle in `memocmt.bundle`, and the shipped model's bundle cache in `memocmt.pretrained`.
+bundle in `memocmt.bundle`, and the shipped model's first-use export in `memocmt.bundle_cache`.
 This module imports only NumPy, `tokenizers` and (lazily) onnxruntime; never PyTorch.
 """
 
@@ -32,7 +32,8 @@ from .bundle_format import (
     sha256_file,
     verify_bundle_files,
 )
-from .pretrained import default_bundle_path, memocmt_home, shipped_bundle, shipped_checkpoint
+from .bundle_cache import shipped_bundle
+from .pretrained import default_bundle_path, memocmt_home, shipped_checkpoint
 
 __all__ = [
     "BUNDLE_FORMAT", "BUNDLE_VERSION", "GRAPH_FILES", "MANIFEST_NAME", "SPEAKER_PRIOR_FILE", "TOKENIZER_FILE",
