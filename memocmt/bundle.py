@@ -24,16 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from .audio import SAMPLE_RATE, AudioError, check_audio
-from .bundle_format import (
-    GRAPH_FILES,
-    SPEAKER_PRIOR_FILE,
-    TOKENIZER_FILE,
-    VOICES_FILE,
-    BundleError,
-    graph_interface,
-    read_bundle_manifest,
-    verify_bundle_files,
-)
+from .bundle_format import GRAPH_FILES, SPEAKER_PRIOR_FILE, TOKENIZER_FILE, VOICES_FILE, BundleError
+from .bundle_format import graph_interface, read_bundle_manifest, verify_bundle_files
 from .features import FeatureSpec, extract_features, pad_batch
 from .providers import ProviderChoice, choose_providers, create_session, default_threads
 from .results import Prediction

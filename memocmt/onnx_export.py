@@ -1,21 +1,12 @@
 """Moved: the export to `memocmt.onnx.export`, its command line (`memocmt-export`) to
-`memocmt.onnx.cli`; this import path forwards to both for one release."""
+`memocmt.onnx.cli`; this import path forwards to both for one release, and
+`python -m memocmt.onnx_export` still runs the command."""
 
-import warnings
-
+from memocmt import _moved
 from memocmt.onnx import cli as _cli
-from memocmt.onnx import export as _export
+from memocmt.onnx import export as _module
 
-warnings.warn("memocmt.onnx_export moved to memocmt.onnx.export (the command line to memocmt.onnx.cli); "
-              "the old import path goes in the next release.", DeprecationWarning, stacklevel=2)
-
-
-def __getattr__(name: str):
-    for module in (_export, _cli):
-        if hasattr(module, name):
-            return getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+__getattr__ = _moved.forward("memocmt.onnx_export", _module, _cli)
 
 if __name__ == "__main__":
     raise SystemExit(_cli.cli())

@@ -18,20 +18,8 @@ This module imports only NumPy, `tokenizers` and (lazily) onnxruntime; never PyT
 from __future__ import annotations
 
 from .bundle import WARMUP_AUDIO_S, AudioEncoding, Bundle, TextEncoding, load_bundle, softmax, to_host
-from .bundle_format import (
-    BUNDLE_FORMAT,
-    BUNDLE_VERSION,
-    GRAPH_FILES,
-    MANIFEST_NAME,
-    SPEAKER_PRIOR_FILE,
-    TOKENIZER_FILE,
-    VOICES_FILE,
-    BundleError,
-    graph_interface,
-    read_bundle_manifest,
-    sha256_file,
-    verify_bundle_files,
-)
+from .bundle_format import BUNDLE_FORMAT, BUNDLE_VERSION, GRAPH_FILES, MANIFEST_NAME, SPEAKER_PRIOR_FILE, TOKENIZER_FILE
+from .bundle_format import VOICES_FILE, BundleError, graph_interface, read_bundle_manifest, sha256_file, verify_bundle_files
 from .bundle_cache import shipped_bundle
 from .pretrained import default_bundle_path, memocmt_home, shipped_checkpoint
 
