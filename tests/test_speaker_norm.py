@@ -284,7 +284,7 @@ def test_live_model_adapts_to_the_session_speaker(exported):
 def test_adaptation_benchmark_scores_every_k_over_draws(tmp_path):
     import soundfile as sf
 
-    from benchmarks.adaptation import adaptation_curve, to_markdown
+    from benchmarks.studies.adaptation import adaptation_curve, to_markdown
     from memocmt.manifest import Manifest, Utterance
 
     items = []

@@ -197,7 +197,7 @@ def test_training_fits_voices_and_fit_voices_adds_them_to_an_old_checkpoint(tmp_
 
 
 def test_conversation_orders_keep_every_utterance_once_in_short_turns():
-    from benchmarks.conversation import MAX_TURN, clustering, session_order
+    from benchmarks.studies.conversation import MAX_TURN, clustering, session_order
 
     rng = np.random.default_rng(0)
     groups = [list(range(0, 7)), list(range(10, 15)), list(range(20, 29))]
@@ -284,7 +284,7 @@ class _VoicePredictor:
 def test_conversation_benchmark_compares_the_three_windows(tmp_path):
     import soundfile as sf
 
-    from benchmarks.conversation import run, to_markdown
+    from benchmarks.studies.conversation import run, to_markdown
     from memocmt.manifest import Manifest, Utterance
 
     stats, speakers = voices_corpus(n_speakers=4, per_speaker=4)

@@ -313,7 +313,7 @@ def fit_voices(splits: list[EmbeddedSplit]):
 
     Synthetic speech is left out: an espeak voice varies its pitch and rate by rule from one
     utterance to the next, so counting that as within-speaker variation whitens away what tells
-    people apart. Measured on the shipped head (benchmarks/conversation.py, RAVDESS test actors):
+    people apart. Measured on the shipped head (benchmarks/studies/conversation.py, RAVDESS test actors):
     fitted with the synthetic voices as well, the tracker merged more people into one voice
     (purity 0.83 for pairs and 0.55-0.58 for four actors, against 0.86-0.89 and 0.67-0.77), for
     about the same UA."""
