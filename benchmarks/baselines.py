@@ -106,7 +106,7 @@ def speaker_zscored(x: np.ndarray, speakers: list[str]) -> np.ndarray:
 
 def speaker_state_stats(cache, manifest) -> dict[str, np.ndarray]:
     """Each speaker's (2, L, D) mean and variance of its encoder states over all its recordings."""
-    from memocmt.embed_cache import cached_utterance_stats
+    from memocmt.trainer.embed_cache import cached_utterance_stats
     from memocmt.speaker_norm import pool_stats
 
     by_speaker: dict[str, list[np.ndarray]] = {}
@@ -125,7 +125,7 @@ def standardised(states, stats: np.ndarray):
 
 def run(ravdess: Path, classes: list[str], cache_dir: Path, audio_encoder: str | None = None) -> dict:
     from memocmt.corpora import build_ravdess
-    from memocmt.embed_cache import EmbeddingCache
+    from memocmt.trainer.embed_cache import EmbeddingCache
     from memocmt.model import MemoCMT
 
     model = MemoCMT.from_preset("edge", modalities="audio", **({"audio_encoder": audio_encoder} if audio_encoder else {}))

@@ -43,7 +43,7 @@ def espeak(text: str) -> np.ndarray:
 
 def build(args, path: Path, realtime: bool):
     from memocmt.live.asr import AsrConfig, Transcriber
-    from memocmt.live.capture import Capture, FileSource
+    from memocmt.live.capture import FileSource
     from memocmt.live.pipeline import Pipeline, PipelineConfig, load_emotion_model
     from memocmt.live.vad import Segmenter, VadConfig, make_classifier
 
@@ -52,9 +52,9 @@ def build(args, path: Path, realtime: bool):
     emotion = load_emotion_model(args.model, None if args.emotion_device == "auto" else args.emotion_device,
                                  args.emotion_threads or None) if args.model else None
     if emotion is not None:
-        transcriber.attach_encoder(emotion.whisper_encoder())
+        transcriber.attach_encoder(emotion.bundle.whisper_encoder())
     transcriber.warm_up()
-    pipeline = Pipeline(Capture(FileSource(path, realtime=realtime)), Segmenter(make_classifier(vad), vad),
+    pipeline = Pipeline(FileSource(path, realtime=realtime), Segmenter(make_classifier(vad), vad),
                         transcriber, emotion, PipelineConfig(live=realtime))
     return pipeline, transcriber, emotion
 

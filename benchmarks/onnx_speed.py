@@ -49,8 +49,8 @@ def machine_info(threads: int | None) -> dict:
 def utterance() -> tuple[np.ndarray, str]:
     """A real 3 s utterance when the RAVDESS sample is beside the checkout, else a generated one."""
     from memocmt.audio import SAMPLE_RATE, load_audio
-    from memocmt.onnx_export import _default_verify_audio
-    from memocmt.onnx_verify import _generated
+    from memocmt.onnx.cli import _default_verify_audio
+    from memocmt.onnx.verify import _generated
 
     n = int(UTTERANCE_S * SAMPLE_RATE)
     folder = _default_verify_audio()
@@ -127,7 +127,8 @@ def reusable(folder: Path, precision: str) -> bool:
 
 def export_pair(model, root: Path, name: str) -> dict[str, Path]:
     from benchmarks.variants import export_code_key
-    from memocmt.onnx_export import _default_verify_audio, export_bundle
+    from memocmt.onnx.cli import _default_verify_audio
+    from memocmt.onnx.export import export_bundle
 
     paths = {}
     for precision in ("fp32", "int8"):

@@ -56,7 +56,7 @@ def main() -> None:
     from benchmarks.machine import machine_info
     from benchmarks.worker import peak_rss_mb, rss_mb
     from memocmt.live.asr import AsrConfig, Transcriber
-    from memocmt.live.capture import Capture, FileSource
+    from memocmt.live.capture import FileSource
     from memocmt.live.pipeline import Pipeline, PipelineConfig, load_emotion_model
     from memocmt.live.vad import Segmenter, VadConfig, make_classifier
 
@@ -68,9 +68,9 @@ def main() -> None:
         transcriber = Transcriber(AsrConfig())
         emotion = load_emotion_model(args.model) if args.model else None
         if emotion is not None:
-            transcriber.attach_encoder(emotion.whisper_encoder())
+            transcriber.attach_encoder(emotion.bundle.whisper_encoder())
         transcriber.warm_up()
-        pipeline = Pipeline(Capture(FileSource(path, realtime=args.realtime)), Segmenter(make_classifier(vad), vad),
+        pipeline = Pipeline(FileSource(path, realtime=args.realtime), Segmenter(make_classifier(vad), vad),
                             transcriber, emotion, PipelineConfig(live=args.realtime))
         rss_loaded = rss_mb()
         samples: list[tuple[float, float]] = []  # (stream time s, RSS MB)

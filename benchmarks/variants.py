@@ -9,7 +9,7 @@ returns the logits and the wall time of each stage in milliseconds.
 * paper: HuBERT-base + BERT-base built from default transformers configs with RANDOM weights
   (no hub access), so only its speed means anything; accuracy is reported as n/a.
 
-Bundles are exported with `memocmt.onnx_export` into a cache folder outside the repository
+Bundles are exported with `memocmt.onnx.export` into a cache folder outside the repository
 and reused while the source (checkpoint SHA-256, or the paper stand-in's key) is unchanged.
 """
 
@@ -155,7 +155,8 @@ def build_torch_model(preset: str, sources: Sources):
     return MemoCMT(preset_config("paper", audio_encoder=str(hubert), text_encoder=str(bert))).eval()
 
 
-EXPORT_CODE = ("model.py", "fusion.py", "encoders.py", "whisper_encoder.py", "onnx_export.py", "onnx_transforms.py")
+EXPORT_CODE = ("model.py", "fusion.py", "encoders.py", "whisper_encoder.py", "bundle_format.py", "onnx/export.py",
+               "onnx/transforms.py")
 
 
 def export_code_key() -> str:
@@ -183,7 +184,7 @@ def ensure_bundle(spec: VariantSpec, sources: Sources, models: ModelCache) -> Pa
     The edge int8 bundle is calibrated and checked on `sources.calibration` when there is one,
     so the benchmark measures what the documented export command writes.
     """
-    from memocmt.onnx_export import export_bundle
+    from memocmt.onnx.export import export_bundle
     from memocmt.runtime import MANIFEST_NAME
 
     out = bundle_dir(spec, sources)  # its name carries the checkpoint and the export code's hash

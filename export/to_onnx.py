@@ -8,6 +8,6 @@ if __name__ == "__main__":
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-    from memocmt.onnx_export import cli
+    from memocmt.onnx.cli import cli
 
     raise SystemExit(cli())

@@ -10,7 +10,7 @@ into training.
 
 Specs are sox effect lines: "speed 0.9", "speed 1.1", "pitch -200", "pitch 200" (cents),
 "tempo 1.1". Perturbation runs only on frozen-encoder training, where each copy is encoded once
-and cached like any other utterance (memocmt.embed_cache).
+and cached like any other utterance (memocmt.trainer.embed_cache).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import soundfile as sf
 import torch
 
 from memocmt.audio import AudioError
-from memocmt.embed_cache import EmbeddingCache, embed_manifest, encoder_fingerprint
+from memocmt.trainer.embed_cache import EmbeddingCache, embed_manifest, encoder_fingerprint
 from memocmt.manifest import Manifest, ManifestError, Utterance
 
 
@@ -58,7 +58,7 @@ def test_changed_file_is_re_encoded(model, tmp_path):
     wav = write_wav(tmp_path / "a.wav", hz=300)
     cache = EmbeddingCache(tmp_path / "cache", model)
     before = cache.audio(wav)
-    old = cache.entry_path("audio", __import__("memocmt.embed_cache").embed_cache.audio_file_key(wav))
+    old = cache.entry_path("audio", __import__("memocmt.trainer.embed_cache").trainer.embed_cache.audio_file_key(wav))
     write_wav(wav, hz=1200, seconds=0.6)
     os.utime(wav, ns=(wav.stat().st_atime_ns, wav.stat().st_mtime_ns + 10**9))
     after = cache.audio(wav)

@@ -62,7 +62,7 @@ def test_ensemble_multiplies_the_members_probabilities(members):
 def test_ensemble_checkpoint_round_trip_and_onnx_bundle(members, tmp_path):
     pytest.importorskip("onnxruntime")
     from memocmt.ensemble import build_ensemble
-    from memocmt.onnx_export import export_bundle
+    from memocmt.onnx.export import export_bundle
     from memocmt.runtime import load_bundle
 
     _, paths = members

@@ -16,7 +16,7 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from memocmt.model import MemoCMT  # noqa: E402
-from memocmt.onnx_export import (  # noqa: E402
+from memocmt.onnx.export import (  # noqa: E402
     ExportError,
     ExportValidationError,
     _FusionGraph,
@@ -155,7 +155,7 @@ def test_failed_export_keeps_the_previous_bundle(tiny, tiny_bundle, tmp_path, mo
 
     target = tmp_path / "kept"
     shutil.copytree(tiny_bundle.path, target)
-    monkeypatch.setattr("memocmt.onnx_verify.LOGITS_ATOL_FP32", -1.0)
+    monkeypatch.setattr("memocmt.onnx.verify.LOGITS_ATOL_FP32", -1.0)
     with pytest.raises(ExportValidationError):
         export_bundle(tiny, target)
     assert json.loads((target / "manifest.json").read_text()) == tiny_bundle.manifest
@@ -176,7 +176,7 @@ def test_eval_manifest_agreement_is_enforced(tiny, tmp_path, monkeypatch):
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     result = export_bundle(tiny, tmp_path / "ok", eval_manifest=manifest)
     assert result.manifest["parity"]["eval_items"] == 3 and result.manifest["parity"]["eval_class_agreement"] == 1.0
-    monkeypatch.setattr("memocmt.onnx_verify.MIN_AGREEMENT", 1.01)
+    monkeypatch.setattr("memocmt.onnx.verify.MIN_AGREEMENT", 1.01)
     with pytest.raises(ExportValidationError, match="evaluation utterances"):
         export_bundle(tiny, tmp_path / "refused", eval_manifest=manifest)
     assert not (tmp_path / "refused").exists()

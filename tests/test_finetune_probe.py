@@ -1,10 +1,10 @@
-"""benchmarks/finetune_probe.py: the speaker-standardised pooling and the rerun of the top encoder blocks."""
+"""benchmarks/studies/finetune_probe.py: the speaker-standardised pooling and the rerun of the top encoder blocks."""
 
 from __future__ import annotations
 
 import torch
 
-from benchmarks.finetune_probe import TopBlocksProbe, speaker_standardised_pooling
+from benchmarks.studies.finetune_probe import TopBlocksProbe, speaker_standardised_pooling
 from memocmt.whisper_encoder import WhisperAudioEncoder
 
 

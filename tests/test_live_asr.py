@@ -119,7 +119,7 @@ def test_live_command_decodes_from_the_shipped_bundle(tmp_path, speech):
     import soundfile as sf
 
     from memocmt.model import load_checkpoint
-    from memocmt.onnx_export import export_bundle
+    from memocmt.onnx.export import export_bundle
     from memocmt.runtime import shipped_checkpoint
 
     checkpoint = shipped_checkpoint()

@@ -116,7 +116,7 @@ def test_stdin_pcm_at_8k(speech_wav):
 def test_file_with_an_exported_emotion_bundle(speech_wav, tmp_path):
     """The real runtime path: a bundle exported from a (tiny) model classifies each utterance."""
     pytest.importorskip("torch")
-    from memocmt.onnx_export import export_bundle
+    from memocmt.onnx.export import export_bundle
     from tests.tiny_models import build_tiny_model
 
     bundle = export_bundle(build_tiny_model(tmp_path / "models"), tmp_path / "bundle").path

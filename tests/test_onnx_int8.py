@@ -12,10 +12,10 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from memocmt import onnx_transforms  # noqa: E402
-from memocmt.onnx_export import ExportValidationError, export_bundle  # noqa: E402
-from memocmt.onnx_transforms import calibration_feeds, logit_shift_scorer, quantize_int8, weight_matmuls  # noqa: E402
-from memocmt.onnx_verify import calibration_set, verification_set  # noqa: E402
+from memocmt.onnx import transforms as onnx_transforms  # noqa: E402
+from memocmt.onnx.export import ExportValidationError, export_bundle  # noqa: E402
+from memocmt.onnx.transforms import calibration_feeds, logit_shift_scorer, quantize_int8, weight_matmuls  # noqa: E402
+from memocmt.onnx.verify import calibration_set, verification_set  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def test_int8_can_leave_chosen_graphs_in_fp32(tiny, tmp_path):
 
 def test_int8_agreement_bar_still_refuses(tiny, tmp_path, monkeypatch):
     manifest = _manifest_rows(tmp_path, ["val", "test", "test"])
-    monkeypatch.setattr("memocmt.onnx_verify.MIN_AGREEMENT", 1.01)
+    monkeypatch.setattr("memocmt.onnx.verify.MIN_AGREEMENT", 1.01)
     with pytest.raises(ExportValidationError, match="int8 bundle predicts the PyTorch class"):
         export_bundle(tiny, tmp_path / "refused", precision="int8", eval_manifest=manifest)
     assert not (tmp_path / "refused").exists()

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from memocmt.parallel import cpu_workers, fork_available, map_forked
+from memocmt.trainer.parallel import cpu_workers, fork_available, map_forked
 
 SHARED = {"offset": 0}  # set before forking: workers see it without pickling
 

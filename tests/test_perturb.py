@@ -8,10 +8,10 @@ import shutil
 import numpy as np
 import pytest
 
-from memocmt.embed_cache import EmbeddingCache, embed_manifest
+from memocmt.trainer.embed_cache import EmbeddingCache, embed_manifest
 from memocmt.manifest import Manifest, Utterance
 from memocmt.perturb import Perturbation, PerturbError, parse_perturbations, perturbed_speaker
-from memocmt.train import TrainConfig, train
+from memocmt.trainer.train import TrainConfig, train
 from tests.test_embed_cache import model, write_wav  # noqa: F401  (module fixture)
 from tests.test_train import tiny, tiny_config  # noqa: F401  (module fixture)
 
@@ -74,7 +74,7 @@ def test_copies_are_cached_apart_as_new_voices(model, tmp_path):  # noqa: F811
 
 @needs_sox
 def test_cross_validation_never_trains_on_copies_of_held_out_speakers(tiny, tmp_path):  # noqa: F811
-    from memocmt.crossval import cross_validate
+    from memocmt.trainer.crossval import cross_validate
 
     config = tiny_config(tiny, tmp_path, epochs=1, cv_folds=2, perturb=["speed 1.1"],
                          cv_candidates={"more": {"perturb": ["speed 1.1", "pitch 200"]}, "none": {"perturb": []}},
@@ -106,8 +106,8 @@ def test_training_adds_copies_and_refuses_them_for_fine_tuning(tiny, tmp_path, c
 
 
 def test_an_epoch_draws_one_version_of_each_utterance():
-    from memocmt.embed_cache import EmbeddedSplit
-    from memocmt.train import CachedDataset, epoch_sampler
+    from memocmt.trainer.embed_cache import EmbeddedSplit
+    from memocmt.trainer.train import CachedDataset, epoch_sampler
 
     ids = ["a", "b", "c", "a", "b", "c", "a", "b"]  # 3 utterances, then their copies ("c" has one copy)
     split = EmbeddedSplit([None] * 8, [None] * 8, [0, 1, 1, 0, 1, 1, 0, 1], ids, [])

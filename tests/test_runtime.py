@@ -37,7 +37,7 @@ def exported(tmp_path_factory):
     pytest.importorskip("torch")
     from tests.tiny_models import build_tiny_model
 
-    from memocmt.onnx_export import export_bundle
+    from memocmt.onnx.export import export_bundle
 
     model = build_tiny_model(tmp_path_factory.mktemp("models"))
     return model, export_bundle(model, tmp_path_factory.mktemp("bundles") / "tiny").path
@@ -181,7 +181,7 @@ def test_default_bundle_path_and_first_use_without_torch(tmp_path, monkeypatch):
     monkeypatch.setenv("MEMOCMT_HOME", str(tmp_path / "home"))
     expected = tmp_path / "home" / "bundles" / sha256_file(checkpoint)[:12]
     assert default_bundle_path(checkpoint) == expected
-    monkeypatch.setattr("memocmt.runtime.shipped_checkpoint", lambda: checkpoint)
+    monkeypatch.setattr("memocmt.pretrained.shipped_checkpoint", lambda: checkpoint)
     assert default_bundle_path() == expected
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(RuntimeError, match="PyTorch is not installed.*memocmt-export --out"):
@@ -203,7 +203,7 @@ def test_cuda_bundle_matches_cpu(exported, bundle):
 @pytest.mark.requires_cuda
 @pytest.mark.skipif(not HAS_CUDA, reason="onnxruntime has no CUDAExecutionProvider here")
 def test_fp16_export_runs_on_cuda(exported, tmp_path):
-    from memocmt.onnx_export import export_bundle
+    from memocmt.onnx.export import export_bundle
 
     result = export_bundle(exported[0], tmp_path / "fp16", precision="fp16")
     assert result.manifest["parity"]["device"] == "cuda"

@@ -142,9 +142,9 @@ def test_speaker_adapter_pools_a_window_and_resets():
 def test_training_feeds_each_speaker_its_offset(tmp_path):
     from tests.test_train import save_tiny_encoders, tiny_config, write_tone_corpus
 
-    from memocmt.embed_cache import attach_speaker_stats
+    from memocmt.trainer.embed_cache import attach_speaker_stats
     from memocmt.model import load_checkpoint
-    from memocmt.train import CachedDataset, collate_cached, train
+    from memocmt.trainer.train import CachedDataset, collate_cached, train
 
     audio_dir, text_dir = save_tiny_encoders(tmp_path / "enc")
     tiny = {"audio": str(audio_dir), "text": str(text_dir), "manifest": str(write_tone_corpus(tmp_path / "data"))}
@@ -157,7 +157,7 @@ def test_training_feeds_each_speaker_its_offset(tmp_path):
     assert prior.shape[0] == 2 and not torch.allclose(prior[0], torch.zeros_like(prior[0]))  # set from the training data
     assert (run / "test_metrics.json").is_file()
 
-    from memocmt.embed_cache import EmbeddedSplit
+    from memocmt.trainer.embed_cache import EmbeddedSplit
 
     states = [torch.randn(2, n, 4) for n in (3, 5, 4)]
     split = EmbeddedSplit(states, [None] * 3, [0, 1, 0], ["x", "y", "z"], [], [("c", "s1"), ("c", "s1"), None])
@@ -237,7 +237,7 @@ def exported(tmp_path_factory):
     pytest.importorskip("onnxruntime")
     from tests.tiny_models import build_tiny_model
 
-    from memocmt.onnx_export import export_bundle
+    from memocmt.onnx.export import export_bundle
 
     root = tmp_path_factory.mktemp("speaker-norm")
     model = build_tiny_model(root / "models", speaker_norm="mean+std")
@@ -296,7 +296,7 @@ def test_live_model_adapts_to_the_session_speaker(exported):
 def test_adaptation_benchmark_scores_every_k_over_draws(tmp_path):
     import soundfile as sf
 
-    from benchmarks.adaptation import adaptation_curve, to_markdown
+    from benchmarks.studies.adaptation import adaptation_curve, to_markdown
     from memocmt.manifest import Manifest, Utterance
 
     items = []

@@ -146,7 +146,7 @@ def test_checkpoints_carry_voices_and_keep_their_permissions(tiny_with_voices, t
 def test_bundles_carry_voices_and_live_names_the_speaker(tiny_with_voices):
     pytest.importorskip("onnxruntime")
     from memocmt.live.pipeline import BundleEmotionModel
-    from memocmt.onnx_export import export_bundle
+    from memocmt.onnx.export import export_bundle
     from memocmt.runtime import VOICES_FILE, BundleError, load_bundle
 
     model, clips, root = tiny_with_voices
@@ -169,7 +169,8 @@ def test_training_fits_voices_and_fit_voices_adds_them_to_an_old_checkpoint(tmp_
     from tests.test_train import save_tiny_encoders, tiny_config, write_tone_corpus
 
     from memocmt.model import load_checkpoint, save_checkpoint
-    from memocmt.train import cli, train
+    from memocmt.trainer.cli import cli
+    from memocmt.trainer.train import train
 
     audio_dir, text_dir = save_tiny_encoders(tmp_path / "enc")
     tiny = {"audio": str(audio_dir), "text": str(text_dir), "manifest": str(write_tone_corpus(tmp_path / "data"))}
@@ -196,7 +197,7 @@ def test_training_fits_voices_and_fit_voices_adds_them_to_an_old_checkpoint(tmp_
 
 
 def test_conversation_orders_keep_every_utterance_once_in_short_turns():
-    from benchmarks.conversation import MAX_TURN, clustering, session_order
+    from benchmarks.studies.conversation import MAX_TURN, clustering, session_order
 
     rng = np.random.default_rng(0)
     groups = [list(range(0, 7)), list(range(10, 15)), list(range(20, 29))]
@@ -229,7 +230,7 @@ def test_live_command_tells_two_real_speakers_apart(tmp_path, ravdess_dir):
 
     from memocmt.audio import SAMPLE_RATE, load_audio
     from memocmt.model import load_checkpoint
-    from memocmt.onnx_export import export_bundle
+    from memocmt.onnx.export import export_bundle
     from memocmt.runtime import shipped_checkpoint
 
     checkpoint = shipped_checkpoint()
@@ -283,7 +284,7 @@ class _VoicePredictor:
 def test_conversation_benchmark_compares_the_three_windows(tmp_path):
     import soundfile as sf
 
-    from benchmarks.conversation import run, to_markdown
+    from benchmarks.studies.conversation import run, to_markdown
     from memocmt.manifest import Manifest, Utterance
 
     stats, speakers = voices_corpus(n_speakers=4, per_speaker=4)

@@ -13,7 +13,8 @@ import torch
 from tests.tiny_models import save_tiny_bert, save_tiny_hubert
 
 from memocmt.manifest import Manifest, ManifestError, Utterance, write_manifest
-from memocmt.train import TrainConfig, cli, load_config, train
+from memocmt.trainer.cli import cli
+from memocmt.trainer.train import TrainConfig, load_config, train
 
 TONE_HZ = {"neutral": 220.0, "angry": 880.0}
 WORDS = {"neutral": "the door is open", "angry": "i am so angry"}

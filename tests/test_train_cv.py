@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import yaml
 
-from memocmt.crossval import candidate_configs, speaker_folds, train_with_cv
+from memocmt.trainer.crossval import candidate_configs, speaker_folds, train_with_cv
 from memocmt.manifest import Manifest, Utterance
-from memocmt.train import TrainConfig, cli, load_config, train
+from memocmt.trainer.cli import cli
+from memocmt.trainer.train import TrainConfig, load_config, train
 from tests.test_train import tiny, tiny_config  # noqa: F401  (module fixture)
 
 
@@ -100,7 +101,7 @@ def test_cli_cv_folds(tiny, tmp_path, capsys):
 def test_folds_trained_side_by_side_score_exactly_as_one_after_another(tiny, tmp_path):
     import multiprocessing
 
-    from memocmt.crossval import cross_validate
+    from memocmt.trainer.crossval import cross_validate
 
     if "fork" not in multiprocessing.get_all_start_methods():
         pytest.skip("parallel folds need the fork start method")
@@ -116,7 +117,7 @@ def test_folds_trained_side_by_side_score_exactly_as_one_after_another(tiny, tmp
 
 
 def test_cross_validation_keeps_held_out_predictions_and_calibrates_the_final_checkpoint(tiny, tmp_path):
-    from memocmt.crossval import held_out_logprobs
+    from memocmt.trainer.crossval import held_out_logprobs
     from memocmt.model import load_checkpoint, read_checkpoint
 
     model = {**tiny_config(tiny, tmp_path).model, "pooling": "mean+stats", "speaker_norm": "mean+std"}

@@ -82,6 +82,7 @@ class Transcript:
     context: str = "full"  # "short" (own-length encoder pass) or "full" (30 s window; also after a short-context runaway)
     redecoded: int = 0  # decodings thrown away because the text repeated itself (memocmt.live.asr.repeated_words)
     collapsed: bool = False  # the text still looped at every fallback temperature; the repeats were cut to one
+    encoder_ms: float = 0.0  # wall time of the short-context encoder pass, within asr_ms (0 with full context)
 
 
 def default_model_path() -> Path:
@@ -233,7 +234,9 @@ class Transcriber:
         import ctranslate2
 
         c = self.config
+        encoder_start = time.perf_counter()
         states = self._encoder(np.concatenate([audio, np.zeros(pad, dtype=np.float32)]))
+        encoder_ms = (time.perf_counter() - encoder_start) * 1000
         states = np.ascontiguousarray(states[None], dtype=np.float32)
         budget = int(np.ceil(audio.size / SAMPLE_RATE * MAX_TOKENS_PER_S)) + 8
         # CTranslate2 shortens its output as it nears max_length: leave twice the budget.
@@ -254,7 +257,7 @@ class Transcriber:
             text, rejected = "", 1
         return Transcript(
             text=text, asr_ms=(time.perf_counter() - start) * 1000, no_speech_prob=result.no_speech_prob,
-            avg_logprob=0.0 if rejected else avg_logprob, rejected=rejected, context="short",
+            avg_logprob=0.0 if rejected else avg_logprob, rejected=rejected, context="short", encoder_ms=encoder_ms,
         )
 
     def _transcribe_full(self, audio: np.ndarray, start: float, temperature: float = 0.0) -> Transcript:

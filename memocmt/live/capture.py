@@ -425,11 +425,12 @@ class Capture:
     """Pulls blocks from a source, resamples them to 16 kHz and keeps up with real time."""
 
     def __init__(self, source: Source, max_lag_s: float = 3.0, stall_s: float = 2.0, reopen_attempts: int = 3,
-                 backlog_s: Callable[[], float] = lambda: 0.0, clock: Callable[[], float] = time.monotonic):
+                 backlog_s: Callable[[], float] = lambda: 0.0, clock: Callable[[], float] = time.monotonic,
+                 catch_up: bool = True):
         self.source = source
         self.monitor = LagMonitor(max_lag_s, stall_s, clock)
         self.reopen_attempts = reopen_attempts
-        self.catch_up = True  # drop the oldest audio when behind (off when a file is read at full speed)
+        self.catch_up = catch_up  # drop the oldest audio when behind (off when a file is read at full speed)
         self.downstream_backlog_s = backlog_s
         self.stats = CaptureStats()
         self._resampler = None

@@ -152,7 +152,7 @@ def _run(args) -> int:
     if args.list_devices:
         return _list_devices()
     from memocmt.live.asr import AsrConfig, Transcriber
-    from memocmt.live.capture import Capture, MicrophoneSource
+    from memocmt.live.capture import MicrophoneSource
     from memocmt.live.display import AudioSaver, JsonlWriter, make_view
     from memocmt.live.pipeline import Pipeline, PipelineConfig, load_emotion_model
     from memocmt.live.vad import Segmenter, VadConfig, make_classifier
@@ -180,11 +180,10 @@ def _run(args) -> int:
                                      track_speakers=args.speakers == "auto")
         if args.speakers == "auto" and emotion.adapter is not None and not emotion.tracks_speakers:
             log.info("this model has no voice signatures: every voice shares one adaptation window")
-        transcriber.attach_encoder(emotion.whisper_encoder())
+        transcriber.attach_encoder(emotion.bundle.whisper_encoder())
     transcriber.warm_up()
 
-    pipeline = Pipeline(Capture(source), segmenter, transcriber, emotion,
-                        PipelineConfig(live=live, max_lag_s=args.max_lag_s))
+    pipeline = Pipeline(source, segmenter, transcriber, emotion, PipelineConfig(live=live, max_lag_s=args.max_lag_s))
     saver = AudioSaver(args.save_audio) if args.save_audio else None
     view_stream = sys.stderr if args.jsonl == "-" else sys.stdout
     view = make_view(view_stream, rich=False if args.plain else None)

@@ -24,7 +24,7 @@ import numpy as np
 
 from memocmt.audio import SAMPLE_RATE
 from memocmt.live.asr import Transcript
-from memocmt.live.capture import Capture, EndOfStream
+from memocmt.live.capture import Capture, EndOfStream, Source
 from memocmt.live.errors import LiveError
 from memocmt.live.summary import SessionSummary, SummaryBuilder, UtteranceResult
 from memocmt.live.vad import Segment, Segmenter
@@ -87,21 +87,6 @@ class BundleEmotionModel:
     def encode_audio(self, audio: np.ndarray) -> Any:
         return self.bundle.encode_audio(audio) if self.bundle.uses_audio else None
 
-    def whisper_encoder(self) -> Callable[[np.ndarray], np.ndarray] | None:
-        """The bundle's audio encoder as a function audio -> final-layer states (frames, d_model),
-        for short-context ASR, when it takes Whisper-style log-mel input (the transcriber checks
-        that it really is its own encoder before using it); None otherwise."""
-        audio = self.bundle.manifest.get("audio") or {}
-        if not self.bundle.uses_audio or (audio.get("feature_spec") or {}).get("kind") != "log_mel":
-            return None
-
-        def encode(samples: np.ndarray) -> np.ndarray:
-            encoding = self.bundle.encode_audio(samples)
-            states = encoding.states.numpy() if hasattr(encoding.states, "numpy") else encoding.states
-            return states[0, -1, : int(encoding.lengths[0])]
-
-        return encode
-
     def predict(self, audio: np.ndarray, text: str, audio_features: Any = None, commit: bool = True) -> Prediction:
         """The utterance's emotion; with `commit=False` (a tentative segment) the speaker adaptation is not
         changed until `commit_tentative()` confirms it, so a tentative that is recognised again is counted once."""
@@ -153,6 +138,9 @@ def load_emotion_model(path: str | None, device: str | None = None, threads: int
 
 @dataclass
 class PipelineConfig:
+    """How the stages keep up with the input; the capture stage is built from it (max_lag_s, stall_s,
+    reopen_attempts, and catching up only when `live`)."""
+
     live: bool = True  # drop the oldest audio/utterances when behind (False: wait, lose nothing)
     max_lag_s: float = 3.0  # backlog of captured audio that triggers dropping
     stall_s: float = 2.0  # no audio for this long means the device is lost
@@ -172,18 +160,17 @@ class _Pending:
 class Pipeline:
     """Runs the stages on threads; iterate `results()` on the calling thread."""
 
-    def __init__(self, capture: Capture, segmenter: Segmenter, transcriber: SpeechRecognizer | None = None,
+    def __init__(self, source: Source | Capture, segmenter: Segmenter, transcriber: SpeechRecognizer | None = None,
                  emotion: EmotionModel | None = None, config: PipelineConfig | None = None):
-        self.capture = capture
+        self.config = config or PipelineConfig()
+        if isinstance(source, Capture):  # Pipeline(Capture(source), ...): the capture settings come from config all the same
+            source = source.source
+        c = self.config
+        self.capture = Capture(source, c.max_lag_s, c.stall_s, c.reopen_attempts, backlog_s=self._audio_backlog_s,
+                               catch_up=c.live)
         self.segmenter = segmenter
         self.transcriber = transcriber
         self.emotion = emotion
-        self.config = config or PipelineConfig()
-        self.capture.monitor.max_lag_s = self.config.max_lag_s
-        self.capture.monitor.stall_s = self.config.stall_s
-        self.capture.reopen_attempts = self.config.reopen_attempts
-        self.capture.catch_up = self.config.live
-        self.capture.downstream_backlog_s = self._audio_backlog_s
         block_guess = 0.02
         self._audio_q: queue.Queue = queue.Queue(maxsize=max(4, int(self.config.audio_queue_s / block_guess)))
         self._segment_q: queue.Queue = queue.Queue(maxsize=max(1, self.config.segment_queue))
@@ -397,6 +384,8 @@ class Pipeline:
         if self.transcriber is not None:
             transcript = self.transcriber.transcribe(segment.audio)
             timings["asr"] = transcript.asr_ms
+            if transcript.encoder_ms:
+                timings["asr_encoder"] = transcript.encoder_ms
             text = transcript.text
             if not text and self.config.drop_empty:
                 if not segment.tentative:

@@ -24,7 +24,7 @@ rows are named "<head> + voices".
 With --without-test-actors the rotation covers actors 01-16 only and leaves 17-20 out of every
 run (4-fold cross-validation with whole retraining per fold): the comparison to choose a head by.
 
-Runs go side by side in forked workers (memocmt.parallel); a run whose folder already holds a
+Runs go side by side in forked workers (memocmt.trainer.parallel); a run whose folder already holds a
 finished run of the same config is reused, so an interrupted rotation continues and a rerun only
 scores. Writes <work>/rotation/rotation.json and rotation.md (or into --out): UA per group, the mean over groups,
 the UA of all test utterances pooled, and the synthetic UA (mean over the row's runs); then every row's UA
@@ -50,11 +50,11 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from memocmt.corpora import build_ravdess  # noqa: E402
-from memocmt.crossval import final_config  # noqa: E402
+from memocmt.trainer.crossval import final_config  # noqa: E402
 from memocmt.manifest import Manifest, write_manifest  # noqa: E402
-from memocmt.parallel import cpu_workers, map_forked  # noqa: E402
+from memocmt.trainer.parallel import cpu_workers, map_forked  # noqa: E402
 from memocmt.perturb import parse_perturbations  # noqa: E402
-from memocmt.train import TrainConfig, load_config, train  # noqa: E402
+from memocmt.trainer.train import TrainConfig, load_config, train  # noqa: E402
 
 GROUPS = ((1, 2, 3, 4), (5, 6, 7, 8), (9, 10, 11, 12), (13, 14, 15, 16), (17, 18, 19, 20))
 HEADS = {"fusion": [], "audio-only": ["model.modalities=audio"]}
@@ -289,7 +289,7 @@ def _fill_cache(config: TrainConfig, manifest_path: str) -> None:
     """Encode every RAVDESS utterance and its perturbed copies once, before the runs fork, so that no two
     workers encode the same file (the recipe itself never perturbs its test actors)."""
     from memocmt.config import preset
-    from memocmt.embed_cache import EmbeddingCache
+    from memocmt.trainer.embed_cache import EmbeddingCache
     from memocmt.manifest import read_manifest
     from memocmt.model import MemoCMT
 

@@ -8,7 +8,7 @@
    `cv_folds` in the config (or --cv-folds K) the number of epochs (and one of the config's
    `cv_candidates`, if any) is chosen by K-fold speaker cross-validation over the train and val
    actors 01-16 (the synthetic corpus always trains), and the model is retrained on all 16 actors
-   for that many epochs (memocmt.crossval; the table is <work>/edge-ravdess4/cv.md);
+   for that many epochs (memocmt.trainer.crossval; the table is <work>/edge-ravdess4/cv.md);
    without it, the best epoch on the val actors 15-16 is kept;
 3. 8-class variant: training/configs/edge-ravdess8.yaml (with CV, the 4-class candidate trained for its
    whole schedule on train + val: see follow_choice);
@@ -25,7 +25,7 @@ fusion from them) instead of training them anew: the way to ship from runs that 
 embedding cache would not reproduce to the bit (see the model card).
 
 The cross-validation folds, and then the final trainings with their evaluations, run side by side
-in forked worker processes (memocmt.parallel: as many as the CPU cores allow at the configs'
+in forked worker processes (memocmt.trainer.parallel: as many as the CPU cores allow at the configs'
 `threads: 1`; --workers 1 runs them one after another, with the same results). Every stage's time
 goes to <work>/timings.json; stages that ran side by side overlap, and `train and evaluate (wall)`
 is their wall time. Test actors are never used for selection.
@@ -49,12 +49,12 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 from memocmt.corpora import build_ravdess  # noqa: E402
 import torch  # noqa: E402
 
-from memocmt.crossval import calibrate_run, cross_validate, final_config, held_out_logprobs  # noqa: E402
+from memocmt.trainer.crossval import calibrate_run, cross_validate, final_config, held_out_logprobs  # noqa: E402
 from memocmt.evaluate import (LIVE_SPEAKER_UTTERANCES, compare_predictions, evaluate_speaker_utterances,  # noqa: E402
                               prediction_rows, write_report)
 from memocmt.manifest import read_manifest, write_manifest  # noqa: E402
-from memocmt.parallel import cpu_workers, map_forked  # noqa: E402
-from memocmt.train import TrainConfig, load_config, train  # noqa: E402
+from memocmt.trainer.parallel import cpu_workers, map_forked  # noqa: E402
+from memocmt.trainer.train import TrainConfig, load_config, train  # noqa: E402
 
 TEST_ACTORS, VAL_ACTORS = (17, 18, 19, 20), (15, 16)
 SHIP_DIR = REPO / "memocmt" / "models" / "edge-ravdess"

@@ -23,12 +23,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from memocmt.crossval import final_config  # noqa: E402
+from memocmt.trainer.crossval import final_config  # noqa: E402
 from memocmt.ensemble import build_ensemble  # noqa: E402
 from memocmt.evaluate import evaluate_manifest  # noqa: E402
 from memocmt.manifest import read_manifest  # noqa: E402
 from memocmt.model import load_checkpoint  # noqa: E402
-from memocmt.train import load_config, train  # noqa: E402
+from memocmt.trainer.train import load_config, train  # noqa: E402
 
 HEADS = {"fusion": ("edge-ravdess4", []), "audio-only": ("edge-ravdess4-audio", ["model.modalities=audio"])}
 

@@ -1,6 +1,10 @@
 """Does fine-tuning the top blocks of the Whisper tiny.en encoder help speaker-independent emotion?
+No: training the top two blocks with a speaker-standardised probe lifted the hardest
+cross-validation group of RAVDESS actors but not the test actors 17-20, the gains stayed within
+the run-to-run spread, and it cost about five times the frozen head's CPU time, so the shipped
+model keeps its encoders frozen. The measured table is benchmarks/results/finetune_probe.md.
 
-    python benchmarks/finetune_probe.py --ravdess ../shared/data/ravdess-a01-a20 --blocks 0 2 --out runs/finetune_probe.json
+    python benchmarks/studies/finetune_probe.py --ravdess ../shared/data/ravdess-a01-a20 --blocks 0 2 --out runs/finetune_probe.json
 
 A speaker-standardised linear probe (the shipped head's `speaker_norm: mean+std`, then mean and std
 over frames of every layer, dropout, one linear layer) is trained with the top K encoder blocks
@@ -10,18 +14,7 @@ decoded again. Each batch is every utterance of one training actor, and the spea
 are computed in the graph over that batch, so they follow the blocks as they change.
 
 Scored by UA after the last epoch (no epoch is chosen): 4-fold cross-validation over actors 01-16
-(groups of four; the folds the recipe uses) and train 01-16 / test 17-20, 4 classes. Measured with
-the defaults (2-core CPU, 44 min while other runs shared the cores; most of it the K = 2 runs):
-
-| blocks trained | cv 01-04 | cv 05-08 | cv 09-12 | cv 13-16 | test 17-20 | CV mean |
-|---|---:|---:|---:|---:|---:|---:|
-| 0 | 84.4% | 88.3% | 78.1% | 89.8% | 76.5% | 85.2% |
-| 2 | 88.3% | 84.4% | 84.4% | 87.5% | 74.9% | 86.1% |
-
-An earlier version of this script (other random draws) gave 84.2% -> 87.7% CV and 75.7% -> 71.8%
-on the test actors. Fine-tuning lifts the hardest CV group (09-12) but not the test actors, the
-gains are within the run-to-run spread, and training costs about five times the frozen head's CPU
-time, so the shipped model keeps its encoders frozen.
+(groups of four; the folds the recipe uses) and train 01-16 / test 17-20, 4 classes.
 """
 
 from __future__ import annotations
@@ -37,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 TEST_ACTORS = (17, 18, 19, 20)
@@ -158,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from memocmt.corpora import build_ravdess
-    from memocmt.embed_cache import EmbeddingCache, embed_manifest
+    from memocmt.trainer.embed_cache import EmbeddingCache, embed_manifest
     from memocmt.model import MemoCMT
     from memocmt.whisper_encoder import WhisperAudioEncoder
 
