@@ -111,7 +111,8 @@ class StreamSession:
         self.tracker = engine.emotion.new_tracker(options.speakers) if engine.emotion is not None else None
         self.summary = SummaryBuilder()
         self.queue: asyncio.Queue = asyncio.Queue(maxsize=max(1, self.limits.queue_depth))
-        self.audio_s = 0.0
+        self.samples = 0  # 16 kHz samples received
+        self.max_samples = int(self.limits.max_session_s * SAMPLE_RATE)
         self.dropped_utterances = 0
         self.dropped_audio_s = 0.0
         self.no_speech = 0
@@ -125,9 +126,13 @@ class StreamSession:
         return self.tracker is not None and getattr(self.tracker, "voices", None) is not None
 
     @property
+    def audio_s(self) -> float:
+        return self.samples / SAMPLE_RATE
+
+    @property
     def full(self) -> bool:
         """True when no more audio may be accepted (the session reached its maximum length)."""
-        return self.audio_s >= self.limits.max_session_s
+        return self.samples >= self.max_samples
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._recognize_loop(), name=f"memocmt-session-{self.id}")
@@ -138,12 +143,11 @@ class StreamSession:
         """Decode, resample and segment one binary frame; queue the utterances it ended."""
         arrival = time.monotonic()
         samples = self.decoder.decode(data)
-        room = int((self.limits.max_session_s - self.audio_s) * SAMPLE_RATE)
-        samples = samples[: max(0, room)]
+        samples = samples[: max(0, self.max_samples - self.samples)]
         await self._push(samples, arrival)
 
     async def _push(self, samples: np.ndarray, arrival: float) -> None:
-        self.audio_s += len(samples) / SAMPLE_RATE
+        self.samples += len(samples)
         if self.metrics is not None:
             self.metrics.audio_received(len(samples) / SAMPLE_RATE)
         segments = self.segmenter.push(samples) if samples.size else []
