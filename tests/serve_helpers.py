@@ -183,3 +183,37 @@ def _read_all(ws, out: list, timeout: float) -> None:
                 return
     except (ConnectionClosed, TimeoutError):
         return
+
+
+RAVDESS_EMOTIONS = {"neutral": "01", "happy": "03", "sad": "04", "angry": "05"}
+
+
+def ravdess_clip(ravdess_dir, actor: int, emotion: str, statement: int = 1, intensity: int = 2):
+    """Path of one RAVDESS utterance (statement 1: 'Kids are talking by the door', 2: 'Dogs are sitting by the door')."""
+    code = RAVDESS_EMOTIONS[emotion]
+    intensity = 1 if emotion == "neutral" else intensity
+    return ravdess_dir / f"Actor_{actor:02d}" / f"03-01-{code}-{intensity:02d}-{statement:02d}-01-{actor:02d}.flac"
+
+
+def ravdess_stream(ravdess_dir, actor: int, emotions: list[str], gap_s: float = 1.0) -> np.ndarray:
+    """Utterances of one actor separated by silence, as a 16 kHz stream."""
+    from memocmt.audio import load_audio
+
+    clips = [load_audio(ravdess_clip(ravdess_dir, actor, e, statement=1 + i % 2)) for i, e in enumerate(emotions)]
+    return compose(clips, gap_s)
+
+
+def load_real_engine(**engine_config):
+    """The shipped models behind an Engine; skips the test when a part is not installed."""
+    import pytest
+
+    from memocmt.live.errors import LiveError
+    from memocmt.serve.cli import ModelOptions, load_engine
+    from memocmt.serve.engine import EngineConfig
+
+    for module in ("faster_whisper", "onnxruntime", "webrtcvad"):
+        pytest.importorskip(module)
+    try:
+        return load_engine(ModelOptions(), EngineConfig(**engine_config))
+    except (LiveError, RuntimeError) as e:
+        pytest.skip(f"the shipped models cannot be loaded here: {e}")

@@ -72,7 +72,12 @@ class RemoteStream:
 
     def start(self, options: protocol.StartOptions) -> dict:
         """Send `start`; returns the `ready` message (LiveError for busy or a refusal)."""
-        self.send_json(options.to_message())
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            self.send_json(options.to_message())
+        except ConnectionClosed:
+            pass  # a busy server closes at once; its message is still there to read
         message = self.receive()
         if message is None:
             raise LiveError(f"The server at {self.url} closed the connection before the session started.")
@@ -113,7 +118,12 @@ class RemoteStream:
             yield message
 
     def close(self) -> None:
-        self.ws.close()
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            self.ws.close()
+        except ConnectionClosed:
+            pass
 
 
 def make_source(args) -> Any:
@@ -177,9 +187,9 @@ def run_remote(args) -> int:
         if interrupts > 1 or signum == signal.SIGTERM:
             threading.Thread(target=stream.close, daemon=True).start()
 
+    previous = {}
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, on_signal)
-        signal.signal(signal.SIGTERM, on_signal)
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     sender = threading.Thread(target=send_loop, name="memocmt-send", daemon=True)
     summary = None
     errors: list[str] = []
@@ -202,6 +212,8 @@ def run_remote(args) -> int:
     stopping.set()
     stream.close()
     sender.join(timeout=2.0)
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
     if writer:
         writer.close()
     if summary is not None:
