@@ -182,5 +182,15 @@ def _run(args) -> int:
     return 0
 
 
+def ray_cli(argv: list[str] | None = None) -> int:
+    """`memocmt-serve-ray`: the same service as Ray Serve deployments (memocmt.serve.ray_app)."""
+    try:
+        from memocmt.serve import ray_app
+    except ImportError as e:
+        print(f"memocmt-serve-ray: {e}", file=sys.stderr)
+        return 2
+    return ray_app.cli(argv)
+
+
 if __name__ == "__main__":
     sys.exit(cli())
