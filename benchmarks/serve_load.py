@@ -113,7 +113,7 @@ def run_client(url: str, audio: np.ndarray, ends: list[float], delay_s: float, o
         frame_index = min(len(sent) - 1, int(message["end_s"] * SAMPLE_RATE) // frame)
         latencies.append(arrived - sent[frame_index])
     out.update(latencies=latencies, utterances=len(ends), answered=len(matched), results=len(results), summary=done,
-               server_eos_to_result=[m["timings_ms"].get("eos_to_result") for _, m in results])
+               stages=[m["timings_ms"] for _, m in results])
 
 
 def scrape(http: str) -> dict:
@@ -199,14 +199,20 @@ def run(server: Server, n: int, audios: list, wall_limit_s: float) -> dict:
         c = after.get(graph, {}).get("count", 0) - before.get(graph, {}).get("count", 0)
         batches[graph] = {"mean": round(s / c, 2) if c else None, "calls": int(c)}
     audio_s = sum(len(a[0]) for a in audios[:n]) / 16000
+    stages = {}  # server-side per-stage times, ms
+    for key in ("vad_wait", "queue", "asr", "audio_encode", "emotion", "eos_to_result"):
+        values = [t[key] for o in outs for t in o.get("stages", []) if key in t]
+        if values:
+            stages[key] = {"p50": round(float(np.percentile(values, 50)), 1), "p95": round(float(np.percentile(values, 95)), 1)}
     return {
         "clients": n, "server": server.name, "wall_s": round(wall, 1), "audio_s": round(audio_s, 1),
         "utterances": utterances, "answered": answered, "dropped_by_server": dropped, "lost": utterances - answered,
         "p50_s": round(float(np.percentile(latencies, 50)), 3) if latencies else None,
         "p95_s": round(float(np.percentile(latencies, 95)), 3) if latencies else None,
         "max_s": round(float(np.max(latencies)), 3) if latencies else None,
-        "throughput_utt_per_s": round(answered / wall, 2), "batch_size": batches,
+        "throughput_utt_per_s": round(answered / wall, 2), "batch_size": batches, "server_stages_ms": stages,
         "rss_mb_peak": rss_peak, "timed_out": any(t.is_alive() for t in threads),
+        "load_average_end": [round(x, 2) for x in os.getloadavg()],  # other work on the machine shows here
         "errors": [o["error"] for o in outs if "error" in o],
     }
 

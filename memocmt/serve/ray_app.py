@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import logging
 import sys
 from dataclasses import dataclass
@@ -113,7 +114,7 @@ class RemoteEmotion:
 
     def __init__(self, handle):
         self.handle = handle
-        info = handle.describe.remote().result()
+        info = _off_loop(handle.describe)
         self.labels, self.name = info["labels"], info["name"]
         self._info = info
 
@@ -147,19 +148,28 @@ class RemoteTranscriber:
 
     def __init__(self, handle):
         self.handle = handle
-        self.model_name = handle.describe.remote().result()["model_name"]
+        self.model_name = _off_loop(handle.describe)["model_name"]
 
     def transcribe(self, audio: np.ndarray):
         return self.handle.transcribe.remote(audio).result()
 
 
-class _Deferred:
-    """An ASGI app forwarding to the application a gateway replica builds when it starts."""
+def _off_loop(method) -> Any:
+    """Call a handle method and wait for it from a plain thread: a replica's constructor runs inside
+    an event loop, where Ray refuses blocking waits."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: method.remote().result()).result()
 
-    app = None
+
+class _Deferred:
+    """An ASGI app forwarding to the application a gateway replica builds when it starts. The
+    target is a class attribute: Serve ships the ingress app to the replica by value (a copy of
+    this instance), but the class by reference, so the constructor and the copy share it."""
+
+    target = None
 
     async def __call__(self, scope, receive, send):
-        await self.app(scope, receive, send)
+        await _Deferred.target(scope, receive, send)
 
 
 _replica_app = _Deferred()
@@ -179,7 +189,7 @@ class Gateway:
         recognizer = RemoteTranscriber(asr)
         self.engine = Engine(backend, lambda context: recognizer, "full",
                              EngineConfig(max_batch=4 * options.max_batch, batch_wait_ms=1.0))
-        _replica_app.app = create_app(self.engine, ServerConfig(max_sessions=options.max_sessions))
+        _Deferred.target = create_app(self.engine, ServerConfig(max_sessions=options.max_sessions))
 
 
 def build(options: RayOptions):
