@@ -139,8 +139,8 @@ async def _serve(ws: WebSocket, engine: Engine, config: ServerConfig, metrics: S
                 break
             if message["type"] == "websocket.disconnect":
                 raise _Gone()
-            if session is not None and session._task is not None and session._task.done():
-                break  # recognition failed: report below
+            if session is not None and session.failed:
+                break  # recognition failed: reported below
             data, text = message.get("bytes"), message.get("text")
             if data is not None:
                 if session is None:

@@ -1,5 +1,8 @@
 """`memocmt-live --server ws://HOST:PORT/ws`: stream a microphone, a file or stdin to a server.
 
+A server started with a token takes it in the URL (`?token=...`) or from $MEMOCMT_TOKEN (sent
+as a bearer header).
+
 The same view and JSONL lines as a local session: each `utterance` message is turned back
 into a `memocmt.live.summary.UtteranceResult`, each `done` into a `SessionSummary`. A sending
 thread reads the source and sends PCM16 frames; the main thread receives and shows results.
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -147,7 +151,7 @@ def run_remote(args) -> int:
     source = make_source(args)
     source.open()
     realtime = getattr(source, "realtime", True)
-    stream = RemoteStream(args.server)
+    stream = RemoteStream(args.server, token=os.environ.get("MEMOCMT_TOKEN"))
     options = protocol.StartOptions(sample_rate=int(source.sample_rate), speakers=args.speakers,
                                     asr_context=args.asr_context, overflow="drop" if realtime else "wait")
     try:

@@ -66,7 +66,7 @@ class Recognizer(Protocol):
 class EngineConfig:
     max_batch: int = 8  # utterances per graph call (1: no batching)
     batch_wait_ms: float = 5.0  # how long the oldest item waits for company
-    length_spread: float = 1.5  # longest/shortest audio in one batch
+    length_spread: float = 1.25  # longest/shortest audio in one batch (an utterance and its 1 s-padded ASR pass stay apart)
     max_queue: int = 256  # items waiting per graph before new work is refused
     asr_per_session: int = 4  # ASR jobs one session may have waiting
 

@@ -117,6 +117,7 @@ class StreamSession:
         self.dropped_audio_s = 0.0
         self.no_speech = 0
         self.end_reason = "running"
+        self.meta: dict = {}  # the fields every utterance line carries (device, models), set by the server
         self._index = 0
         self._stopped = False
         self._task: asyncio.Task | None = None
@@ -133,6 +134,11 @@ class StreamSession:
     def full(self) -> bool:
         """True when no more audio may be accepted (the session reached its maximum length)."""
         return self.samples >= self.max_samples
+
+    @property
+    def failed(self) -> bool:
+        """True when the recognition task ended before `stop` (a model failed or the client is gone)."""
+        return self._task is not None and self._task.done() and not self._stopped
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._recognize_loop(), name=f"memocmt-session-{self.id}")
@@ -158,6 +164,8 @@ class StreamSession:
     async def _emit(self, segment: Segment, arrival: float, block_end: int) -> None:
         eos_wall = arrival - max(0, block_end - round(segment.end_s * SAMPLE_RATE)) / SAMPLE_RATE
         item = _Pending(segment, eos_wall, time.monotonic())
+        if self._task is not None and self._task.done():
+            return  # nobody consumes the queue any more; the server reports why
         if self.options.overflow == "wait":
             await self.queue.put(item)  # stops reading this client's socket until there is room
             return
@@ -188,7 +196,8 @@ class StreamSession:
             await self._push(tail, time.monotonic())
         for segment in self.segmenter.flush():
             await self._emit(segment, time.monotonic(), self.segmenter.position)
-        await self.queue.put(_END)
+        if self._task is not None and not self._task.done():
+            await self.queue.put(_END)
 
     async def finished(self) -> None:
         """Wait until every queued utterance was recognised and sent."""
