@@ -91,3 +91,19 @@ def test_remote_cli_reports_a_busy_server_in_one_sentence(engine, ravdess_dir, t
     assert len(err) == 1 and "maximum of 1 sessions" in err[0]
     assert live_cli.cli(["--server", "ws://127.0.0.1:9/ws", "--input", str(wav)]) == 2
     assert "Cannot connect" in capsys.readouterr().err
+
+
+@pytest.mark.requires_cuda
+def test_gpu_server_streams_real_speech(ravdess_dir):
+    from memocmt.serve.cli import ModelOptions, load_engine
+
+    engine = load_engine(ModelOptions(emotion_device="cuda", asr_device="cuda"))
+    try:
+        assert engine.emotion.bundle.device == "cuda"
+        with ServerThread(create_app(engine, ServerConfig())) as running:
+            messages = stream(running.ws, ravdess_stream(ravdess_dir, 6, ["angry", "happy"]))
+        utterances = [m for m in messages if m["type"] == "utterance"]
+        assert len(utterances) == 2 and messages[-1]["type"] == "done"
+        assert all(any(w in u["text"].lower() for w in WORDS) for u in utterances)
+    finally:
+        engine.close()
