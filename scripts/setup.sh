@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs everything MemoCMT Live needs on a fresh Debian/Ubuntu machine into the active Python:
-# system packages (speech synthesis for the synthetic corpus, PortAudio/PulseAudio for live audio),
+# system packages (speech synthesis for the synthetic corpus, PortAudio/PulseAudio for live audio,
+# Chromium for the browser page's tests),
 # then PyTorch and the project with its extras. Run it inside a virtual environment.
 #   MEMOCMT_EXTRAS  extras to install (default "all,cpu"; use "all,gpu" on a CUDA machine)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SYSTEM_PACKAGES="espeak-ng sox libsndfile1 libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins"
+SYSTEM_PACKAGES="espeak-ng sox libsndfile1 libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins chromium"
 if command -v apt-get >/dev/null; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   missing=$(for p in $SYSTEM_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)

@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--device", help="input device: index or part of its name (default: the system default)")
     src.add_argument("--capture-rate", type=int, help="capture at this rate in Hz (default: 16000 if the device supports it, else its default rate)")
     src.add_argument("--input", metavar="FILE", help="read an audio file instead of the microphone; '-' reads raw int16 mono PCM from stdin")
+    src.add_argument("--server", metavar="URL",
+                     help="stream the input to a memocmt-serve server (ws://HOST:PORT/ws[?token=...]) instead of running the models here")
     src.add_argument("--input-rate", type=int, default=16000, help="sample rate of --input - in Hz (default: 16000)")
     pace = src.add_mutually_exclusive_group()
     pace.add_argument("--realtime", dest="realtime", action="store_true", default=None,
@@ -151,6 +153,10 @@ def _make_source(args):
 def _run(args) -> int:
     if args.list_devices:
         return _list_devices()
+    if args.server:
+        from memocmt.serve.client import run_remote
+
+        return run_remote(args)
     from memocmt.live.asr import AsrConfig, Transcriber
     from memocmt.live.capture import MicrophoneSource
     from memocmt.live.display import AudioSaver, JsonlWriter, make_view

@@ -20,6 +20,14 @@ RICH_BAR = 10  # ... and in the live table
 HISTORY = 8  # utterances kept on screen
 
 
+def jsonl_record(result: UtteranceResult, meta: dict, audio_path: str | None = None) -> dict:
+    """The fields of one JSONL line: the result, the session's `meta` (device, models), the saved WAV."""
+    record = result.to_dict()
+    record.update(meta)
+    record["audio_path"] = audio_path
+    return record
+
+
 class JsonlWriter:
     """One JSON object per utterance, flushed after each line (`-` is stdout)."""
 
@@ -38,9 +46,7 @@ class JsonlWriter:
             self._owned = True
 
     def write(self, result: UtteranceResult, audio_path: str | None = None) -> None:
-        record = result.to_dict()
-        record.update(self.meta)
-        record["audio_path"] = audio_path
+        record = jsonl_record(result, self.meta, audio_path)
         self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
         self._file.flush()
 

@@ -1,0 +1,196 @@
+"""`memocmt-serve`: many live streams on one machine (FastAPI + uvicorn).
+
+    memocmt-serve                                 # http://127.0.0.1:8765/ and ws://127.0.0.1:8765/ws
+    memocmt-serve --host 0.0.0.0 --token SECRET   # other machines may connect, with the token
+
+Problems a user can fix end the program with one sentence on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from dataclasses import dataclass
+
+from memocmt.live.errors import LiveError
+
+log = logging.getLogger("memocmt")
+
+PROG = "memocmt-serve"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass
+class ModelOptions:
+    """Which models the server shares between sessions, and where they run."""
+
+    model: str | None = None  # bundle directory (None: the runtime's default bundle)
+    no_emotion: bool = False
+    emotion_device: str = "auto"
+    emotion_threads: int = 0  # ONNX Runtime intra-op threads, one pool shared by every session (0: the runtime's default)
+    adapt_window: int = 20
+    asr_model: str | None = None
+    asr_device: str = "auto"
+    compute_type: str = "auto"
+    asr_threads: int = 0
+    beam_size: int = 1
+    language: str | None = None
+    asr_context: str = "short"
+
+
+def load_engine(options: ModelOptions, config=None, metrics=None):
+    """Load the shared models and start their queues; raises LiveError with one sentence."""
+    from memocmt.live.asr import AsrConfig, Transcriber
+    from memocmt.live.pipeline import load_emotion_model
+    from memocmt.serve.engine import BundleBackend, Engine
+
+    backend = None
+    if not options.no_emotion:
+        device = None if options.emotion_device == "auto" else options.emotion_device
+        loaded = load_emotion_model(options.model, device, options.emotion_threads or None, options.adapt_window)
+        backend = BundleBackend(loaded.bundle, options.adapt_window)
+    engine_ref: list = []
+
+    def make_transcriber(context: str):
+        transcriber = Transcriber(AsrConfig(
+            model=options.asr_model, device=options.asr_device, compute_type=options.compute_type,
+            beam_size=options.beam_size, language=options.language, cpu_threads=options.asr_threads, context=context,
+        ))
+        if context == "short" and engine_ref:
+            transcriber.attach_encoder(engine_ref[0].whisper_encoder())
+        transcriber.warm_up()
+        return transcriber
+
+    engine = Engine(backend, None, options.asr_context, config, metrics)
+    engine_ref.append(engine)
+    engine.enable_asr(make_transcriber)
+    return engine
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from memocmt.serve.engine import EngineConfig
+    from memocmt.serve.session import ServerConfig, SessionLimits
+
+    s, e, lim = ServerConfig(), EngineConfig(), SessionLimits()
+    p = argparse.ArgumentParser(prog=PROG, description="Serve realtime speech emotion recognition to many websocket "
+                                                       "clients and a browser page (protocol memocmt.v1).")
+    net = p.add_argument_group("network")
+    net.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    net.add_argument("--port", type=int, default=8765, help="TCP port (default: 8765)")
+    net.add_argument("--token", default=os.environ.get("MEMOCMT_TOKEN"),
+                     help="clients must send this token (Authorization: Bearer ... or ?token=); default $MEMOCMT_TOKEN")
+    net.add_argument("--insecure", action="store_true", help="allow another address than loopback without a token")
+    lim_g = p.add_argument_group("limits")
+    lim_g.add_argument("--max-sessions", type=int, default=s.max_sessions, help=f"sessions at once (default: {s.max_sessions})")
+    lim_g.add_argument("--max-frame-bytes", type=int, default=s.max_frame_bytes,
+                       help=f"largest websocket frame (default: {s.max_frame_bytes})")
+    lim_g.add_argument("--max-session-s", type=float, default=lim.max_session_s,
+                       help=f"audio one session may stream, in seconds (default: {lim.max_session_s:.0f})")
+    lim_g.add_argument("--queue-depth", type=int, default=lim.queue_depth,
+                       help=f"utterances waiting for recognition per session (default: {lim.queue_depth})")
+    lim_g.add_argument("--idle-timeout-s", type=float, default=s.idle_timeout_s,
+                       help=f"close a session that sends nothing for this long (default: {s.idle_timeout_s:.0f})")
+    bat = p.add_argument_group("batching")
+    bat.add_argument("--max-batch", type=int, default=e.max_batch, help=f"utterances per emotion graph call (default: {e.max_batch})")
+    bat.add_argument("--batch-wait-ms", type=float, default=e.batch_wait_ms,
+                     help=f"how long a call waits for more utterances (default: {e.batch_wait_ms:g})")
+    bat.add_argument("--no-batching", action="store_true", help="one utterance per graph call")
+    mod = p.add_argument_group("models")
+    mod.add_argument("--model", metavar="PATH", help="exported MemoCMT bundle (default: the runtime's default bundle)")
+    mod.add_argument("--no-emotion", action="store_true", help="transcripts only")
+    mod.add_argument("--emotion-device", choices=["auto", "cpu", "cuda"], default="auto")
+    mod.add_argument("--emotion-threads", type=int, default=0, help="ONNX Runtime threads for the emotion model (default: runtime's)")
+    mod.add_argument("--asr-model", help="faster-whisper model size or directory (default: offline tiny.en)")
+    mod.add_argument("--asr-device", choices=["auto", "cpu", "cuda"], default="auto")
+    mod.add_argument("--compute-type", choices=["auto", "int8", "int8_float16", "int8_float32", "float16", "float32"],
+                     default="auto")
+    mod.add_argument("--asr-threads", type=int, default=0, help="CPU threads for Whisper (default: one per core, at most 4)")
+    mod.add_argument("--asr-context", choices=["short", "full"], default="short",
+                     help="default ASR context of a session (a client may ask for the other)")
+    mod.add_argument("--language", help="spoken language code (default: en for .en models)")
+    mod.add_argument("--vad", choices=["webrtc", "silero"], default="webrtc", help="VAD of every session (default: webrtc)")
+    mod.add_argument("--hangover-ms", type=int, default=300, help="silence that ends an utterance (default: 300)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v: info, -vv: debug)")
+    return p
+
+
+def cli(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.host not in LOOPBACK and not args.token and not args.insecure:
+        parser.error(f"listening on {args.host} lets other machines connect: pass --token SECRET, or --insecure")
+    for name in ("max_sessions", "max_frame_bytes", "queue_depth", "max_batch"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.no_emotion and args.model:
+        parser.error("--model and --no-emotion cannot be used together")
+    _configure_logging(args.verbose)
+    if args.host not in LOOPBACK and not args.token:
+        print(f"{PROG}: WARNING: listening on {args.host} without a token; anyone who can reach this port can use it.",
+              file=sys.stderr)
+    try:
+        return _run(args)
+    except LiveError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _configure_logging(verbosity: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG)
+    log.propagate = False
+
+
+def _run(args) -> int:
+    try:
+        import uvicorn
+
+        from memocmt.serve.app import create_app
+    except ImportError as e:
+        raise LiveError(f"memocmt-serve needs {e.name}; pip install 'memocmt-live[serve]'.") from None
+    from memocmt.live.vad import VadConfig
+    from memocmt.serve.engine import EngineConfig
+    from memocmt.serve.session import ServerConfig, SessionLimits
+
+    vad = VadConfig(backend=args.vad, hangover_ms=args.hangover_ms)
+    vad.validate()
+    engine_config = EngineConfig(max_batch=1 if args.no_batching else args.max_batch, batch_wait_ms=args.batch_wait_ms)
+    options = ModelOptions(model=args.model, no_emotion=args.no_emotion, emotion_device=args.emotion_device,
+                           emotion_threads=args.emotion_threads, asr_model=args.asr_model, asr_device=args.asr_device,
+                           compute_type=args.compute_type, asr_threads=args.asr_threads, language=args.language,
+                           asr_context=args.asr_context)
+    print(f"{PROG}: loading models ...", file=sys.stderr, flush=True)
+    engine = load_engine(options, engine_config)
+    config = ServerConfig(max_sessions=args.max_sessions, max_frame_bytes=args.max_frame_bytes,
+                          idle_timeout_s=args.idle_timeout_s, token=args.token, vad=vad,
+                          limits=SessionLimits(queue_depth=args.queue_depth, max_session_s=args.max_session_s))
+    app = create_app(engine, config)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"{PROG}: serving http://{host}:{args.port}/ (websocket ws://{host}:{args.port}/ws, protocol memocmt.v1)",
+          file=sys.stderr, flush=True)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, ws_max_size=args.max_frame_bytes,
+                    log_level="info" if args.verbose else "warning")
+    finally:
+        engine.close()
+    return 0
+
+
+def ray_cli(argv: list[str] | None = None) -> int:
+    """`memocmt-serve-ray`: the same service as Ray Serve deployments (memocmt.serve.ray_app)."""
+    try:
+        from memocmt.serve import ray_app
+    except ImportError as e:
+        print(f"memocmt-serve-ray: {e}", file=sys.stderr)
+        return 2
+    return ray_app.cli(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,299 @@
+"""The models every session shares, behind queues that keep them fair and busy.
+
+    audio encoder  --MicroBatcher--  utterances of all sessions, and Whisper's own-length
+                                     encoder passes (short-context ASR), grouped by length
+    text encoder   --MicroBatcher--
+    fusion head    --MicroBatcher--  each utterance with its own session's voice statistics
+    Whisper        --FairQueue-----  one decode at a time, sessions take turns
+
+A session's state (VAD, voices, summary) never enters here: `Engine.recognize` takes the
+session's `SpeakerTracker` as an argument. int8 bundles run their graphs one utterance at a
+time (batching would change their answers, see memocmt.runtime), so their batchers take
+batches of one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from memocmt.audio import SAMPLE_RATE
+from memocmt.live.asr import Transcript
+from memocmt.results import Prediction
+from memocmt.serve.batcher import FairQueue, MicroBatcher
+
+log = logging.getLogger("memocmt")
+
+
+class EmotionBackend(Protocol):
+    """Batched graph calls of an emotion model (the ONNX bundle, or a test double)."""
+
+    labels: list[str]
+    name: str
+    audio_batchable: bool  # the audio encoder may take several utterances at once without changing answers
+    head_batchable: bool  # ... the text encoder and the fusion head
+
+    def encode_audio_batch(self, audios: list[np.ndarray]) -> list[Any]: ...
+
+    def encode_text_batch(self, texts: list[str]) -> list[Any]: ...
+
+    def audio_stats(self, encoding: Any) -> np.ndarray | None:
+        """(1, 2, L, D) statistics of one encoding for speaker adaptation; None for a model without it."""
+
+    def classify_batch(self, items: list[tuple[Any, Any, np.ndarray | None]]) -> list[Prediction]: ...
+
+    def new_tracker(self, speakers: str) -> Any:
+        """A fresh per-session memocmt.speakers.SpeakerTracker (None when the model does not adapt)."""
+
+    def whisper_states(self, encoding: Any) -> np.ndarray | None:
+        """Final-layer states (frames, d_model) of one encoding, if the encoder is Whisper's; else None."""
+
+
+class Recognizer(Protocol):
+    model_name: str
+    context: str
+
+    def transcribe(self, audio: np.ndarray) -> Transcript: ...
+
+
+@dataclass
+class EngineConfig:
+    max_batch: int = 8  # utterances per graph call (1: no batching)
+    batch_wait_ms: float = 5.0  # how long the oldest item waits for company
+    length_spread: float = 1.25  # longest/shortest audio in one batch (an utterance and its 1 s-padded ASR pass stay apart)
+    max_queue: int = 256  # items waiting per graph before new work is refused
+    asr_per_session: int = 4  # ASR jobs one session may have waiting
+
+
+@dataclass
+class Recognition:
+    text: str
+    prediction: Prediction | None
+    timings_ms: dict[str, float]
+    dropped: bool = False  # no words (with drop_empty): nothing to report
+    speaker_stats: np.ndarray | None = None  # the utterance's own audio statistics (to commit a tentative one)
+
+
+class Engine:
+    """Shared ASR and emotion models for every session; thread-safe, async-friendly."""
+
+    def __init__(self, emotion: EmotionBackend | None, transcriber_factory: Callable[[str], Recognizer] | None,
+                 asr_context: str = "short", config: EngineConfig | None = None, metrics: Any = None):
+        self.emotion = emotion
+        self.config = config or EngineConfig()
+        self.metrics = metrics
+        self.asr_context = asr_context
+        c = self.config
+        self.audio_batcher = self.text_batcher = self.fusion_batcher = None
+        if emotion is not None:
+            head = c.max_batch if emotion.head_batchable else 1
+            self.audio_batcher = MicroBatcher("audio", emotion.encode_audio_batch,
+                                              c.max_batch if emotion.audio_batchable else 1, c.batch_wait_ms,
+                                              c.max_queue, size=len, spread=c.length_spread,
+                                              on_batch=self._observer("audio"))
+            self.text_batcher = MicroBatcher("text", emotion.encode_text_batch, head, c.batch_wait_ms, c.max_queue,
+                                             size=lambda t: 1 + len(t) // 32, spread=c.length_spread,
+                                             on_batch=self._observer("text"))
+            self.fusion_batcher = MicroBatcher("fusion", emotion.classify_batch, head, c.batch_wait_ms, c.max_queue,
+                                               on_batch=self._observer("fusion"))
+        self._factory: Callable[[str], Recognizer] | None = None
+        self._transcribers: dict[str, Recognizer] = {}
+        self._load_lock = threading.Lock()
+        self.asr_queue: FairQueue | None = None
+        if transcriber_factory is not None:
+            self.enable_asr(transcriber_factory)
+
+    def enable_asr(self, transcriber_factory: Callable[[str], Recognizer]) -> None:
+        """Use `transcriber_factory(context)` for ASR (after construction, so a factory may attach
+        `whisper_encoder()`); the default context's recogniser loads now, so errors surface at start-up."""
+        self._factory = transcriber_factory
+        self.asr_queue = FairQueue("asr", self._transcribe, self.config.asr_per_session)
+        self.transcriber(self.asr_context)
+
+    # ------------------------------------------------------------------ models
+
+    def _observer(self, graph: str) -> Callable[[int, float], None]:
+        def observe(size: int, seconds: float) -> None:
+            if self.metrics is not None:
+                self.metrics.batch(graph, size, seconds)
+        return observe
+
+    def whisper_encoder(self) -> Callable[[np.ndarray], np.ndarray] | None:
+        """The emotion model's Whisper encoder as Transcriber.attach_encoder wants it, through the
+        audio batcher, so ASR encoder passes batch with the emotion passes of every session."""
+        if self.emotion is None or self.audio_batcher is None:
+            return None
+        probe = self.emotion.whisper_states(self.emotion.encode_audio_batch([np.zeros(SAMPLE_RATE, np.float32)])[0])
+        if probe is None:
+            return None
+
+        def encode(samples: np.ndarray) -> np.ndarray:
+            return self.emotion.whisper_states(self.audio_batcher(samples))
+
+        return encode
+
+    def transcriber(self, context: str | None = None) -> Recognizer:
+        """The recogniser for an ASR context ("short"/"full"), loaded on first use."""
+        context = context or self.asr_context
+        with self._load_lock:
+            if context not in self._transcribers:
+                self._transcribers[context] = self._factory(context)
+            return self._transcribers[context]
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.emotion.labels) if self.emotion is not None else []
+
+    def meta(self, context: str | None = None) -> dict:
+        """The model fields of every utterance line, as `memocmt-live --jsonl` writes them."""
+        asr = self.transcriber(context) if self._factory is not None else None
+        return {"asr_model": asr.model_name if asr else None, "model": getattr(self.emotion, "name", None),
+                "asr_context": asr.context if asr else None}
+
+    def _transcribe(self, job: tuple[str, np.ndarray]) -> Transcript:
+        context, audio = job
+        return self.transcriber(context).transcribe(audio)
+
+    def close(self) -> None:
+        for worker in (self.audio_batcher, self.text_batcher, self.fusion_batcher, self.asr_queue):
+            if worker is not None:
+                worker.close()
+
+    # ------------------------------------------------------------------ one utterance
+
+    @property
+    def speech_only(self) -> bool:
+        """The emotion model was trained on clips cut to their speech (trim: vad): give it `Segment.speech`."""
+        trim = getattr(self.emotion, "trim", None) or getattr(getattr(self.emotion, "bundle", None), "trim", "none")
+        return trim == "vad"
+
+    async def recognize(self, session: str, audio: np.ndarray, tracker: Any, context: str | None = None,
+                        drop_empty: bool = True, emotion_audio: np.ndarray | None = None,
+                        commit: bool = True) -> Recognition:
+        """Transcript and emotion of one utterance of `session`; the audio encoder starts at once
+        and runs while Whisper decodes, the text encoder and fusion head follow the transcript.
+        `emotion_audio` is what the emotion model hears (default `audio`); with `commit=False` (a
+        tentative segment) the session's speaker tracker is left as it was."""
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        encoded, encoded_at = None, []
+        if self.emotion is not None:
+            job = self.audio_batcher.submit(audio if emotion_audio is None else emotion_audio)
+            job.add_done_callback(lambda _f: encoded_at.append(time.perf_counter()))
+            encoded = asyncio.wrap_future(job)
+        text = ""
+        try:
+            if self.asr_queue is not None:
+                transcript = await asyncio.wrap_future(self.asr_queue.submit(session, (context or self.asr_context, audio)))
+                timings["asr"] = transcript.asr_ms
+                text = transcript.text
+                if not text and drop_empty:
+                    return Recognition("", None, timings, dropped=True)
+            prediction = None
+            if self.emotion is not None:
+                t0 = time.perf_counter()
+                text_future = asyncio.wrap_future(self.text_batcher.submit(text))
+                audio_encoding = await encoded
+                timings["audio_encode"] = (encoded_at[0] - started) * 1000  # queued + computed
+                stats, voice = None, None
+                raw_stats = self.emotion.audio_stats(audio_encoding)
+                if tracker is not None and raw_stats is not None:
+                    stats, voice = tracker.update(raw_stats, commit=commit)
+                text_encoding = await text_future
+                prediction = await asyncio.wrap_future(self.fusion_batcher.submit((audio_encoding, text_encoding, stats)))
+                prediction.speaker = voice
+                timings["emotion"] = (time.perf_counter() - t0) * 1000
+                return Recognition(text, prediction, timings, speaker_stats=raw_stats)
+            return Recognition(text, prediction, timings)
+        finally:
+            if encoded is not None and not encoded.done():
+                encoded.cancel()
+
+
+# ---------------------------------------------------------------------- the ONNX bundle
+
+
+class BundleBackend:
+    """`EmotionBackend` over a `memocmt.runtime.Bundle`: batch calls, split back into one encoding
+    per utterance (on the host), and padded together again for the fusion head."""
+
+    def __init__(self, bundle: Any, adapt_window: int = 20):
+        from memocmt.runtime import AudioEncoding, TextEncoding
+
+        self._audio_cls, self._text_cls = AudioEncoding, TextEncoding
+        self.bundle = bundle
+        self.name = str(bundle.path)
+        self.labels = list(bundle.labels)
+        self.adapt_window = adapt_window
+        self.head_batchable = not bundle.item_by_item
+        audio = bundle.manifest.get("audio") or {}
+        self.audio_batchable = self.head_batchable and bool(audio.get("batchable"))
+        self.tracks_voices = bool(bundle.speaker_norm) and bundle.voices is not None
+        self._log_mel = (audio.get("feature_spec") or {}).get("kind") == "log_mel"
+
+    def encode_audio_batch(self, audios: list[np.ndarray]) -> list[Any]:
+        if not self.bundle.uses_audio:
+            return [None] * len(audios)
+        encoding = self.bundle.encode_audio_batch(audios)
+        return _split(encoding, self._audio_cls)
+
+    def encode_text_batch(self, texts: list[str]) -> list[Any]:
+        if not self.bundle.uses_text:
+            return [None] * len(texts)
+        return _split(self.bundle.encode_text_batch(texts), self._text_cls)
+
+    def audio_stats(self, encoding: Any) -> np.ndarray | None:
+        if not self.bundle.speaker_norm or encoding is None:
+            return None
+        return self.bundle.audio_stats(encoding)
+
+    def classify_batch(self, items: list[tuple[Any, Any, np.ndarray | None]]) -> list[Prediction]:
+        audio = _join([a for a, _, _ in items], self._audio_cls)
+        text = _join([t for _, t, _ in items], self._text_cls)
+        stats = [s for _, _, s in items]
+        speaker_stats = None if any(s is None for s in stats) else np.concatenate(stats).astype(np.float32)
+        return self.bundle.classify_batch(audio, text, speaker_stats)
+
+    def new_tracker(self, speakers: str) -> Any:
+        if not self.bundle.speaker_norm:
+            return None
+        from memocmt.speakers import SpeakerTracker
+
+        voices = self.bundle.voices if speakers == "auto" else None
+        return SpeakerTracker(voices, self.adapt_window, self.bundle.speaker_prior)
+
+    def whisper_states(self, encoding: Any) -> np.ndarray | None:
+        if encoding is None or not self._log_mel:
+            return None
+        return encoding.states[0, -1, : int(encoding.lengths[0])]
+
+
+def _host(states: Any) -> np.ndarray:
+    return states if isinstance(states, np.ndarray) else states.numpy()
+
+
+def _split(encoding: Any, cls: type) -> list[Any]:
+    """One encoding per utterance, each cut to its own length."""
+    states = _host(encoding.states)
+    return [cls(states[i : i + 1, :, : int(n)], encoding.lengths[i : i + 1], dict(encoding.timings_ms))
+            for i, n in enumerate(encoding.lengths)]
+
+
+def _join(encodings: list[Any], cls: type) -> Any:
+    """Zero-pad single-utterance encodings along time into one batch (None if the modality is unused)."""
+    if encodings[0] is None:
+        return None
+    if len(encodings) == 1:
+        return encodings[0]
+    t_max = max(e.states.shape[2] for e in encodings)
+    first = encodings[0].states
+    states = np.zeros((len(encodings), first.shape[1], t_max, first.shape[3]), dtype=first.dtype)
+    for i, e in enumerate(encodings):
+        states[i, :, : e.states.shape[2]] = e.states[0]
+    return cls(states, np.concatenate([e.lengths for e in encodings]), {})

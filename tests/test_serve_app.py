@@ -1,0 +1,239 @@
+"""memocmt-serve end to end with fake models: a real uvicorn server on 127.0.0.1 and websocket clients.
+
+The VAD, resampling, queues, batching and protocol are the real ones; the fake ASR names each
+utterance's level ('loud'/'quiet') and the fake emotion model labels it from that text."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("websockets")
+
+from websockets.exceptions import ConnectionClosed, InvalidStatus  # noqa: E402
+from websockets.sync.client import connect  # noqa: E402
+
+from memocmt.audio import SAMPLE_RATE  # noqa: E402
+from memocmt.live.display import jsonl_record  # noqa: E402
+from memocmt.live.summary import UtteranceResult  # noqa: E402
+from memocmt.serve.app import create_app  # noqa: E402
+from memocmt.serve.engine import Engine, EngineConfig  # noqa: E402
+from memocmt.serve.session import ServerConfig, SessionLimits  # noqa: E402
+from tests.pulse import espeak  # noqa: E402
+from tests.serve_helpers import FakeEmotion, FakeTranscriber, ServerThread, compose, pcm16, stream  # noqa: E402
+
+pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+
+SENTENCES = ["Good morning, I am very happy to see you.", "Why did you do that?", "We will walk along the river."]
+START = {"type": "start", "sample_rate": SAMPLE_RATE, "format": "pcm_s16le", "channels": 1}
+
+
+@pytest.fixture(scope="module")
+def speech() -> np.ndarray:
+    return compose([espeak(s) for s in SENTENCES], gap_s=0.8, scale=0.8)
+
+
+def serve(emotion=None, transcriber=None, engine_config=None, **server):
+    emotion = emotion or FakeEmotion()
+    transcriber = transcriber or FakeTranscriber()
+    engine = Engine(emotion, lambda context: transcriber, "full", engine_config or EngineConfig())
+    limits = SessionLimits(**{k: server.pop(k) for k in ("queue_depth", "max_session_s") if k in server})
+    return ServerThread(create_app(engine, ServerConfig(limits=limits, **server)), server.get("max_frame_bytes", 1 << 18))
+
+
+def get(url: str, headers: dict | None = None) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def kinds(messages: list[dict]) -> list[str]:
+    return [m["type"] for m in messages]
+
+
+def test_protocol_ready_utterances_done(speech):
+    with serve() as server:
+        messages = stream(server.ws, speech)
+    assert messages[0]["type"] == "ready" and messages[0]["labels"] == FakeEmotion.labels
+    assert messages[0]["asr_model"] == "fake-asr" and messages[0]["model"] == "fake-emotion"
+    utterances = [m for m in messages if m["type"] == "utterance"]
+    assert kinds(messages) == ["ready"] + ["utterance"] * len(utterances) + ["done"]
+    assert len(utterances) == len(SENTENCES)
+    jsonl_keys = set(jsonl_record(UtteranceResult(0, 0.0, 0.0, "", None, {}), {
+        "device": None, "asr_model": None, "model": None, "asr_context": None, "speaker_tracking": False}))
+    for i, u in enumerate(utterances, 1):
+        assert set(u) == jsonl_keys | {"type"}  # the fields of a memocmt-live --jsonl line
+        assert u["index"] == i and u["text"] == "loud speech" and u["label"] == "angry"
+        assert {"asr", "emotion", "eos_to_result"} <= set(u["timings_ms"])
+    summary = messages[-1]["summary"]
+    assert summary["utterances"] == len(SENTENCES) and summary["dropped_utterances"] == 0
+    assert summary["end_reason"] == "stopped by the client"
+
+
+def test_busy_when_every_slot_is_taken(speech):
+    with serve(max_sessions=1) as server:
+        with connect(server.ws) as first:
+            first.send(json.dumps(START))
+            assert json.loads(first.recv(10))["type"] == "ready"
+            with connect(server.ws) as second:
+                assert json.loads(second.recv(10))["type"] == "busy"
+                with pytest.raises(ConnectionClosed) as info:
+                    second.recv(10)
+                assert info.value.rcvd.code == 1013
+        time.sleep(0.3)  # the first slot is released on disconnect
+        assert kinds(stream(server.ws, speech[: 3 * SAMPLE_RATE]))[0] == "ready"
+        status, body = get(server.http + "/metrics")
+        assert "memocmt_sessions_rejected_total 1.0" in body
+
+
+def test_sessions_are_isolated_and_emotion_batches_across_them(speech):
+    emotion = FakeEmotion(delay_s=0.05)
+    results: dict[str, list[dict]] = {}
+    with serve(emotion=emotion, engine_config=EngineConfig(max_batch=8, batch_wait_ms=20)) as server:
+        def run(name, scale):
+            results[name] = stream(server.ws, np.clip(speech * scale, -1, 1))
+
+        threads = [threading.Thread(target=run, args=(f"{kind}{i}", scale))
+                   for i in range(2) for kind, scale in (("loud", 1.0), ("quiet", 0.02))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    for name, messages in results.items():
+        texts = {m["text"] for m in messages if m["type"] == "utterance"}
+        assert texts == {"loud speech" if name.startswith("loud") else "quiet speech"}, name
+        assert messages[-1]["type"] == "done"
+    assert sorted(t.updates for t in emotion.trackers) == sorted(m[-1]["summary"]["utterances"] for m in results.values())
+    assert max(emotion.batches["audio"]) > 1  # four sessions' utterances shared graph calls
+
+
+def test_unbatched_config_runs_one_at_a_time(speech):
+    emotion = FakeEmotion()
+    with serve(emotion=emotion, engine_config=EngineConfig(max_batch=1)) as server:
+        threads = [threading.Thread(target=stream, args=(server.ws, speech)) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert set(emotion.batches["audio"]) == {1} and set(emotion.batches["fusion"]) == {1}
+
+
+def test_bad_clients_get_one_sentence_and_the_session_survives(speech):
+    rng = np.random.default_rng(1)
+    with serve() as server:
+        with connect(server.ws) as ws:
+            ws.send(b"\x00\x01" * 100)  # audio before start
+            assert json.loads(ws.recv(10))["type"] == "error"
+            ws.send(json.dumps({"type": "stop"}))
+            assert "start" in json.loads(ws.recv(10))["message"]
+            ws.send(json.dumps(START))
+            assert json.loads(ws.recv(10))["type"] == "ready"
+            ws.send("not json")
+            assert "JSON" in json.loads(ws.recv(10))["message"]
+            ws.send(json.dumps({"type": "start"}))
+            assert "already" in json.loads(ws.recv(10))["message"]
+            ws.send(rng.integers(0, 256, 12345, dtype=np.uint8).tobytes())  # garbage of odd length is noise
+            data = pcm16(speech)
+            for i in range(0, len(data), 4097):  # odd frame sizes split samples
+                ws.send(data[i : i + 4097])
+            ws.send(json.dumps({"type": "stop"}))
+            messages = []
+            while not messages or messages[-1]["type"] != "done":
+                messages.append(json.loads(ws.recv(30)))
+            assert sum(m["type"] == "utterance" for m in messages) >= len(SENTENCES)
+        status, health = get(server.http + "/healthz")
+        assert status == 200 and json.loads(health)["status"] == "ok"
+
+
+def test_oversized_frame_closes_that_session_only(speech):
+    with serve(max_frame_bytes=4096) as server:
+        with connect(server.ws, max_size=None) as ws:
+            ws.send(json.dumps(START))
+            json.loads(ws.recv(10))
+            ws.send(b"\x00" * 10000)
+            with pytest.raises(ConnectionClosed) as info:
+                while True:
+                    ws.recv(10)
+            assert info.value.rcvd.code == 1009
+        assert kinds(stream(server.ws, speech[: 4 * SAMPLE_RATE], chunk_ms=100))[-1] == "done"
+
+
+def test_disconnect_mid_utterance_releases_the_slot(speech):
+    transcriber = FakeTranscriber(delay_s=0.2)
+    with serve(transcriber=transcriber, max_sessions=1) as server:
+        ws = connect(server.ws)
+        ws.send(json.dumps(START))
+        json.loads(ws.recv(10))
+        ws.send(pcm16(speech[: int(4.5 * SAMPLE_RATE)]))  # ends inside the second sentence
+        time.sleep(0.1)
+        ws.close()
+        deadline = time.monotonic() + 10
+        while json.loads(get(server.http + "/healthz")[1])["sessions"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert json.loads(get(server.http + "/healthz")[1])["sessions"] == 0
+        assert kinds(stream(server.ws, speech))[-1] == "done"
+
+
+def test_a_ten_times_realtime_client_does_not_stall_a_realtime_one(speech):
+    transcriber = FakeTranscriber(delay_s=0.15)
+    out: dict[str, list[dict]] = {}
+    with serve(transcriber=transcriber, queue_depth=2) as server:
+        fast = threading.Thread(target=lambda: out.setdefault("fast", stream(
+            server.ws, np.tile(speech, 3), speed=10.0, chunk_ms=20, start={**START, "overflow": "drop"})))
+        fast.start()
+        out["live"] = stream(server.ws, speech, speed=1.0)
+        fast.join(60)
+    live = [m for m in out["live"] if m["type"] == "utterance"]
+    assert len(live) == len(SENTENCES) and out["live"][-1]["summary"]["dropped_utterances"] == 0
+    assert max(m["timings_ms"]["eos_to_result"] for m in live) < 2000
+    assert out["fast"][-1]["type"] == "done"  # dropped or not, the fast client is answered and counted
+    fast_summary = out["fast"][-1]["summary"]
+    assert fast_summary["utterances"] + fast_summary["dropped_utterances"] >= 3 * len(SENTENCES) - 1
+
+
+def test_idle_and_length_limits(speech):
+    with serve(idle_timeout_s=0.5, max_session_s=2.0) as server:
+        with connect(server.ws) as ws:
+            ws.send(json.dumps(START))
+            json.loads(ws.recv(10))
+            assert "Nothing received" in json.loads(ws.recv(10))["message"]
+        messages = stream(server.ws, speech)
+    assert any(m["type"] == "error" and "maximum length" in m["message"] for m in messages)
+    assert messages[-1]["summary"]["audio_s"] == pytest.approx(2.0, abs=0.01)
+
+
+def test_token_is_required_when_set(speech):
+    with serve(token="s3cret") as server:
+        with pytest.raises(InvalidStatus):
+            connect(server.ws, open_timeout=5)
+        assert get(server.http + "/metrics")[0] == 401
+        assert get(server.http + "/healthz")[0] == 200
+        assert kinds(stream(server.ws + "?token=s3cret", speech[: 3 * SAMPLE_RATE]))[0] == "ready"
+        assert kinds(stream(server.ws, speech[: 3 * SAMPLE_RATE], headers={"Authorization": "Bearer s3cret"}))[0] == "ready"
+        assert get(server.http + "/metrics", {"Authorization": "Bearer s3cret"})[0] == 200
+
+
+def test_page_healthz_and_metrics(speech):
+    with serve() as server:
+        stream(server.ws, speech)
+        status, page = get(server.http + "/")
+        assert status == 200 and "getUserMedia" not in page and "static/app.js" in page
+        for name in ("app.js", "chart.js", "pcm-worklet.js", "style.css"):
+            assert get(server.http + "/static/" + name)[0] == 200
+        assert "echoCancellation: false" in get(server.http + "/static/app.js")[1]
+        health = json.loads(get(server.http + "/healthz")[1])
+        assert health["protocol"] == "memocmt.v1" and health["max_sessions"] == 8
+        metrics = get(server.http + "/metrics")[1]
+    assert "memocmt_utterances_total 3.0" in metrics
+    assert 'memocmt_stage_latency_seconds_count{stage="eos_to_result"} 3.0' in metrics
+    assert 'memocmt_batch_size_count{graph="audio"}' in metrics and "memocmt_dropped_audio_seconds_total" in metrics
