@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transcribe", action="store_true", help="replace transcripts with cached faster-whisper ASR")
     p.add_argument("--asr-model", default="", help="faster-whisper model name or directory (default: offline tiny.en)")
     p.add_argument("--asr-cache", type=Path, help="transcript cache file (default: next to --out, asr_cache.json)")
+    p.add_argument("--language", help="--transcribe: spoken language, auto|en|pl|... (default: each utterance's "
+                   "manifest language, else en; an English-only model takes en only)")
     p.add_argument("--skip-bad", action="store_true", help="drop unreadable or duplicate rows instead of stopping")
     p.add_argument("--n-per-class", type=int, default=50, help="synthetic: utterances per class (default 50)")
     p.add_argument("--conflict-fraction", type=float, default=0.2, help="synthetic: share of text-led/voice-led items")
@@ -97,13 +99,17 @@ def _names(text: str | None) -> list[str] | None:
 def prepare_corpus(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Manifest:
     if args.out is None:
         parser.error(f"--out is required for {args.corpus}.")
+    if args.language and not args.transcribe:
+        parser.error("--language applies to --transcribe only.")
     options = corpus_options(args, parser)
     manifest = build_corpus(args.corpus, args.root, **options)
     if args.transcribe:
         from memocmt.transcribe_cache import AsrConfig, transcribe_manifest
 
         cache = args.asr_cache or args.out.parent / "asr_cache.json"
-        manifest = transcribe_manifest(manifest, cache, AsrConfig(model=args.asr_model))
+        language = {"language": args.language} if args.language else {}
+        manifest = transcribe_manifest(manifest, cache, AsrConfig(model=args.asr_model, **language),
+                                       per_utterance_language=not args.language)
     split = options.get("split", CORPORA[args.corpus].splits[0])
     result = validate_manifest(
         manifest, on_error="skip" if args.skip_bad else "raise",

