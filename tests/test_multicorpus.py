@@ -137,3 +137,27 @@ def test_prepare_merge_command(tmp_path, wav_bytes, capsys):
     capsys.readouterr()
     assert prepare_cli(["merge", str(eight), str(n), "--out", str(tmp_path / "bad.jsonl")]) == 2
     assert "map both onto one class set" in capsys.readouterr().err
+
+
+def test_balanced_sampling_draws_corpora_and_classes_evenly():
+    pytest.importorskip("torch")
+    from collections import Counter
+
+    from memocmt.embed_cache import EmbeddedSplit
+    from memocmt.train import CachedDataset, TrainConfig, epoch_sampler
+
+    # corpus "big": 80 utterances (60 of class 0), corpus "small": 20 (5 of class 0); 3 speakers each
+    targets = [0] * 60 + [1] * 20 + [0] * 5 + [1] * 15
+    speakers = [("big", f"b{i % 3}") for i in range(80)] + [("small", f"s{i % 3}") for i in range(20)]
+    split = EmbeddedSplit([None] * 100, [None] * 100, targets, [f"u{i}" for i in range(100)], [], speakers)
+    data = CachedDataset(split)
+    draws = [i for epoch in range(1, 41) for i in epoch_sampler(data, 0, epoch, "corpus+class")]
+    assert len(draws) == 40 * 100
+    shares = Counter((speakers[i][0], targets[i]) for i in draws)
+    assert all(abs(n / len(draws) - 0.25) < 0.03 for n in shares.values()) and len(shares) == 4
+    by_corpus = Counter(speakers[i][0] for i in epoch_sampler(data, 0, 1, "corpus") for _ in [0])
+    assert abs(by_corpus["small"] - 50) < 20
+    assert epoch_sampler(data, 0, 3, "corpus+class") == epoch_sampler(data, 0, 3, "corpus+class")  # fixed by (seed, epoch)
+    assert sorted(epoch_sampler(data, 0, 1)) == list(range(100))  # off: every utterance once, as before
+    with pytest.raises(ValueError, match="balance 'speaker' is not one of"):
+        TrainConfig(manifests=["m.jsonl"], balance="speaker").validate()
