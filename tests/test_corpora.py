@@ -274,7 +274,7 @@ def test_folder_speaker_pattern_and_transcripts(tmp_path, wav_bytes, caplog):
 
 
 def test_registry_and_option_checks(tmp_path, wav_bytes):
-    assert set(CORPORA) == {"iemocap", "esd", "ravdess", "cremad", "meld", "folder"}
+    assert set(CORPORA) == {"iemocap", "esd", "ravdess", "cremad", "meld", "folder", "nemo", "table"}
     root = _ravdess(tmp_path / "R", wav_bytes, actors=range(1, 4))
     assert len(build_corpus("ravdess", root, classes="4", split="speaker", seed=0)) == 24
     with pytest.raises(CorpusError, match="does not take option"):

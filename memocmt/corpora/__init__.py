@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import os
 
-from memocmt.corpora import cremad, esd, folder, iemocap, meld, ravdess
+from memocmt.corpora import cremad, esd, folder, iemocap, meld, nemo, ravdess, table
 from memocmt.corpora.base import CorpusAdapter, CorpusError
 from memocmt.corpora.cremad import build_cremad
 from memocmt.corpora.esd import build_esd
 from memocmt.corpora.folder import build_folder
 from memocmt.corpora.iemocap import build_iemocap
 from memocmt.corpora.meld import build_meld
+from memocmt.corpora.nemo import build_nemo
 from memocmt.corpora.ravdess import build_ravdess
 from memocmt.corpora.splits import random_split, speaker_split
+from memocmt.corpora.table import build_table
 from memocmt.manifest import Manifest
 
 _SPEAKER_LISTS = ("test_speakers", "val_speakers")
@@ -35,6 +37,12 @@ CORPORA: dict[str, CorpusAdapter] = {
                           tuple(meld.CLASSES), meld.SPLITS, ("classes", "split")),
     "folder": CorpusAdapter("folder", build_folder, "any <root>/<label>/*.wav tree, speaker from a file-name regex",
                             ("",), folder.SPLITS, ("split", "seed", "speaker_pattern") + _SPEAKER_LISTS),
+    "nemo": CorpusAdapter("nemo", build_nemo, "nEMO Polish speech, data.tsv + samples/, 9 actors, 4 classes",
+                          tuple(nemo.CLASSES), nemo.SPLITS, ("classes", "split", "seed") + _SPEAKER_LISTS),
+    "table": CorpusAdapter("table", build_table, "any CSV/TSV table of audio, label, speaker (text, language) columns",
+                           ("",), table.SPLITS, ("split", "seed", "audio_col", "label_col", "speaker_col", "text_col",
+                                                 "language", "language_col", "corpus", "label_map", "audio_root",
+                                                 "delimiter") + _SPEAKER_LISTS),
 }
 
 
@@ -51,5 +59,5 @@ def build_corpus(name: str, root: str | os.PathLike, **options) -> Manifest:
 
 __all__ = [
     "CORPORA", "CorpusAdapter", "CorpusError", "build_corpus", "build_cremad", "build_esd", "build_folder",
-    "build_iemocap", "build_meld", "build_ravdess", "random_split", "speaker_split",
+    "build_iemocap", "build_meld", "build_nemo", "build_ravdess", "build_table", "random_split", "speaker_split",
 ]

@@ -3,7 +3,7 @@
 EE emotion (01 neutral, 02 calm, 03 happy, 04 sad, 05 angry, 06 fearful, 07 disgust,
 08 surprised), II intensity, SS statement, RR repetition, AA actor. `classes="4"` keeps neutral,
 happy, sad, angry (calm is not merged into neutral); `"8"` keeps all. Text is the statement
-(SS 01/02), so text_source is "corpus"; the two statements carry no emotion.
+(SS 01/02), so text_source is "corpus"; the two statements carry no emotion. Language "en".
 Speaker = "Actor_XX". Splits: `speaker` (explicit test/val actors, or a seeded draw of 20%/10%
 of the actors) or `random` (stratified 81/9/10, speakers overlap). Only speech files
 (vocal channel 01) are read.
@@ -64,7 +64,7 @@ def build_ravdess(
             continue
         items.append(Utterance(
             audio=audio, text=STATEMENTS.get(statement, ""), label=label, speaker=actor_id(actor), split="train",
-            corpus="ravdess", id=audio.stem, text_source="corpus",
+            corpus="ravdess", id=audio.stem, text_source="corpus", language="en",
         ))
     if not n_files:
         raise CorpusError(f"No RAVDESS files (Actor_XX/03-01-EE-II-SS-RR-AA.wav or .flac) under {root}.")

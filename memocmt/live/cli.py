@@ -52,12 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="start recognising after this much silence, before the hangover ends; 0 turns it off (default: 120)")
 
     asr = p.add_argument_group("speech recognition")
-    asr.add_argument("--asr-model", help="faster-whisper model size (e.g. base.en) or local directory (default: offline tiny.en)")
+    asr.add_argument("--asr-model", help="whisper-tiny.en, whisper-base (multilingual, from the models extra), a faster-whisper "
+                     "model size (e.g. base.en) or a local directory (default: offline tiny.en)")
     asr.add_argument("--asr-device", choices=["auto", "cpu", "cuda"], default="auto", help="where Whisper runs (default: auto)")
     asr.add_argument("--compute-type", choices=["auto", "int8", "int8_float16", "int8_float32", "float16", "float32"], default="auto",
                      help="CTranslate2 compute type (default: int8 on CPU, float16 on CUDA)")
     asr.add_argument("--beam-size", type=int, default=1, help="Whisper beam size; 1 is greedy and fastest (default: 1)")
-    asr.add_argument("--language", help="spoken language code (default: en for .en models, else detected)")
+    asr.add_argument("--language", default="auto", metavar="auto|en|pl|...",
+                     help="spoken language: auto detects it per utterance with a multilingual model (JSONL 'language'); "
+                          "English-only (.en) models take en only (default: auto)")
     asr.add_argument("--asr-threads", type=int, default=0, help="CPU threads for Whisper (default: one per core, at most 4)")
     asr.add_argument("--asr-context", choices=["short", "full"], default="short",
                      help="short: decode from the emotion model's Whisper encoder pass at the utterance's own length "
@@ -193,7 +196,8 @@ def _run(args) -> int:
     saver = AudioSaver(args.save_audio) if args.save_audio else None
     view_stream = sys.stderr if args.jsonl == "-" else sys.stdout
     view = make_view(view_stream, rich=False if args.plain else None)
-    meta = {"device": None, "asr_model": transcriber.model_name, "model": getattr(emotion, "name", None),
+    meta = {"device": None, "asr_model": transcriber.model_name, "asr_language": args.language,
+            "model": getattr(emotion, "name", None),
             "asr_context": transcriber.context, "speaker_tracking": bool(emotion is not None and emotion.tracks_speakers)}
     writer = JsonlWriter(args.jsonl, meta) if args.jsonl else None
     pipeline.start()  # opens the device: errors surface here

@@ -380,13 +380,14 @@ class Pipeline:
         emotion_audio = segment.speech if getattr(self.emotion, "speech_only", False) else segment.audio
         if self.emotion is not None:  # the audio encoder runs while Whisper decodes
             features = self._encoder.submit(_timed, self.emotion.encode_audio, emotion_audio)
-        text = ""
+        text, language = "", None
         if self.transcriber is not None:
             transcript = self.transcriber.transcribe(segment.audio)
             timings["asr"] = transcript.asr_ms
             if transcript.encoder_ms:
                 timings["asr_encoder"] = transcript.encoder_ms
             text = transcript.text
+            language = getattr(transcript, "language", None) or None  # detected with --language auto
             if not text and self.config.drop_empty:
                 if not segment.tentative:
                     self.no_speech += 1
@@ -407,7 +408,7 @@ class Pipeline:
         timings["eos_to_result"] = (time.monotonic() - item.eos_wall) * 1000
         return UtteranceResult(
             index=0, start_s=segment.start_s, end_s=segment.end_s, text=text, prediction=prediction,
-            timings_ms=timings, forced_split=segment.forced, audio=segment.audio,
+            timings_ms=timings, forced_split=segment.forced, audio=segment.audio, language=language,
         )
 
 

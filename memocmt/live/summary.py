@@ -30,6 +30,7 @@ class UtteranceResult:
     forced_split: bool = False  # cut at the maximum utterance length
     speculative: bool = False  # recognised from a tentative segment, before the hangover ended
     audio: np.ndarray | None = field(default=None, repr=False)  # the utterance, for --save-audio
+    language: str | None = None  # the language the utterance was transcribed in (detected with --language auto)
 
     def to_dict(self) -> dict:
         p = self.prediction
@@ -46,6 +47,7 @@ class UtteranceResult:
             "forced_split": self.forced_split,
             "speculative": self.speculative,
             "speaker": p.speaker if p else None,
+            "language": self.language,
         }
 
 

@@ -78,6 +78,7 @@ class Recognition:
     timings_ms: dict[str, float]
     dropped: bool = False  # no words (with drop_empty): nothing to report
     speaker_stats: np.ndarray | None = None  # the utterance's own audio statistics (to commit a tentative one)
+    language: str | None = None  # the transcript's language (detected with language "auto")
 
 
 class Engine:
@@ -187,12 +188,13 @@ class Engine:
             job = self.audio_batcher.submit(audio if emotion_audio is None else emotion_audio)
             job.add_done_callback(lambda _f: encoded_at.append(time.perf_counter()))
             encoded = asyncio.wrap_future(job)
-        text = ""
+        text, language = "", None
         try:
             if self.asr_queue is not None:
                 transcript = await asyncio.wrap_future(self.asr_queue.submit(session, (context or self.asr_context, audio)))
                 timings["asr"] = transcript.asr_ms
                 text = transcript.text
+                language = getattr(transcript, "language", None) or None
                 if not text and drop_empty:
                     return Recognition("", None, timings, dropped=True)
             prediction = None
@@ -209,8 +211,8 @@ class Engine:
                 prediction = await asyncio.wrap_future(self.fusion_batcher.submit((audio_encoding, text_encoding, stats)))
                 prediction.speaker = voice
                 timings["emotion"] = (time.perf_counter() - t0) * 1000
-                return Recognition(text, prediction, timings, speaker_stats=raw_stats)
-            return Recognition(text, prediction, timings)
+                return Recognition(text, prediction, timings, speaker_stats=raw_stats, language=language)
+            return Recognition(text, prediction, timings, language=language)
         finally:
             if encoded is not None and not encoded.done():
                 encoded.cancel()

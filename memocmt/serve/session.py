@@ -259,7 +259,8 @@ class StreamSession:
         timings["eos_to_result"] = (time.monotonic() - item.eos_wall) * 1000
         self._tentative_stats = found.speaker_stats if segment.tentative else None
         return UtteranceResult(index=0, start_s=segment.start_s, end_s=segment.end_s, text=found.text,
-                               prediction=found.prediction, timings_ms=timings, forced_split=segment.forced)
+                               prediction=found.prediction, timings_ms=timings, forced_split=segment.forced,
+                               language=found.language)
 
     def _confirm(self, result: UtteranceResult | None, item: _Pending) -> UtteranceResult | None:
         if result is None:

@@ -214,7 +214,7 @@ def _train_fold(job: _FoldJob) -> tuple[list[float], list[float], int, dict]:
     for epoch in tqdm(range(1, n_epochs + 1), desc=f"cv {job.candidate} fold {job.fold + 1}/{job.k}",
                       disable=not job.progress, leave=False):
         loader = torch.utils.data.DataLoader(train_set, batch_size=cand.batch_size, collate_fn=collate_cached,
-                                             sampler=epoch_sampler(train_set, cand.seed, epoch))
+                                             sampler=epoch_sampler(train_set, cand.seed, epoch, cand.balance))
         train_epoch(head, loader, loss_fn, optimizer, params, cand.grad_clip, device)
         scheduler.step()
         y, prob = predict(head, held_loader, device)

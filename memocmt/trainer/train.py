@@ -46,6 +46,7 @@ OPTIMIZERS = ("adam", "adamw")
 SCHEDULERS = ("step", "cosine", "none")
 DEVICES = ("auto", "cpu", "cuda")
 BAD_FILE_POLICIES = ("skip", "stop")
+BALANCES = ("", "class", "corpus", "corpus+class")  # groups an epoch draws evenly from ("": every utterance once)
 
 
 @dataclass
@@ -66,6 +67,10 @@ class TrainConfig:
     step_size: int = 10  # StepLR: epochs between decays
     gamma: float = 0.1  # StepLR: decay factor
     class_weights: bool = False  # weight the loss by inverse class frequency
+    # "" (off): each epoch sees every training utterance once. "class", "corpus", "corpus+class": each epoch
+    # draws as many utterances with replacement, every group (class, corpus, or corpus and class) equally
+    # likely, so a small corpus is not drowned by a large one (leave class_weights off with a class balance)
+    balance: str = ""
     seed: int = 0
     grad_clip: float = 0.0  # max gradient norm; 0 disables clipping
     feature_noise: float = 0.0  # training only: Gaussian noise on cached audio states, in units of their std
@@ -98,7 +103,8 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         for name, value, choices in (("optimizer", self.optimizer, OPTIMIZERS), ("scheduler", self.scheduler, SCHEDULERS),
-                                     ("device", self.device, DEVICES), ("on_bad_file", self.on_bad_file, BAD_FILE_POLICIES)):
+                                     ("device", self.device, DEVICES), ("on_bad_file", self.on_bad_file, BAD_FILE_POLICIES),
+                                     ("balance", self.balance, BALANCES)):
             if value not in choices:
                 raise ValueError(f"{name} {value!r} is not one of {', '.join(choices)}.")
         if not self.manifests:
@@ -355,16 +361,39 @@ def make_optimizer(config: TrainConfig, params: list) -> tuple[torch.optim.Optim
     return optimizer, scheduler
 
 
-def epoch_sampler(dataset, seed: int, epoch: int):
+def epoch_sampler(dataset, seed: int, epoch: int, balance: str = ""):
     """The order depends on (seed, epoch) only, so a resumed run sees the same batches. A dataset with
-    perturbed copies (CachedDataset.versions) yields one version of each utterance, drawn uniformly."""
+    perturbed copies (CachedDataset.versions) yields one version of each utterance, drawn uniformly.
+    With `balance` (see TrainConfig.balance) the utterances are drawn with replacement, each group equally likely."""
     generator = torch.Generator().manual_seed(seed * 100003 + epoch)
     versions = getattr(dataset, "versions", None)
-    if not versions:
+    if not versions and not balance:
         return torch.utils.data.RandomSampler(dataset, generator=generator)
+    versions = versions or [[i] for i in range(len(dataset))]
+    if balance:
+        groups = balance_groups(dataset, balance, [v[0] for v in versions])
+        counts: dict = {}
+        for g in groups:
+            counts[g] = counts.get(g, 0) + 1
+        weights = torch.tensor([1.0 / (len(counts) * counts[g]) for g in groups], dtype=torch.float64)
+        order = torch.multinomial(weights, len(versions), replacement=True, generator=generator).tolist()
+        picks = torch.randint(0, 2**31 - 1, (len(order),), generator=generator).tolist()
+        return [versions[i][picks[k] % len(versions[i])] for k, i in enumerate(order)]
     order = torch.randperm(len(versions), generator=generator).tolist()
     picks = torch.randint(0, 2**31 - 1, (len(versions),), generator=generator).tolist()
     return [versions[i][picks[i] % len(versions[i])] for i in order]
+
+
+def balance_groups(dataset, balance: str, indices: list[int]) -> list[tuple]:
+    """The sampling group of each item in `indices`: its class, its corpus, or both."""
+    if isinstance(dataset, CachedDataset):
+        targets = dataset.split.targets
+        corpora = [s[0] if s is not None else "" for s in dataset.split.speakers] if dataset.split.speakers else [""] * len(targets)
+    else:  # AudioTextDataset
+        targets = [dataset.index[u.label] for u in dataset.items]
+        corpora = [u.corpus for u in dataset.items]
+    keys = {"class": lambda i: (targets[i],), "corpus": lambda i: (corpora[i],), "corpus+class": lambda i: (corpora[i], targets[i])}
+    return [keys[balance](i) for i in indices]
 
 
 def class_weight(targets, n_classes: int, device) -> torch.Tensor:
@@ -519,15 +548,15 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
                   initial=start_epoch - 1, total=last_epoch)
     for epoch in epochs:
         started = time.perf_counter()
-        if world > 1 and getattr(datasets["train"], "versions", None):  # the same draw on every rank, then one share each
-            order = epoch_sampler(datasets["train"], config.seed, epoch)
+        if world > 1 and (getattr(datasets["train"], "versions", None) or config.balance):  # the same draw on every rank, then one share each
+            order = epoch_sampler(datasets["train"], config.seed, epoch, config.balance)
             order += order[: -len(order) % world]  # equal shares, as DistributedSampler pads
             sampler = order[rank::world]
         elif world > 1:
             sampler = torch.utils.data.distributed.DistributedSampler(datasets["train"], shuffle=True, seed=config.seed)
             sampler.set_epoch(epoch)
         else:
-            sampler = epoch_sampler(datasets["train"], config.seed, epoch)
+            sampler = epoch_sampler(datasets["train"], config.seed, epoch, config.balance)
         loader = torch.utils.data.DataLoader(datasets["train"], sampler=sampler, **loader_args)
         bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not (progress and main))
         train_loss, train_acc = train_epoch(trained, loader, loss_fn, optimizer, params, config.grad_clip, device, bar)
