@@ -70,7 +70,7 @@ def test_protocol_ready_utterances_done(speech):
     assert kinds(messages) == ["ready"] + ["utterance"] * len(utterances) + ["done"]
     assert len(utterances) == len(SENTENCES)
     jsonl_keys = set(jsonl_record(UtteranceResult(0, 0.0, 0.0, "", None, {}), {
-        "device": None, "asr_model": None, "model": None, "asr_context": None, "speaker_tracking": False}))
+        "device": None, "asr_model": None, "model": None, "asr_context": None, "asr_language": None, "speaker_tracking": False}))
     for i, u in enumerate(utterances, 1):
         assert set(u) == jsonl_keys | {"type"}  # the fields of a memocmt-live --jsonl line
         assert u["index"] == i and u["text"] == "loud speech" and u["label"] == "angry"

@@ -79,11 +79,6 @@ class BundleEmotionModel:
     def tracks_speakers(self) -> bool:
         return self.adapter is not None and self.adapter.voices is not None
 
-    @property
-    def speech_only(self) -> bool:
-        """The model was trained on clips cut to their speech (trim: vad): give it `Segment.speech`."""
-        return getattr(self.bundle, "trim", "none") == "vad"
-
     def encode_audio(self, audio: np.ndarray) -> Any:
         return self.bundle.encode_audio(audio) if self.bundle.uses_audio else None
 
@@ -376,10 +371,8 @@ class Pipeline:
         started = time.monotonic()
         timings = {"vad_wait": (item.emitted - item.eos_wall) * 1000, "queue": (started - item.emitted) * 1000}
         features = None
-        # the emotion model sees what it was trained on: the speech alone (trim: vad) or the whole segment
-        emotion_audio = segment.speech if getattr(self.emotion, "speech_only", False) else segment.audio
         if self.emotion is not None:  # the audio encoder runs while Whisper decodes
-            features = self._encoder.submit(_timed, self.emotion.encode_audio, emotion_audio)
+            features = self._encoder.submit(_timed, self.emotion.encode_audio, segment.audio)
         text, language = "", None
         if self.transcriber is not None:
             transcript = self.transcriber.transcribe(segment.audio)
@@ -400,9 +393,9 @@ class Pipeline:
             t0 = time.perf_counter()
             encoded, encode_ms = features.result()
             if segment.tentative and hasattr(self.emotion, "commit_tentative"):
-                prediction = self.emotion.predict(emotion_audio, text, audio_features=encoded, commit=False)
+                prediction = self.emotion.predict(segment.audio, text, audio_features=encoded, commit=False)
             else:
-                prediction = self.emotion.predict(emotion_audio, text, audio_features=encoded)
+                prediction = self.emotion.predict(segment.audio, text, audio_features=encoded)
             timings["audio_encode"] = encode_ms
             timings["emotion"] = (time.perf_counter() - t0) * 1000
         timings["eos_to_result"] = (time.monotonic() - item.eos_wall) * 1000

@@ -169,15 +169,6 @@ class Segment:
     def speech_s(self) -> float:
         return self.end_s - self.start_s
 
-    @property
-    def speech(self) -> np.ndarray:
-        """The samples from the first speech frame to the end of the last, without pre-roll or hangover:
-        what a model trained with `trim: vad` (trim_to_speech) sees of an utterance."""
-        first = self.end_sample - len(self.audio)  # stream position of audio[0]
-        lo = max(0, round(self.start_s * SAMPLE_RATE) - first)
-        hi = min(len(self.audio), round(self.end_s * SAMPLE_RATE) - first)
-        return self.audio[lo:hi] if hi > lo else self.audio
-
 
 @dataclass
 class SegmenterStats:
@@ -339,25 +330,25 @@ class Segmenter:
 
 
 def trim_to_speech(audio: np.ndarray, config: VadConfig | None = None) -> np.ndarray:
-    """A recorded utterance cut to its speech as the live segmenter finds it: from its first speech
-    frame to the end of its last (pauses inside are kept), without the pre-roll and hangover silence
-    that live segments carry for the ASR. A model whose config has `trim: vad` is trained and
-    evaluated on clips cut this way and live gets `Segment.speech`, the same span of each live
-    segment, so the emotion model never sees how much silence, or what kind (a room's noise, a
-    stream's digital zeros), surrounds the speech. Audio in which the VAD finds no speech is
-    returned unchanged."""
+    """A recorded utterance cut as the live segmenter cuts speech from a stream: from the pre-roll
+    before its first speech frame to the hangover after its last (pauses inside are kept, so a clip
+    the live path would split stays one utterance). Training and evaluation of a model whose
+    config has `trim: vad` see clips this way, so that their speaker statistics, voice signatures
+    and prior match what live segments give. Audio in which the VAD finds no speech is returned
+    unchanged."""
     config = config or VadConfig()
     if config.speculate_ms or config.max_utterance_s < 1e6:
         config = dataclasses.replace(config, speculate_ms=0, max_utterance_s=1e9)
     audio = np.asarray(audio, dtype=np.float32)
     segmenter = Segmenter(make_classifier(config), config)
+    lead = np.zeros(segmenter._pre_roll_frames * segmenter.frame, dtype=np.float32)  # silence before the clip, as in a stream
     tail = np.zeros((segmenter._hangover_frames + 1) * segmenter.frame, dtype=np.float32)
-    segments = segmenter.push(np.concatenate([audio, tail])) + segmenter.flush()
+    segments = segmenter.push(np.concatenate([lead, audio, tail])) + segmenter.flush()
     if not segments:
         return audio
-    first = round(segments[0].start_s * SAMPLE_RATE)
-    last = min(len(audio), round(segments[-1].end_s * SAMPLE_RATE))
-    return audio[first:last] if last > first else audio
+    first = max(0, round(segments[0].start_s * SAMPLE_RATE) - len(lead) - segmenter._pre_roll_frames * segmenter.frame)
+    last = min(len(audio), segments[-1].end_sample - len(lead))
+    return audio[first:last] if last - first > 0 else audio
 
 
 TRIMS = ("none", "vad")  # how a model's training and evaluation cut recorded clips (MemoCMTConfig.trim)

@@ -160,7 +160,7 @@ def run_remote(args) -> int:
         stream.close()
         source.close()
         raise
-    meta = {k: ready.get(k) for k in ("asr_model", "model", "asr_context", "speaker_tracking")}
+    meta = {k: ready.get(k) for k in ("asr_model", "model", "asr_context", "asr_language", "speaker_tracking")}
     meta = {"device": f"{source.description} -> {args.server.split('?')[0]}", **meta}
     writer = JsonlWriter(args.jsonl, meta) if args.jsonl else None
     view = make_view(sys.stderr if args.jsonl == "-" else sys.stdout, rich=False if args.plain else None)

@@ -155,7 +155,8 @@ class Engine:
         """The model fields of every utterance line, as `memocmt-live --jsonl` writes them."""
         asr = self.transcriber(context) if self._factory is not None else None
         return {"asr_model": asr.model_name if asr else None, "model": getattr(self.emotion, "name", None),
-                "asr_context": asr.context if asr else None}
+                "asr_context": asr.context if asr else None,
+                "asr_language": getattr(getattr(asr, "config", None), "language", None) or "auto"}
 
     def _transcribe(self, job: tuple[str, np.ndarray]) -> Transcript:
         context, audio = job
@@ -168,24 +169,16 @@ class Engine:
 
     # ------------------------------------------------------------------ one utterance
 
-    @property
-    def speech_only(self) -> bool:
-        """The emotion model was trained on clips cut to their speech (trim: vad): give it `Segment.speech`."""
-        trim = getattr(self.emotion, "trim", None) or getattr(getattr(self.emotion, "bundle", None), "trim", "none")
-        return trim == "vad"
-
     async def recognize(self, session: str, audio: np.ndarray, tracker: Any, context: str | None = None,
-                        drop_empty: bool = True, emotion_audio: np.ndarray | None = None,
-                        commit: bool = True) -> Recognition:
+                        drop_empty: bool = True, commit: bool = True) -> Recognition:
         """Transcript and emotion of one utterance of `session`; the audio encoder starts at once
         and runs while Whisper decodes, the text encoder and fusion head follow the transcript.
-        `emotion_audio` is what the emotion model hears (default `audio`); with `commit=False` (a
-        tentative segment) the session's speaker tracker is left as it was."""
+        With `commit=False` (a tentative segment) the session's speaker tracker is left as it was."""
         timings: dict[str, float] = {}
         started = time.perf_counter()
         encoded, encoded_at = None, []
         if self.emotion is not None:
-            job = self.audio_batcher.submit(audio if emotion_audio is None else emotion_audio)
+            job = self.audio_batcher.submit(audio)
             job.add_done_callback(lambda _f: encoded_at.append(time.perf_counter()))
             encoded = asyncio.wrap_future(job)
         text, language = "", None

@@ -72,8 +72,7 @@ class EmotionWorker:
     def describe(self) -> dict:
         bundle = self.backend.bundle
         return {"labels": self.backend.labels, "name": self.backend.name, "speaker_norm": bool(bundle.speaker_norm),
-                "voices": bundle.voices, "prior": bundle.speaker_prior, "adapt_window": self.backend.adapt_window,
-                "trim": getattr(bundle, "trim", "none")}
+                "voices": bundle.voices, "prior": bundle.speaker_prior, "adapt_window": self.backend.adapt_window}
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
     async def encode_audio(self, audios: list[np.ndarray]) -> list[tuple[Any, Any]]:
@@ -117,7 +116,6 @@ class RemoteEmotion:
         self.handle = handle
         info = _off_loop(handle.describe)
         self.labels, self.name = info["labels"], info["name"]
-        self.trim = info.get("trim", "none")  # what the model's training cut clips to (Engine.speech_only)
         self._info = info
 
     def encode_audio_batch(self, audios):

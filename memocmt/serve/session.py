@@ -246,7 +246,7 @@ class StreamSession:
         try:
             found = await self.engine.recognize(
                 self.id, segment.audio, self.tracker, self.options.asr_context,
-                emotion_audio=segment.speech if self.engine.speech_only else None, commit=not segment.tentative)
+                commit=not segment.tentative)
         except Overloaded as e:
             self._dropped(segment)
             log.warning("session %s: %s", self.id, e)

@@ -54,7 +54,7 @@ def encoder_fingerprint(encoder: nn.Module, spec: dict) -> str:
 
 def audio_key(path: str | os.PathLike, perturbation: Perturbation | None = None, trim: str = "none") -> str:
     """Cache key of a file's states, or of its perturbed copy's, as cut by `trim` (MemoCMTConfig.trim)."""
-    return audio_file_key(path) + (f"|{perturbation.spec}" if perturbation else "") + (f"|trim={trim}:speech-only" if trim != "none" else "")
+    return audio_file_key(path) + (f"|{perturbation.spec}" if perturbation else "") + (f"|trim={trim}" if trim != "none" else "")
 
 
 @dataclass
