@@ -59,6 +59,12 @@ def test_missing_input_file():
     one_sentence(live("--input", "/nonexistent/talk.wav", "--no-emotion"), "Input file not found")
 
 
+def test_a_file_with_no_samples_is_an_error_not_an_empty_session(tmp_path):
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, dtype=np.float32), SAMPLE_RATE)
+    one_sentence(live("--input", str(empty), "--no-emotion", "--fast"), "holds no audio (0 samples)")
+
+
 def test_corrupt_input_file(tmp_path):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(os.urandom(4000))

@@ -305,13 +305,19 @@ class FileSource(_PullSource):
 
         try:
             self._file = sf.SoundFile(str(self.path))
-            return int(self._file.samplerate)
         except (sf.LibsndfileError, RuntimeError) as sf_error:
             log.debug("soundfile cannot stream %s (%s); decoding it whole", self.path, sf_error)
+        else:
+            if self._file.frames == 0:
+                self._file.close()
+                raise LiveError(f"{self.path} holds no audio (0 samples); record or choose a file with speech in it.")
+            return int(self._file.samplerate)
         try:
             self._decoded = load_audio(self.path, SAMPLE_RATE)
         except AudioError as e:
             raise LiveError(str(e)) from e
+        if not len(self._decoded):
+            raise LiveError(f"{self.path} holds no audio (0 samples); record or choose a file with speech in it.")
         return SAMPLE_RATE
 
     def open(self) -> None:
