@@ -22,6 +22,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .metrics import _json_safe
+
 ECE_BINS = 10
 T_RANGE = (0.05, 20.0)  # temperatures searched, wide enough for any trained head
 
@@ -47,16 +49,6 @@ class CalibrationReport:
     def to_dict(self) -> dict:
         out = asdict(self)
         return _json_safe(out)
-
-
-def _json_safe(obj):
-    if isinstance(obj, float):
-        return obj if np.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_json_safe(v) for v in obj]
-    return obj
 
 
 def _check(probabilities: np.ndarray, targets: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
