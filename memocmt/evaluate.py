@@ -625,7 +625,7 @@ def _fill_transcripts(manifest: Manifest, predictor: Predictor, args) -> Manifes
         logger.warning("%d of %d clips have no <stem>.txt transcript and are scored with empty text (--no-transcribe); "
                        "the text branch then sees nothing.", missing, len(manifest))
         return manifest
-    from .runtime import memocmt_home
+    from .pretrained import memocmt_home
     from .transcribe_cache import AsrConfig, transcribe_manifest
 
     cache = Path(args.asr_cache) if args.asr_cache else memocmt_home() / "asr_cache.json"

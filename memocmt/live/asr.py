@@ -15,7 +15,7 @@ CTranslate2's own on a 30 s test signal when it is attached; an output that runs
 length budget or ends in a repeated loop (Whisper's failure mode on short contexts) is
 thrown away and the utterance is transcribed the standard way.
 
-Measured with benchmarks/asr_context.py (2-core CPU): on 60 complete synthetic utterances
+Measured with benchmarks/studies/asr_context.py (2-core CPU): on 60 complete synthetic utterances
 (3.1 s, known words) WER 21.1% with the 30 s window, 15.1% with the short context, which is
 4.3x faster (p50); on 60 RAVDESS clips cut mid-word at 2.39 s the short context loops on 39,
 which fall back, so quality holds (WER 17.5% vs 18.3%) but those cost both passes.
@@ -68,7 +68,7 @@ class AsrConfig:
     max_no_speech_prob: float = 0.9  # above this the text is dropped whatever its log-probability ("you" on silence)
     context: str = "short"  # "short": decode from an attached encoder at the utterance's length; "full": 30 s window
     context_pad_s: float = 1.0  # silence appended before a short-context encoder pass
-    context_repetition_penalty: float = 1.0  # short context: >1 damps loops on audio cut mid-word, but costs words (benchmarks/asr_context.py)
+    context_repetition_penalty: float = 1.0  # short context: >1 damps loops on audio cut mid-word, but costs words (benchmarks/studies/asr_context.py)
 
 
 @dataclass

@@ -11,9 +11,9 @@ noise is force-split). Everything here is pure computation over arrays.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import importlib.util
 import logging
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
