@@ -408,7 +408,7 @@ def _audio_batches(items: list, batch_size: int, on_bad_file: str, skipped: list
             u = items[i]
             try:
                 audio = check_audio(load_audio(u.audio), name=str(u.audio))
-                audio = perturbation.apply(audio) if perturbation else audio
+                audio = perturbation.apply(audio, key=Path(u.audio).name) if perturbation else audio
                 if trim != "none":
                     from .live.vad import apply_trim
 

@@ -1,4 +1,4 @@
-"""Speed and pitch perturbation of training audio: more voices from the same speakers.
+"""Perturbation of training audio: more voices from the same speakers, and the rooms they speak in.
 
 A speaker-independent emotion model learns from few speakers (RAVDESS: 16 actors to train on),
 and what it must not learn is who is speaking. Perturbed copies of each training utterance
@@ -9,19 +9,30 @@ and in cross-validation the fold of the speaker it was made from, so no held-out
 into training.
 
 Specs are sox effect lines: "speed 0.9", "speed 1.1", "pitch -200", "pitch 200" (cents),
-"tempo 1.1". Perturbation runs only on frozen-encoder training, where each copy is encoded once
-and cached like any other utterance (memocmt.trainer.embed_cache).
+"tempo 1.1"; or acoustic conditions (memocmt.degrade: "pink 5:30", "babble 5:25",
+"room 0.2:1 0.5:4"), each clip with its own SNR, RT60 and distance drawn from the ranges, seeded
+by the file name so the copy is the same on every run. A noisy copy of a speaker is a voice of its
+own too: its speaker statistics are those of that speaker in that kind of room, which is what
+live adaptation pools when a person talks in one. Babble is made from the other training clips
+(`Acoustic.with_sources`). Perturbation runs only on frozen-encoder training, where each copy is
+encoded once and cached like any other utterance (memocmt.trainer.embed_cache).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
 from .audio import SAMPLE_RATE, AudioError
+from .degrade import KINDS, Condition, ConditionError
+
+BABBLE_SOURCES = 64  # clips the babble of a training run is made from (a fixed, seeded choice)
 
 # effect -> (smallest, largest) amount that still sounds like speech
 EFFECTS = {"speed": (0.5, 2.0), "tempo": (0.5, 2.0), "pitch": (-1200.0, 1200.0)}
@@ -61,8 +72,9 @@ class Perturbation:
         """Short tag for ids and speaker names: 'speed0.9', 'pitch-200'."""
         return f"{self.effect}{self.amount:g}"
 
-    def apply(self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-        """The perturbed float32 mono audio at the same sample rate (sox, through pipes)."""
+    def apply(self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE, key: str = "") -> np.ndarray:
+        """The perturbed float32 mono audio at the same sample rate (sox, through pipes); `key` is unused
+        (sox effects draw nothing)."""
         if shutil.which("sox") is None:
             raise PerturbError("Audio perturbation needs the sox command; install it with `apt-get install sox`.")
         raw = ["-t", "raw", "-e", "floating-point", "-b", "32", "-c", "1", "-r", str(sample_rate)]
@@ -75,14 +87,71 @@ class Perturbation:
         return np.clip(out, -1.0, 1.0)
 
 
-def parse_perturbations(specs: list[str]) -> list[Perturbation]:
+@dataclass(frozen=True)
+class Acoustic:
+    """An acoustic condition (memocmt.degrade) as a training perturbation."""
+
+    condition: Condition
+    sources: tuple[str, ...] = ()  # babble: clips of training speakers (paths)
+
+    @classmethod
+    def parse(cls, spec: str) -> "Acoustic":
+        try:
+            return cls(Condition.parse(spec))
+        except ConditionError as e:
+            raise PerturbError(str(e)) from None
+
+    @property
+    def spec(self) -> str:
+        """The condition, and for babble which clips it is made of (so cached copies follow the clips)."""
+        if not self.sources:
+            return self.condition.spec
+        digest = hashlib.sha1("\0".join(sorted(Path(s).name for s in self.sources)).encode()).hexdigest()[:8]
+        return f"{self.condition.spec} @{digest}"
+
+    @property
+    def name(self) -> str:
+        return self.condition.name
+
+    def with_sources(self, paths: list[str]) -> "Acoustic":
+        """This perturbation with babble made from a seeded choice of BABBLE_SOURCES of `paths` (no-op otherwise)."""
+        if not self.condition.needs_sources:
+            return self
+        paths = sorted({str(p) for p in paths}, key=lambda p: Path(p).name)
+        if len(paths) < 2:
+            raise PerturbError(f"Perturbation {self.condition.spec!r} makes babble from other training clips, but the "
+                               "training data has fewer than two.")
+        chosen = np.random.default_rng(0).choice(len(paths), min(BABBLE_SOURCES, len(paths)), replace=False)
+        return replace(self, sources=tuple(paths[i] for i in sorted(chosen)))
+
+    def apply(self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE, key: str = "") -> np.ndarray:
+        """The clip in this condition; `key` (the file name) seeds its draw."""
+        if self.condition.needs_sources and not self.sources:
+            raise PerturbError(f"Perturbation {self.condition.spec!r} needs babble clips; give them with with_sources().")
+        sources = [_source_audio(s) for s in self.sources]
+        return self.condition.apply(audio, key=key, sources=sources, sample_rate=sample_rate)
+
+
+@functools.lru_cache(maxsize=2 * BABBLE_SOURCES)
+def _source_audio(path: str) -> np.ndarray:
+    from .audio import check_audio, load_audio
+
+    return check_audio(load_audio(path), name=path)
+
+
+def parse_perturbation(spec: str) -> "Perturbation | Acoustic":
+    """A sox voice perturbation or an acoustic condition, by the spec's first word."""
+    return Acoustic.parse(spec) if str(spec).split()[:1] and str(spec).split()[0] in KINDS else Perturbation.parse(spec)
+
+
+def parse_perturbations(specs: list[str]) -> "list[Perturbation | Acoustic]":
     """Parsed specs, refusing repeats."""
-    out = [Perturbation.parse(s) for s in specs]
+    out = [parse_perturbation(s) for s in specs]
     if len(set(out)) != len(out):
         raise PerturbError(f"Audio perturbations {list(specs)} repeat one; list each once.")
     return out
 
 
-def perturbed_speaker(speaker: tuple[str, str], perturbation: Perturbation) -> tuple[str, str]:
+def perturbed_speaker(speaker: tuple[str, str], perturbation: "Perturbation | Acoustic") -> tuple[str, str]:
     """The (corpus, speaker) key of a speaker's perturbed copies: a voice of its own."""
     return speaker[0], f"{speaker[1]}~{perturbation.name}"

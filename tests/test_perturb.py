@@ -118,3 +118,47 @@ def test_an_epoch_draws_one_version_of_each_utterance():
     assert {i for d in draws for i in d} == set(range(8))  # and every version comes up
     assert epoch_sampler(data, 0, 5) == draws[4] and epoch_sampler(data, 1, 5) != draws[4]  # fixed by (seed, epoch)
     assert len(list(epoch_sampler(CachedDataset(split), 0, 1))) == 8  # without versions: every item
+
+
+def test_acoustic_conditions_parse_as_perturbations():
+    from memocmt.perturb import Acoustic
+
+    pink, babble = parse_perturbations(["pink 5:30", "babble 10"])
+    assert isinstance(pink, Acoustic) and pink.spec == "pink 5:30" and pink.name == "pink5:30"
+    assert perturbed_speaker(("ravdess", "Actor_01"), pink) == ("ravdess", "Actor_01~pink5:30")
+    with pytest.raises(PerturbError, match="must lie in"):
+        parse_perturbations(["pink 90"])
+    with pytest.raises(PerturbError, match="needs babble clips"):
+        babble.apply(np.zeros(1600, np.float32))
+    with pytest.raises(PerturbError, match="fewer than two"):
+        babble.with_sources(["one.wav"])
+    assert pink.with_sources(["a.wav", "b.wav"]) is pink
+    # babble follows its clips: another set of training clips is another cached copy
+    a, b = babble.with_sources(["x/1.wav", "x/2.wav"]), babble.with_sources(["x/1.wav", "x/3.wav"])
+    assert a.spec.startswith("babble 10 @") and a.spec != b.spec and a.name == b.name == "babble10"
+
+
+def test_noisy_copies_are_seeded_by_file_and_cached_as_new_voices(model, tmp_path):  # noqa: F811
+    items = [Utterance(audio=write_wav(tmp_path / f"{s}.wav", hz), text="", label="neutral", speaker=s, split="train",
+                       corpus="c", id=s) for s, hz in (("a", 300.0), ("b", 500.0), ("c", 700.0))]
+    manifest = Manifest.from_items(items, ["neutral", "angry"])
+    cache = EmbeddingCache(tmp_path / "cache", model)
+    plain = embed_manifest(cache, manifest, progress=False)
+    (p,) = parse_perturbations(["babble 0:10"])
+    p = p.with_sources([str(u.audio) for u in items])
+    copies = embed_manifest(cache, manifest, progress=False, perturbation=p)
+    assert copies.speakers == [("c", "a~babble0:10"), ("c", "b~babble0:10"), ("c", "c~babble0:10")]
+    assert not np.allclose(copies.audio[0].float().numpy(), plain.audio[0].float().numpy())
+    misses = cache.stats.misses
+    again = embed_manifest(cache, manifest, progress=False, perturbation=p)
+    assert cache.stats.misses == misses and all((x == y).all() for x, y in zip(again.audio, copies.audio))
+    audio = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+    assert np.array_equal(p.apply(audio, key="a.wav"), p.apply(audio, key="a.wav"))
+    assert not np.array_equal(p.apply(audio, key="a.wav"), p.apply(audio, key="b.wav"))
+
+
+def test_training_draws_noisy_copies(tiny, tmp_path, caplog):  # noqa: F811
+    config = tiny_config(tiny, tmp_path, epochs=1, perturb=["pink 5:30", "babble 5:25", "room 0.3:0.6 1:2"])
+    with caplog.at_level("INFO", logger="memocmt"):
+        train(config, tmp_path / "run", progress=False)
+    assert "as itself or as one of its 3 perturbed copies (pink 5:30, babble 5:25, room 0.3:0.6 1:2)" in caplog.text

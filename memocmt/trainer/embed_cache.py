@@ -203,7 +203,7 @@ def _load(path: Path, perturbation: Perturbation | None, trim: str = "none") -> 
     """A clip as training sees it: decoded, perturbed (if given), then cut by `trim`."""
     audio = check_audio(load_audio(path), name=str(path))
     if perturbation:
-        audio = check_audio(perturbation.apply(audio), name=f"{path} ({perturbation.spec})")
+        audio = check_audio(perturbation.apply(audio, key=path.name), name=f"{path} ({perturbation.spec})")
     if trim != "none":
         from ..live.vad import apply_trim
 

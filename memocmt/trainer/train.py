@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from ..manifest import Manifest, ManifestError, map_labels, read_manifest, validate_manifest
-from ..perturb import parse_perturbations
+from ..perturb import Acoustic, parse_perturbations
 
 logger = logging.getLogger("memocmt")
 
@@ -97,7 +97,8 @@ class TrainConfig:
     # allow; 1 = one fold after another). Folds are seeded alike either way, so the result is the same.
     cv_workers: int = 0
     # training only, frozen encoders: a perturbed copy of every training utterance per sox effect line
-    # ("speed 0.9", "pitch 200" cents, "tempo 1.1"; memocmt.perturb), each copy a voice of its own
+    # ("speed 0.9", "pitch 200" cents, "tempo 1.1") or acoustic condition ("pink 5:30", "babble 5:25",
+    # "room 0.2:1 0.5:4"; memocmt.perturb, memocmt.degrade), each copy a voice of its own
     perturb: list[str] = field(default_factory=list)
     perturb_corpora: list[str] = field(default_factory=list)  # corpora whose utterances are perturbed; [] = all
 
@@ -616,8 +617,10 @@ def perturbed_copies(cache, manifest: Manifest, config: TrainConfig, *, progress
                                  manifest.labels)
     if not config.perturb or not len(source):
         return []
+    clips = [str(u.audio) for u in source.items]  # babble is made from the training clips themselves
+    perturbations = [p.with_sources(clips) if isinstance(p, Acoustic) else p for p in parse_perturbations(config.perturb)]
     return [embed_manifest(cache, source, on_bad_file=config.on_bad_file, progress=progress, desc=f"embed {p.spec}",
-                           perturbation=p) for p in parse_perturbations(config.perturb)]
+                           perturbation=p) for p in perturbations]
 
 
 def _truncate_metrics(path: Path, last_epoch: int) -> None:
