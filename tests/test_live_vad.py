@@ -168,8 +168,13 @@ def test_trim_to_speech_cuts_a_clip_as_the_live_segmenter_does(speech):
     assert 0.3 * SAMPLE_RATE < offset < SAMPLE_RATE + len(speech) // 2  # the silence before the speech is cut
     seg = Segmenter(WebrtcClassifier(), VadConfig(speculate_ms=0))
     live = [s for s in seg.push(clip) + seg.flush()]
-    assert len(live) == 1 and abs(len(live[0].audio) - len(trimmed)) <= 0.35 * SAMPLE_RATE  # live keeps the hangover
+    assert len(live) == 1 and len(live[0].audio) - len(trimmed) >= 0.25 * SAMPLE_RATE  # live keeps the hangover for ASR
+    # ... and the emotion model hears the same cut as training: pre-roll to the end of speech
+    assert abs(len(live[0].speech_audio) - len(trimmed)) <= 0.03 * SAMPLE_RATE
+    tentative, final = (s for s in Segmenter(WebrtcClassifier(), VadConfig()).push(clip))
+    assert tentative.tentative and np.array_equal(tentative.speech_audio, final.speech_audio)
     assert np.array_equal(trim_to_speech(quiet), quiet)  # nothing to cut to: unchanged
+    assert np.array_equal(clip[offset + len(trimmed) - 480: offset + len(trimmed)], trimmed[-480:])
     assert apply_trim(clip, "none") is clip and np.array_equal(apply_trim(clip, "vad"), trimmed)
     with pytest.raises(ValueError, match="trim"):
         apply_trim(clip, "silence")

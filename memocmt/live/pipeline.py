@@ -372,7 +372,7 @@ class Pipeline:
         timings = {"vad_wait": (item.emitted - item.eos_wall) * 1000, "queue": (started - item.emitted) * 1000}
         features = None
         if self.emotion is not None:  # the audio encoder runs while Whisper decodes
-            features = self._encoder.submit(_timed, self.emotion.encode_audio, segment.audio)
+            features = self._encoder.submit(_timed, self.emotion.encode_audio, segment.speech_audio)
         text, language = "", None
         if self.transcriber is not None:
             transcript = self.transcriber.transcribe(segment.audio)
@@ -393,9 +393,9 @@ class Pipeline:
             t0 = time.perf_counter()
             encoded, encode_ms = features.result()
             if segment.tentative and hasattr(self.emotion, "commit_tentative"):
-                prediction = self.emotion.predict(segment.audio, text, audio_features=encoded, commit=False)
+                prediction = self.emotion.predict(segment.speech_audio, text, audio_features=encoded, commit=False)
             else:
-                prediction = self.emotion.predict(segment.audio, text, audio_features=encoded)
+                prediction = self.emotion.predict(segment.speech_audio, text, audio_features=encoded)
             timings["audio_encode"] = encode_ms
             timings["emotion"] = (time.perf_counter() - t0) * 1000
         timings["eos_to_result"] = (time.monotonic() - item.eos_wall) * 1000

@@ -169,6 +169,14 @@ class Segment:
     def speech_s(self) -> float:
         return self.end_s - self.start_s
 
+    @property
+    def speech_audio(self) -> np.ndarray:
+        """The audio up to the end of the last speech frame: the pre-roll and the speech, without the
+        silence that ended the utterance. What the emotion model hears, as `trim_to_speech` cuts
+        the clips it was trained on (ASR gets all of `audio`)."""
+        trailing = self.end_sample - round(self.end_s * SAMPLE_RATE)
+        return self.audio[: len(self.audio) - trailing] if 0 < trailing < len(self.audio) else self.audio
+
 
 @dataclass
 class SegmenterStats:
@@ -330,9 +338,9 @@ class Segmenter:
 
 
 def trim_to_speech(audio: np.ndarray, config: VadConfig | None = None) -> np.ndarray:
-    """A recorded utterance cut as the live segmenter cuts speech from a stream: from the pre-roll
-    before its first speech frame to the hangover after its last (pauses inside are kept, so a clip
-    the live path would split stays one utterance). Training and evaluation of a model whose
+    """A recorded utterance cut as the live segmenter cuts speech from a stream for the emotion model
+    (`Segment.speech_audio`): from the pre-roll before its first speech frame to the end of its
+    last (pauses inside are kept, so a clip the live path would split stays one utterance). Training and evaluation of a model whose
     config has `trim: vad` see clips this way, so that their speaker statistics, voice signatures
     and prior match what live segments give. Audio in which the VAD finds no speech is returned
     unchanged."""
@@ -347,11 +355,13 @@ def trim_to_speech(audio: np.ndarray, config: VadConfig | None = None) -> np.nda
     if not segments:
         return audio
     first = max(0, round(segments[0].start_s * SAMPLE_RATE) - len(lead) - segmenter._pre_roll_frames * segmenter.frame)
-    last = min(len(audio), segments[-1].end_sample - len(lead))
+    last = min(len(audio), round(segments[-1].end_s * SAMPLE_RATE) - len(lead))
     return audio[first:last] if last - first > 0 else audio
 
 
 TRIMS = ("none", "vad")  # how a model's training and evaluation cut recorded clips (MemoCMTConfig.trim)
+# what the "vad" cut is, for cache keys: clips cut to the end of speech (earlier: to the end of the hangover)
+TRIM_VERSIONS = {"vad": "vad-speech-end"}
 
 
 def apply_trim(audio: np.ndarray, trim: str) -> np.ndarray:

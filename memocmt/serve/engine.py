@@ -170,15 +170,17 @@ class Engine:
     # ------------------------------------------------------------------ one utterance
 
     async def recognize(self, session: str, audio: np.ndarray, tracker: Any, context: str | None = None,
-                        drop_empty: bool = True, commit: bool = True) -> Recognition:
+                        drop_empty: bool = True, commit: bool = True,
+                        emotion_audio: np.ndarray | None = None) -> Recognition:
         """Transcript and emotion of one utterance of `session`; the audio encoder starts at once
         and runs while Whisper decodes, the text encoder and fusion head follow the transcript.
-        With `commit=False` (a tentative segment) the session's speaker tracker is left as it was."""
+        With `commit=False` (a tentative segment) the session's speaker tracker is left as it was.
+        `emotion_audio`: what the emotion model hears, if not all of `audio` (Segment.speech_audio)."""
         timings: dict[str, float] = {}
         started = time.perf_counter()
         encoded, encoded_at = None, []
         if self.emotion is not None:
-            job = self.audio_batcher.submit(audio)
+            job = self.audio_batcher.submit(audio if emotion_audio is None else emotion_audio)
             job.add_done_callback(lambda _f: encoded_at.append(time.perf_counter()))
             encoded = asyncio.wrap_future(job)
         text, language = "", None

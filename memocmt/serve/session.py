@@ -246,7 +246,7 @@ class StreamSession:
         try:
             found = await self.engine.recognize(
                 self.id, segment.audio, self.tracker, self.options.asr_context,
-                commit=not segment.tentative)
+                commit=not segment.tentative, emotion_audio=segment.speech_audio)
         except Overloaded as e:
             self._dropped(segment)
             log.warning("session %s: %s", self.id, e)

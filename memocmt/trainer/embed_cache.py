@@ -54,7 +54,10 @@ def encoder_fingerprint(encoder: nn.Module, spec: dict) -> str:
 
 def audio_key(path: str | os.PathLike, perturbation: Perturbation | None = None, trim: str = "none") -> str:
     """Cache key of a file's states, or of its perturbed copy's, as cut by `trim` (MemoCMTConfig.trim)."""
-    return audio_file_key(path) + (f"|{perturbation.spec}" if perturbation else "") + (f"|trim={trim}" if trim != "none" else "")
+    from ..live.vad import TRIM_VERSIONS
+
+    return audio_file_key(path) + (f"|{perturbation.spec}" if perturbation else "") + (
+        f"|trim={TRIM_VERSIONS.get(trim, trim)}" if trim != "none" else "")
 
 
 @dataclass
