@@ -117,7 +117,7 @@ def test_folds_trained_side_by_side_score_exactly_as_one_after_another(tiny, tmp
 
 
 def test_cross_validation_keeps_held_out_predictions_and_calibrates_the_final_checkpoint(tiny, tmp_path):
-    from memocmt.trainer.crossval import held_out_logprobs
+    from memocmt.trainer.crossval import cross_validate, held_out_logprobs
     from memocmt.model import load_checkpoint, read_checkpoint
 
     model = {**tiny_config(tiny, tmp_path).model, "pooling": "mean+stats", "speaker_norm": "mean+std"}
@@ -139,3 +139,17 @@ def test_cross_validation_keeps_held_out_predictions_and_calibrates_the_final_ch
     assert extra["calibration"]["temperature"] == calibration["temperature"]
     assert calibration["held_out_nll_after"] <= calibration["held_out_nll_before"] + 1e-9  # fitted on exactly these
     assert load_checkpoint(run / "best.safetensors").head.temperature == pytest.approx(calibration["temperature"])
+
+
+def test_calibration_also_holds_out_the_speakers_in_noisy_rooms(tiny, tmp_path):
+    from memocmt.trainer.crossval import cross_validate, held_out_logprobs
+
+    model = {**tiny_config(tiny, tmp_path).model, "pooling": "mean+stats", "speaker_norm": "mean+std"}
+    config = tiny_config(tiny, tmp_path, epochs=1, cv_folds=2, model=model, perturb=["speed 1.1", "pink 0:10"])
+    cv = cross_validate(config, tmp_path / "cv", progress=False)
+    data = np.load(tmp_path / "cv" / "cv_oof-base.npz")
+    # the noisy copies of each fold's held-out speakers (not the sox voices) are scored too, with their labels
+    assert data["noisy"].shape == (1, cv["n_utterances"], 2)
+    assert sorted(data["noisy_targets"].tolist()) == sorted(data["targets"].tolist())
+    logprobs, targets = held_out_logprobs(tmp_path / "cv", 1)
+    assert len(logprobs) == len(targets) == 3 * cv["n_utterances"]

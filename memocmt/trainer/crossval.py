@@ -25,7 +25,7 @@ from torch import nn
 
 from ..manifest import Manifest
 from .parallel import cpu_workers, fork_available, map_forked
-from ..perturb import parse_perturbations, perturbed_speaker
+from ..perturb import Acoustic, parse_perturbations, perturbed_speaker
 from .train import (
     CachedDataset,
     TrainConfig,
@@ -134,10 +134,13 @@ def cross_validate(config: TrainConfig, run_dir: str | os.PathLike, *, folds: in
         used = parse_perturbations(cand.perturb)
         joint = EmbeddedSplit.concat([embedded, *(copies[p] for p in used)])
         joint_fold = item_fold + [f for p in used for f in copy_fold[p]]
+        rooms = [p for p in used if isinstance(p, Acoustic)]  # held-out speakers in noisy rooms: scored, for calibration
         jobs = [_FoldJob(name, fold, k, " ".join(s for _, s in fold_speakers[fold]), cand, head_config, labels,
                          joint, [i for i, f in enumerate(joint_fold) if f != fold], embedded,
                          [i for i, f in enumerate(item_fold) if f == fold],  # real utterances only
-                         bool(used), device, progress) for fold in range(k)]
+                         bool(used), device, progress,
+                         EmbeddedSplit.concat([copies[p].subset([i for i, f in enumerate(copy_fold[p]) if f == fold])
+                                               for p in rooms]) if rooms else None) for fold in range(k)]
         outcomes = _run_folds(jobs, fold_workers(config, device, k))
         scores, losses, sizes, held = ([o[i] for o in outcomes] for i in range(4))
         _save_held_out(run_dir / f"cv_oof-{name}.npz", held, [j.held_idx for j in jobs])
@@ -177,6 +180,7 @@ class _FoldJob:
     versions: bool
     device: torch.device
     progress: bool
+    held_noisy: EmbeddedSplit | None = None  # the held-out speakers' copies in noisy rooms (Acoustic perturbations)
 
 
 def _train_fold(job: _FoldJob) -> tuple[list[float], list[float], int, dict]:
@@ -210,7 +214,12 @@ def _train_fold(job: _FoldJob) -> tuple[list[float], list[float], int, dict]:
     n_epochs = cand.stop_epoch or cand.epochs
     live_loader = torch.utils.data.DataLoader(live_set, batch_size=cand.batch_size, collate_fn=collate_cached) \
         if live_set is not None else None
-    fold_ua, fold_loss, logprobs = [], [], {"all": [], "session": []}
+    noisy_loader = None
+    if job.held_noisy is not None and len(job.held_noisy):  # each noisy voice as a live session has it
+        noisy = session_stats_split(job.held_noisy, None if prior is None else prior.numpy(), seed=job.fold) \
+            if job.head_config.speaker_norm != "none" else job.held_noisy
+        noisy_loader = torch.utils.data.DataLoader(CachedDataset(noisy), batch_size=cand.batch_size, collate_fn=collate_cached)
+    fold_ua, fold_loss, logprobs = [], [], {"all": [], "session": [], "noisy": []}
     for epoch in tqdm(range(1, n_epochs + 1), desc=f"cv {job.candidate} fold {job.fold + 1}/{job.k}",
                       disable=not job.progress, leave=False):
         loader = torch.utils.data.DataLoader(train_set, batch_size=cand.batch_size, collate_fn=collate_cached,
@@ -223,9 +232,14 @@ def _train_fold(job: _FoldJob) -> tuple[list[float], list[float], int, dict]:
         logprobs["all"].append(np.log(np.maximum(prob, 1e-30)).astype(np.float32))
         if live_loader is not None:
             logprobs["session"].append(np.log(np.maximum(predict(head, live_loader, device)[1], 1e-30)).astype(np.float32))
+        if noisy_loader is not None:
+            noisy_y, noisy_prob = predict(head, noisy_loader, device)
+            logprobs["noisy"].append(np.log(np.maximum(noisy_prob, 1e-30)).astype(np.float32))
     logger.info("CV %s fold %d/%d (%s): UA %.4f after epoch %d, best %.4f at epoch %d", job.candidate, job.fold + 1,
                 job.k, job.held_speakers, fold_ua[-1], n_epochs, max(fold_ua), int(np.argmax(fold_ua)) + 1)
     held_out = {"targets": np.asarray(y), **{k: np.stack(v) for k, v in logprobs.items() if v}}
+    if noisy_loader is not None:
+        held_out["noisy_targets"] = np.asarray(noisy_y)
     return fold_ua, fold_loss, len(job.train_idx), held_out
 
 
@@ -249,20 +263,26 @@ def session_stats_split(split: EmbeddedSplit, prior: np.ndarray | None, seed: in
 
 def _save_held_out(path: Path, held: list[dict], index: list[list[int]]) -> None:
     """Every fold's held-out log-probabilities after every epoch, as one file (`held_out_logprobs` reads it):
-    `all` and `session` (E, N, C) over the folds' utterances, `targets` (N,), `fold` (N,)."""
+    `all` and `session` (E, N, C) over the folds' utterances, `targets` (N,), `fold` (N,); with noisy
+    rooms among the perturbations also `noisy` (E, M, C) over the held-out speakers' noisy copies and
+    `noisy_targets` (M,)."""
     arrays = {"targets": np.concatenate([h["targets"] for h in held]),
               "fold": np.concatenate([np.full(len(h["targets"]), f) for f, h in enumerate(held)]),
               "index": np.concatenate([np.asarray(i) for i in index])}
-    for key in ("all", "session"):
+    for key in ("all", "session", "noisy"):
         if all(key in h for h in held):
             arrays[key] = np.concatenate([h[key] for h in held], axis=1)
+    if "noisy" in arrays:
+        arrays["noisy_targets"] = np.concatenate([h["noisy_targets"] for h in held])
     np.savez_compressed(path, **arrays)
 
 
 def held_out_logprobs(run_dir: str | os.PathLike, epochs: int, candidate: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The cross-validation's held-out log-probabilities after `epochs` epochs (every fold's speakers, each
-    once with all of its utterances' statistics and once as a live session), and their class ids:
-    what a temperature is fitted on (memocmt.calibration). `candidate`: default the chosen one."""
+    once with all of its utterances' statistics, once as a live session, and in the noisy rooms of the
+    training perturbations as live sessions), and their class ids: what a temperature is fitted on
+    (memocmt.calibration), so that confidence holds in the rooms people use it in, not only in the
+    studio. `candidate`: default the chosen one."""
     run_dir = Path(run_dir)
     if candidate is None:
         candidate = json.loads((run_dir / "cv.json").read_text())["chosen"]["candidate"]
@@ -272,8 +292,12 @@ def held_out_logprobs(run_dir: str | os.PathLike, epochs: int, candidate: str | 
     data = np.load(path)
     if not 1 <= epochs <= data["all"].shape[0]:
         raise ValueError(f"The cross-validation in {run_dir} ran {data['all'].shape[0]} epochs, not {epochs}.")
-    parts = [data["all"][epochs - 1]] + ([data["session"][epochs - 1]] if "session" in data else [])
-    return np.concatenate(parts), np.concatenate([data["targets"]] * len(parts))
+    parts = [(data["all"][epochs - 1], data["targets"])]
+    if "session" in data:
+        parts.append((data["session"][epochs - 1], data["targets"]))
+    if "noisy" in data:
+        parts.append((data["noisy"][epochs - 1], data["noisy_targets"]))
+    return np.concatenate([z for z, _ in parts]), np.concatenate([t for _, t in parts])
 
 
 def calibrate_run(run_dir: str | os.PathLike, epochs: int, candidate: str | None = None,
