@@ -249,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     cv = None
     if args.reuse:
         logger.info("Scoring the finished runs in %s again (--reuse)", work)
+        if (jobs[0].run_dir / "cv.json").is_file():  # the earlier choice: the late fusion is calibrated with it again
+            cv = json.loads((jobs[0].run_dir / "cv.json").read_text())
         for job in jobs:
             results[job.name] = timed(f"evaluate {job.name}", evaluate_run, job.run_dir, data_dir, job.classes)
             timings[f"train {job.name}"] = previous.get("timings_s", {}).get(f"train {job.name}")
