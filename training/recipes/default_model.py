@@ -15,7 +15,8 @@
 4. evaluation of each final checkpoint on the unseen test actors and on the synthetic test voices
    (memocmt.evaluate); with --ablations also audio-only and text-only heads (same choice), the
    late fusion of the 4-class head and the audio-only one (`edge-ravdess4-late`, one checkpoint
-   that multiplies their probabilities: memocmt.ensemble), and the UA of the fusion head and of the
+   that multiplies their probabilities: memocmt.ensemble, reading transcripts only in the languages the
+   fusion head trained on and classifying other known languages from audio: memocmt.language_policy), and the UA of the fusion head and of the
    late fusion minus each other head's on both test sets with a 95% paired bootstrap interval
    (`fusion_minus_ablation`, `late_fusion_minus`; utterances resampled within each test speaker);
 5. with --ship (needs --ablations): copies the late fusion to memocmt/models/edge-ravdess/ with metrics.json.
@@ -167,7 +168,10 @@ def late_fusion(work: Path, data_dir: Path, calibrate: tuple[int, str] | None = 
     run_dir.mkdir(parents=True, exist_ok=True)
     names = ["edge-ravdess4", "edge-ravdess4-audio"]
     model = build_ensemble([work / n / "best.safetensors" for n in names])
-    extra = {"ensemble_of": [f"{n}/best.safetensors" for n in names]}
+    # transcripts are read in the languages the fusion head trained on; others fall back to the audio-only head
+    languages = run_languages(work / names[0])
+    model.config = model.config.replace(text_languages=languages)
+    extra = {"ensemble_of": [f"{n}/best.safetensors" for n in names], "text_languages": languages}
     if calibrate is not None:
         epochs, candidate = calibrate
         held = [held_out_logprobs(work / n, epochs, candidate) for n in names]
@@ -199,6 +203,16 @@ def corpora_card(nemo: bool, epoch_size: int) -> dict:
                                       "pages 12111-12116"}
         out["sampling"] = {"balance": "corpus+class", "epoch_size": epoch_size}
     return out
+
+
+def run_languages(run_dir: Path) -> list[str]:
+    """The languages of the utterances a run trained on (train and val of its manifests; memocmt.language_policy)."""
+    import yaml
+
+    from memocmt.language_policy import trained_languages
+
+    manifests = yaml.safe_load((run_dir / "train_config.yaml").read_text())["manifests"]
+    return trained_languages(u.language for path in manifests for u in read_manifest(path) if u.split in ("train", "val"))
 
 
 def follow_choice(config: TrainConfig, cv: dict, *, same_classes: bool) -> TrainConfig:
