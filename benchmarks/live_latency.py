@@ -48,7 +48,8 @@ def build(args, path: Path, realtime: bool):
     from memocmt.live.vad import Segmenter, VadConfig, make_classifier
 
     vad = VadConfig(backend=args.vad, hangover_ms=args.hangover_ms, speculate_ms=args.speculate_ms)
-    transcriber = Transcriber(AsrConfig(model=args.asr_model, device=args.asr_device, context=args.asr_context))
+    transcriber = Transcriber(AsrConfig(model=args.asr_model, device=args.asr_device, context=args.asr_context,
+                                       language=args.language))
     emotion = load_emotion_model(args.model, None if args.emotion_device == "auto" else args.emotion_device,
                                  args.emotion_threads or None) if args.model else None
     if emotion is not None:
@@ -80,6 +81,9 @@ def main() -> None:
     p.add_argument("--hangover-ms", type=int, default=300, help="VAD hangover (default: 300)")
     p.add_argument("--speculate-ms", type=int, default=120, help="speculative recognition after this silence (default: 120)")
     p.add_argument("--asr-model", help="faster-whisper model (default: offline tiny.en)")
+    p.add_argument("--language", default=None,
+                   help="spoken language for ASR: auto (detect per utterance) or a code such as en or pl (default: the "
+                        "model's: en for English-only models, detected for multilingual ones)")
     p.add_argument("--asr-device", choices=["auto", "cpu", "cuda"], default="auto", help="ASR device (default: auto)")
     p.add_argument("--asr-context", choices=["short", "full"], default="short",
                    help="ASR context: short (from the emotion model's Whisper encoder) or full 30 s (default: short)")
@@ -92,6 +96,7 @@ def main() -> None:
     import soundfile as sf
 
     from memocmt.audio import SAMPLE_RATE
+    from memocmt.languages import LanguageError
 
     speech = [espeak(SENTENCES[i % len(SENTENCES)]) for i in range(min(args.utterances, len(SENTENCES)))]
     gap = np.zeros(int(args.gap_s * SAMPLE_RATE), dtype=np.float32)
@@ -102,7 +107,10 @@ def main() -> None:
         path = Path(tmp) / "session.wav"
         sf.write(path, np.concatenate(parts), SAMPLE_RATE, subtype="PCM_16")
         rss_before = rss_mb()
-        pipeline, transcriber, emotion = build(args, path, realtime=True)
+        try:
+            pipeline, transcriber, emotion = build(args, path, realtime=True)
+        except LanguageError as e:
+            p.error(str(e))
         rss_loaded = rss_mb()
         t0 = time.perf_counter()
         results = pipeline.run()
@@ -121,7 +129,7 @@ def main() -> None:
         "config": {"vad": args.vad, "hangover_ms": args.hangover_ms, "speculate_ms": args.speculate_ms,
                    "asr_model": transcriber.model_name, "asr_device": transcriber.device,
                    "compute_type": transcriber.compute_type, "emotion_model": args.model,
-                   "asr_context": transcriber.context,
+                   "asr_context": transcriber.context, "language": args.language or "",
                    "asr_fallbacks": transcriber.fallbacks,
                    "source": "file paced in real time", "utterances": args.utterances},
         "recognised": len(results),

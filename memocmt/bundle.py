@@ -27,6 +27,7 @@ from .audio import SAMPLE_RATE, AudioError, check_audio
 from .bundle_format import GRAPH_FILES, SPEAKER_PRIOR_FILE, TOKENIZER_FILE, VOICES_FILE, BundleError
 from .bundle_format import graph_interface, read_bundle_manifest, verify_bundle_files
 from .features import FeatureSpec, extract_features, pad_batch
+from .language_policy import has_audio_fallback, reads_text
 from .providers import ProviderChoice, choose_providers, create_session, default_threads
 from .results import Prediction
 from .speaker_norm import pool_stats, utterance_stats
@@ -82,6 +83,10 @@ class Bundle:
         self.speaker_prior = _load_prior(path) if self.speaker_norm else None
         # How evaluation cuts recorded clips for this model (MemoCMTConfig.trim; live segments are already cut).
         self.trim: str = manifest.get("config", {}).get("trim", "none")
+        # languages whose transcripts the model reads ([]: all); another known language is classified from audio
+        # alone by the fusion graph's `audio_logits` (memocmt.language_policy)
+        self.text_languages: list[str] = list(manifest.get("config", {}).get("text_languages", []))
+        self.audio_fallback: bool = has_audio_fallback(manifest.get("config", {}))
         self.voices = _load_voices(path, self.speaker_prior) if self.speaker_norm and (path / VOICES_FILE).is_file() else None
         self.load_ms = 0.0
         self.warmup_ms = 0.0
@@ -198,10 +203,18 @@ class Bundle:
         encoding = audios if isinstance(audios, AudioEncoding) else self.encode_audio_batch(audios)
         return utterance_stats(to_host(encoding.states), encoding.lengths)
 
+    def reads_text(self, language: str | None) -> bool:
+        """Whether the transcript of an utterance in `language` ("" or None: unknown) is read, or the utterance is
+        classified from its audio alone (memocmt.language_policy)."""
+        return not self.audio_fallback or reads_text(self.text_languages, language)
+
     def logits(self, audio: AudioEncoding | None, text: TextEncoding | None,
-               speaker_stats: np.ndarray | None = None) -> np.ndarray:
+               speaker_stats: np.ndarray | None = None, *, read_text: bool = True) -> np.ndarray:
         """Fusion head output (B, classes) for encodings of the same batch. A speaker_norm model
-        takes speaker statistics (B, 2, L, D); without them each utterance uses its own with the prior."""
+        takes speaker statistics (B, 2, L, D); without them each utterance uses its own with the prior.
+        `read_text=False` (a bundle with an audio fallback) gives the audio-only members' output instead."""
+        if not read_text and not self.audio_fallback:
+            raise ValueError("This bundle has no audio-only output; it reads every transcript.")
         first = audio if audio is not None else text
         batch = 0 if first is None else len(first.lengths)
         if self.speaker_norm and audio is not None:
@@ -215,7 +228,8 @@ class Bundle:
                 raise ValueError(f"Got speaker statistics for {speaker_stats.shape[0]} utterances but the batch has {batch}.")
         if self.item_by_item and batch > 1:
             return np.concatenate([self.logits(_item(audio, i), _item(text, i),
-                                               None if speaker_stats is None else speaker_stats[i : i + 1])
+                                               None if speaker_stats is None else speaker_stats[i : i + 1],
+                                               read_text=read_text)
                                    for i in range(batch)])
         feeds = {}
         if self.uses_audio:
@@ -228,25 +242,30 @@ class Bundle:
             if text is None:
                 raise ValueError("This model uses text; pass the text encoding.")
             feeds.update(text_states=text.states, text_lengths=text.lengths)
-        (logits,) = self._run("fusion", feeds, ["logits"], keep_states=False)
+        (logits,) = self._run("fusion", feeds, ["logits" if read_text else "audio_logits"], keep_states=False)
         return logits
 
     def classify(self, audio: AudioEncoding | None, text: TextEncoding | None,
-                 speaker_stats: np.ndarray | None = None) -> Prediction:
-        """Emotion of one utterance from its encodings; timings cover every stage so far."""
-        return self.classify_batch(audio, text, speaker_stats)[0]
+                 speaker_stats: np.ndarray | None = None, language: str | None = None) -> Prediction:
+        """Emotion of one utterance from its encodings; timings cover every stage so far. With a `language`
+        the model does not read (see reads_text), the prediction comes from the audio alone."""
+        return self.classify_batch(audio, text, speaker_stats, language)[0]
 
     def classify_batch(self, audio: AudioEncoding | None, text: TextEncoding | None,
-                       speaker_stats: np.ndarray | None = None) -> list[Prediction]:
+                       speaker_stats: np.ndarray | None = None, language: str | None = None) -> list[Prediction]:
         start = time.perf_counter()
-        logits = self.logits(audio, text, speaker_stats)
+        read_text = self.reads_text(language)
+        logits = self.logits(audio, text, speaker_stats, read_text=read_text)
         timings = {"features": 0.0, "audio_encoder": 0.0, "text_encoder": 0.0}
         for enc in (audio, text):
             if enc is not None:
                 timings.update(enc.timings_ms)
         timings["fusion"] = _ms_since(start)
         timings["total"] = sum(timings.values())
-        return [Prediction.from_probabilities(self.labels, p, timings) for p in softmax(logits)]
+        predictions = [Prediction.from_probabilities(self.labels, p, timings) for p in softmax(logits)]
+        for prediction in predictions:
+            prediction.read_text = read_text and self.uses_text
+        return predictions
 
     # ------------------------------------------------------------------ one call
 

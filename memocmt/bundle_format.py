@@ -26,11 +26,13 @@ VOICES_FILE = "voices.npz"  # voice signatures for live speaker tracking (memocm
 IR_VERSION_FOR_OPSET = {17: 8, 18: 8, 19: 9, 20: 9}  # the oldest ONNX IR each opset allows; graphs are pinned to it
 
 
-def graph_interface(stage: str, modalities: str, speaker_norm: str = "") -> tuple[list[str], list[str]]:
+def graph_interface(stage: str, modalities: str, speaker_norm: str = "",
+                    audio_fallback: bool = False) -> tuple[list[str], list[str]]:
     """Input and output names of one graph: the contract between the exporter and the runtime.
 
     The fusion graph of a speaker_norm model also takes `speaker_stats` (B, 2, L, D), the speaker
-    statistics of memocmt.speaker_norm."""
+    statistics of memocmt.speaker_norm. With `audio_fallback` (a late fusion with `text_languages`:
+    memocmt.language_policy) it also outputs `audio_logits`, its audio-only members' prediction."""
     if stage == "audio":
         return ["features", "lengths"], ["states", "out_lengths"]
     if stage == "text":
@@ -42,7 +44,7 @@ def graph_interface(stage: str, modalities: str, speaker_norm: str = "") -> tupl
         inputs += ["text_states", "text_lengths"]
     if speaker_norm and speaker_norm != "none" and modalities in ("both", "audio"):
         inputs.append("speaker_stats")
-    return inputs, ["logits", "probabilities"]
+    return inputs, ["logits", "probabilities", *(["audio_logits"] if audio_fallback else [])]
 
 
 class BundleError(ValueError):

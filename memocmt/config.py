@@ -43,10 +43,18 @@ class MemoCMTConfig:
     # An ensemble (late fusion, memocmt.ensemble): the member heads' own configs; their class
     # probabilities multiply. Empty for a single head, whose settings are the fields above.
     members: list[dict] = field(default_factory=list)
+    # Languages whose transcripts the head reads (codes such as "en", "pl"): an utterance whose language is known
+    # and not among them is classified from its audio alone, by the audio-only members of a late fusion
+    # (memocmt.language_policy). Empty: every transcript is read, whatever its language.
+    text_languages: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
             raise ValueError(f"The temperature must be positive, not {self.temperature}.")
+        if self.text_languages and self.modalities == "both" and \
+                not any(m.get("modalities") == "audio" for m in self.members):
+            raise ValueError("text_languages needs a way to classify without text: a late fusion with an audio-only "
+                             "member (memocmt.ensemble).")
         if self.trim not in ("none", "vad"):
             raise ValueError(f"Unknown trim {self.trim!r}; choose none or vad.")
 

@@ -324,3 +324,19 @@ class EnsembleHead(nn.Module):
         logits = [m(audio_states, audio_lengths, text_states, text_lengths, speaker_stats) for m in self.members]
         summed = torch.stack([F.log_softmax(z.float(), dim=-1) for z in logits]).sum(dim=0)
         return summed / self.temperature if self.temperature != 1.0 else summed
+
+    def audio_logits(
+        self,
+        audio_states: torch.Tensor,
+        audio_lengths: torch.Tensor,
+        speaker_stats: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The product of the audio-only members alone (each at its own temperature): the prediction without
+        the transcript, for an utterance in a language the model does not read (memocmt.language_policy)."""
+        audio_only = [m for m in self.members if not m.use_text]
+        if not audio_only:
+            raise ValueError("This ensemble has no audio-only member to classify without text.")
+        if self.speaker_norm and speaker_stats is None:
+            speaker_stats = pool_with_prior(utterance_stats(audio_states, audio_lengths), self.speaker_prior)
+        logits = [m(audio_states, audio_lengths, None, None, speaker_stats) for m in audio_only]
+        return torch.stack([F.log_softmax(z.float(), dim=-1) for z in logits]).sum(dim=0)

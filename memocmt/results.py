@@ -14,6 +14,9 @@ class Prediction:
     probabilities: dict[str, float]  # every class, in the model's label order
     timings_ms: dict[str, float] = field(default_factory=dict)  # stage name -> milliseconds
     speaker: int | None = None  # live speaker tracking (memocmt.speakers): the session's voice 0, 1, ... that said it
+    # whether the transcript was read: False when the utterance's language is not one the model reads and it was
+    # classified from its audio alone (memocmt.language_policy); None where the caller did not say
+    read_text: bool | None = None
 
     @property
     def runner_up(self) -> tuple[str, float]:
@@ -28,6 +31,7 @@ class Prediction:
             "probabilities": dict(self.probabilities),
             "timings_ms": dict(self.timings_ms),
             "speaker": self.speaker,
+            "read_text": self.read_text,
         }
 
     @classmethod

@@ -31,6 +31,9 @@ def test_recipe_refuses_missing_corpora(tmp_path, capsys):
         with pytest.raises(SystemExit) as stop:
             recipe.main(argv)
         assert stop.value.code == 2 and "is not a directory" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        recipe.main(["--ravdess", str(tmp_path), "--nemo", str(tmp_path), "--epoch-size", "-3"])
+    assert stop.value.code == 2 and "--epoch-size and --epochs must be positive" in capsys.readouterr().err
 
 
 def test_leave_one_corpus_out_and_mixed_runs_are_scored_per_corpus(tmp_path, wav_bytes):
@@ -45,13 +48,17 @@ def test_leave_one_corpus_out_and_mixed_runs_are_scored_per_corpus(tmp_path, wav
     recipe = load_recipe()
     assert recipe.main(argv) == 0
     result = json.loads((out / "cross_corpus.json").read_text())
-    assert list(result["runs"]) == ["ravdess-only", "nemo-only", "mixed"] and result["reused_runs"] == 0
+    assert list(result["runs"]) == ["ravdess-only", "nemo-only", "mixed", "mixed-audio", "ravdess-only-audio"]
+    assert result["reused_runs"] == 0 and result["epoch_size"] == 4 * 14 * 2  # RAVDESS's training utterances
     for name, row in result["runs"].items():
         assert row["ravdess"]["n"] == 4 * 4 * 2 and row["nemo"]["n"] == 4 * 2  # actors 17-20; KD0: 4 emotions x 2
         assert 0.0 <= row["ravdess"]["ece"] <= 1.0 and 0.0 <= row["nemo"]["ua"] <= 1.0
     # what each run trained on: one corpus, or both with validation speakers of both and balanced sampling
-    for name, corpora in (("ravdess-only", {"ravdess"}), ("nemo-only", {"nemo"}), ("mixed", {"ravdess", "nemo"})):
+    for name, corpora in (("ravdess-only", {"ravdess"}), ("nemo-only", {"nemo"}), ("mixed", {"ravdess", "nemo"}),
+                          ("mixed-audio", {"ravdess", "nemo"})):
         config = (work / name / "train_config.yaml").read_text()
+        assert f"epoch_size: {result['epoch_size']}" in config
+        assert ("modalities: audio" in config) == (name == "mixed-audio")
         manifest = read_manifest(yaml.safe_load(config)["manifests"][0])
         assert {u.corpus for u in manifest.split("train")} == corpora == {u.corpus for u in manifest.split("val")}
         assert "balance: corpus+class" in config and "class_weights: false" in config
@@ -64,14 +71,17 @@ def test_leave_one_corpus_out_and_mixed_runs_are_scored_per_corpus(tmp_path, wav
     for name, diffs in against.items():
         for corpus in ("ravdess", "nemo"):
             d = diffs[corpus]
-            assert d["difference"] == pytest.approx(result["runs"][name][corpus]["ua"] - result["runs"]["mixed"][corpus]["ua"])
+            assert d["difference"] == pytest.approx(result["runs"]["mixed"][corpus]["ua"] - result["runs"][name][corpus]["ua"])
             assert d["low"] <= d["difference"] <= d["high"]
+    assert set(result["text_contribution"]) == {"mixed", "ravdess-only"}  # fusion minus its audio-only twin
+    d = result["text_contribution"]["mixed"]["nemo"]
+    assert d["difference"] == pytest.approx(result["runs"]["mixed"]["nemo"]["ua"] - result["runs"]["mixed-audio"]["nemo"]["ua"])
     assert "| mixed | ravdess + nemo |" in (out / "cross_corpus.md").read_text()
     assert set(json.loads((out / "predictions-mixed.json").read_text())) == {"ravdess", "nemo"}
     # a rerun reuses the finished runs and scores them to the same figures
     assert recipe.main(argv) == 0
     again = json.loads((out / "cross_corpus.json").read_text())
-    assert again["reused_runs"] == 3 and again["runs"]["mixed"]["nemo"] == result["runs"]["mixed"]["nemo"]
+    assert again["reused_runs"] == 5 and again["runs"]["mixed"]["nemo"] == result["runs"]["mixed"]["nemo"]
     # one leave-one-corpus-out run alone: scored per corpus, nothing to compare it with
     assert recipe.main([*argv, "--runs", "ravdess-only"]) == 0
     alone = json.loads((out / "cross_corpus.json").read_text())

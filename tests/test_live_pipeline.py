@@ -44,7 +44,7 @@ class KeywordEmotion:
         self.encode_threads.append(threading.current_thread().name)
         return float(np.sqrt(np.mean(audio**2)))
 
-    def predict(self, audio: np.ndarray, text: str, audio_features=None) -> Prediction:
+    def predict(self, audio: np.ndarray, text: str, audio_features=None, language=None) -> Prediction:
         assert audio_features is not None and audio_features > 0
         words = text.lower()
         label = "happy" if "happy" in words else "angry" if "angry" in words else "neutral"

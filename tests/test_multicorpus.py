@@ -161,3 +161,28 @@ def test_balanced_sampling_draws_corpora_and_classes_evenly():
     assert sorted(epoch_sampler(data, 0, 1)) == list(range(100))  # off: every utterance once, as before
     with pytest.raises(ValueError, match="balance 'speaker' is not one of"):
         TrainConfig(manifests=["m.jsonl"], balance="speaker").validate()
+
+
+def test_epoch_size_bounds_the_draws_of_an_epoch():
+    pytest.importorskip("torch")
+    from collections import Counter
+
+    from memocmt.trainer.embed_cache import EmbeddedSplit
+    from memocmt.trainer.train import CachedDataset, TrainConfig, epoch_sampler
+
+    targets = [0] * 60 + [1] * 20 + [0] * 5 + [1] * 15
+    speakers = [("big", f"b{i % 3}") for i in range(80)] + [("small", f"s{i % 3}") for i in range(20)]
+    split = EmbeddedSplit([None] * 100, [None] * 100, targets, [f"u{i}" for i in range(100)], [], speakers)
+    data = CachedDataset(split)
+    draws = [epoch_sampler(data, 0, epoch, "corpus+class", 30) for epoch in range(1, 41)]
+    assert all(len(d) == 30 for d in draws) and draws[0] != draws[1]
+    shares = Counter((speakers[i][0], targets[i]) for d in draws for i in d)
+    assert len(shares) == 4 and all(abs(n / 1200 - 0.25) < 0.04 for n in shares.values())  # still balanced
+    assert epoch_sampler(data, 0, 7, "corpus+class", 30) == draws[6]  # fixed by (seed, epoch)
+    subset = epoch_sampler(data, 0, 1, "", 30)  # no balance: a random subset, no utterance twice
+    assert len(subset) == 30 == len(set(subset))
+    passes = Counter(epoch_sampler(data, 0, 1, "", 250))  # larger than the split: whole passes, then a subset
+    assert len(passes) == 100 and set(passes.values()) == {2, 3} and sum(passes.values()) == 250
+    assert TrainConfig(manifests=["m.jsonl"], epoch_size=500).validate().epoch_size == 500
+    with pytest.raises(ValueError, match="epoch_size -1 must be 0"):
+        TrainConfig(manifests=["m.jsonl"], epoch_size=-1).validate()

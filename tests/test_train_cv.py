@@ -31,6 +31,18 @@ def test_speaker_folds_are_disjoint_contiguous_blocks_of_the_chosen_corpora():
         speaker_folds(Manifest.from_items(items), 4, ["synth"])
 
 
+def test_speaker_folds_of_two_corpora_hold_speakers_of_both():
+    items = [utterance(f"A{i:02d}", "ravdess") for i in range(1, 17)] + [utterance(s, "nemo") for s in
+                                                                          ("EB0", "IC0", "KS0", "MK0", "MP0", "TP0", "WR0")]
+    folds = speaker_folds(Manifest.from_items(items), 4, ["ravdess", "nemo"])
+    assert all({c for c, _ in f} == {"ravdess", "nemo"} for f in folds)  # no fold of one corpus only
+    assert sorted(k for f in folds for k in f) == sorted(u.speaker_key() for u in items)
+    assert [[s for c, s in f if c == "ravdess"] for f in folds] == \
+        [[s for _, s in f] for f in speaker_folds(Manifest.from_items(items[:16]), 4)]  # one corpus: as before
+    few = items[:16] + [utterance("EB0", "nemo"), utterance("IC0", "nemo")]  # 2 nEMO speakers for 4 folds: still covered
+    assert sorted(k for f in speaker_folds(Manifest.from_items(few), 4) for k in f) == sorted(u.speaker_key() for u in few)
+
+
 def test_config_checks_and_candidates():
     base = dict(manifests=["m.jsonl"], model={"d_model": 16, "pooling": "mean"}, epochs=4)
     with pytest.raises(ValueError, match="cv_folds"):

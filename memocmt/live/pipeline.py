@@ -43,8 +43,8 @@ class EmotionModel(Protocol):
     def encode_audio(self, audio: np.ndarray) -> Any:
         """Audio-only features; may run while ASR decodes. May return None."""
 
-    def predict(self, audio: np.ndarray, text: str, audio_features: Any = None) -> Prediction:
-        """The emotion of float32 16 kHz `audio` with transcript `text`."""
+    def predict(self, audio: np.ndarray, text: str, audio_features: Any = None, language: str | None = None) -> Prediction:
+        """The emotion of float32 16 kHz `audio` with transcript `text` in `language` (None: unknown)."""
 
 
 class SpeechRecognizer(Protocol):
@@ -82,9 +82,12 @@ class BundleEmotionModel:
     def encode_audio(self, audio: np.ndarray) -> Any:
         return self.bundle.encode_audio(audio) if self.bundle.uses_audio else None
 
-    def predict(self, audio: np.ndarray, text: str, audio_features: Any = None, commit: bool = True) -> Prediction:
+    def predict(self, audio: np.ndarray, text: str, audio_features: Any = None, commit: bool = True,
+                language: str | None = None) -> Prediction:
         """The utterance's emotion; with `commit=False` (a tentative segment) the speaker adaptation is not
-        changed until `commit_tentative()` confirms it, so a tentative that is recognised again is counted once."""
+        changed until `commit_tentative()` confirms it, so a tentative that is recognised again is counted once.
+        A `language` the bundle does not read transcripts in is classified from the audio alone
+        (memocmt.language_policy)."""
         if self.bundle.uses_audio and audio_features is None:
             audio_features = self.bundle.encode_audio(audio)
         text_features = self.bundle.encode_text(text) if self.bundle.uses_text else None
@@ -93,7 +96,7 @@ class BundleEmotionModel:
             utterance = self.bundle.audio_stats(audio_features)
             stats, voice = self.adapter.update(utterance, commit=commit)
             self._tentative = None if commit else utterance
-        prediction = self.bundle.classify(audio_features, text_features, stats)
+        prediction = self.bundle.classify(audio_features, text_features, stats, language)
         prediction.speaker = voice
         return prediction
 
@@ -393,9 +396,10 @@ class Pipeline:
             t0 = time.perf_counter()
             encoded, encode_ms = features.result()
             if segment.tentative and hasattr(self.emotion, "commit_tentative"):
-                prediction = self.emotion.predict(segment.speech_audio, text, audio_features=encoded, commit=False)
+                prediction = self.emotion.predict(segment.speech_audio, text, audio_features=encoded, commit=False,
+                                                  language=language)
             else:
-                prediction = self.emotion.predict(segment.speech_audio, text, audio_features=encoded)
+                prediction = self.emotion.predict(segment.speech_audio, text, audio_features=encoded, language=language)
             timings["audio_encode"] = encode_ms
             timings["emotion"] = (time.perf_counter() - t0) * 1000
         timings["eos_to_result"] = (time.monotonic() - item.eos_wall) * 1000

@@ -45,6 +45,7 @@ from ..bundle_format import (
 )
 from ..encoders import HFAudioEncoder
 from ..fusion import utterance_stats
+from ..language_policy import has_audio_fallback
 from ..model import MemoCMT, load_checkpoint
 from .transforms import calibration_feeds, convert_fp16, logit_shift_scorer, optimize_graph, quantize_int8
 
@@ -84,15 +85,19 @@ class _TextGraph(nn.Module):
 
 
 class _FusionGraph(nn.Module):
-    def __init__(self, head: nn.Module, modalities: str):
+    def __init__(self, head: nn.Module, modalities: str, audio_fallback: bool = False):
         super().__init__()
         self.head = head
+        self.audio_fallback = audio_fallback  # also output the audio-only members' logits (EnsembleHead.audio_logits)
         self.input_names = graph_interface("fusion", modalities, head.speaker_norm)[0]
 
     def forward(self, *inputs: torch.Tensor):
         named = dict(zip(self.input_names, inputs))
         logits = self.head(*(named.get(n) for n in ("audio_states", "audio_lengths", "text_states", "text_lengths",
                                                      "speaker_stats")))
+        if self.audio_fallback:
+            audio = self.head.audio_logits(named["audio_states"], named["audio_lengths"], named.get("speaker_stats"))
+            return logits, torch.softmax(logits, dim=-1), audio
         return logits, torch.softmax(logits, dim=-1)
 
 
@@ -106,6 +111,7 @@ class GraphSpec:
     dynamic_axes: dict[str, dict[int, str]]
     modalities: str = "both"
     speaker_norm: str = ""
+    audio_fallback: bool = False  # fusion graph: also `audio_logits` (memocmt.language_policy)
 
     @property
     def input_names(self) -> list[str]:
@@ -113,7 +119,7 @@ class GraphSpec:
 
     @property
     def output_names(self) -> list[str]:
-        return graph_interface(self.stage, self.modalities, self.speaker_norm)[1]
+        return graph_interface(self.stage, self.modalities, self.speaker_norm, self.audio_fallback)[1]
 
 
 def _example_audio(model: MemoCMT) -> tuple[torch.Tensor, torch.Tensor, bool]:
@@ -170,7 +176,11 @@ def graph_specs(model: MemoCMT) -> list[GraphSpec]:
         axes.update(speaker_stats={0: "batch"})
     axes.update(logits={0: "batch"}, probabilities={0: "batch"})
     modalities = model.config.modalities
-    specs.append(GraphSpec("fusion", _FusionGraph(model.head, modalities), tuple(args), axes, modalities, speaker_norm))
+    fallback = has_audio_fallback(model.config)
+    if fallback:
+        axes.update(audio_logits={0: "batch"})
+    specs.append(GraphSpec("fusion", _FusionGraph(model.head, modalities, fallback), tuple(args), axes, modalities,
+                           speaker_norm, fallback))
     return specs
 
 

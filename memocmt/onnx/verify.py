@@ -20,6 +20,7 @@ from ..audio import SAMPLE_RATE, load_audio
 from ..bundle import AudioEncoding, Bundle, TextEncoding, load_bundle, to_host
 from ..bundle_format import GRAPH_FILES, IR_VERSION_FOR_OPSET, ExportValidationError, graph_interface, read_bundle_manifest
 from ..fusion import utterance_stats
+from ..language_policy import has_audio_fallback
 from ..model import MemoCMT
 from ..speaker_norm import pool_stats
 
@@ -156,7 +157,8 @@ def _check_interfaces(bundle: Bundle, model: MemoCMT) -> None:
     if sorted(bundle.sessions) != sorted([*stages, "fusion"]):
         raise ExportValidationError(f"The bundle has graphs {sorted(bundle.sessions)}; expected {[*stages, 'fusion']}.")
     for stage, session in bundle.sessions.items():
-        expected = graph_interface(stage, model.config.modalities, model.head.speaker_norm)
+        expected = graph_interface(stage, model.config.modalities, model.head.speaker_norm,
+                                   stage == "fusion" and has_audio_fallback(model.config))
         found = ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
         if found != expected:
             raise ExportValidationError(
@@ -173,6 +175,7 @@ class _Diffs:
     text_states: float = 0.0
     logits: float = 0.0  # absolute, end to end (the fusion graph on the ONNX encoders' states)
     fusion_logits: float = 0.0  # absolute, the fusion graph alone (on PyTorch's states)
+    audio_logits: float = 0.0  # absolute, the fusion graph's audio-only output (language fallback), end to end
 
     def update(self, other: "_Diffs") -> None:
         for k in vars(self):
@@ -222,6 +225,10 @@ def _compare(bundle: Bundle, model: MemoCMT, items: list[Utterance]) -> tuple[_D
     fused = bundle.logits(as_bundle(audio_enc, ref_audio, AudioEncoding), as_bundle(text_enc, ref_text, TextEncoding),
                           None if stats is None else stats.numpy())
     diffs.fusion_logits = float(np.max(np.abs(fused - ref_logits)))
+    if bundle.audio_fallback:  # the prediction for a language the model does not read (memocmt.language_policy)
+        ours = bundle.logits(audio_enc, text_enc, None if stats is None else stats.numpy(), read_text=False)
+        ref = model.head.audio_logits(ref_audio[0], ref_audio[1], stats).float().numpy()
+        diffs.audio_logits = float(np.max(np.abs(ours - ref)))
     return diffs, logits, ref_logits
 
 
@@ -277,6 +284,7 @@ def verify_bundle(
         "batch_size": len(items),
         "max_abs_diff_logits": diffs.logits,
         "max_abs_diff_fusion_logits": diffs.fusion_logits,
+        **({"max_abs_diff_audio_logits": diffs.audio_logits} if bundle.audio_fallback else {}),
         "max_rel_diff_audio_states": diffs.audio_states,
         "max_rel_diff_text_states": diffs.text_states,
         "class_agreement": agreement,
@@ -285,11 +293,11 @@ def verify_bundle(
     if precision == "fp32":  # each graph against its PyTorch module on the same inputs
         worst_states = max(diffs.audio_states, diffs.text_states)
         if (diffs.fusion_logits > LOGITS_ATOL_FP32 or worst_states > STATES_RTOL_FP32
-                or diffs.logits > END_TO_END_LOGITS_ATOL_FP32):
+                or max(diffs.logits, diffs.audio_logits) > END_TO_END_LOGITS_ATOL_FP32):
             raise ExportValidationError(
                 f"ONNX and PyTorch differ: max fusion logit difference {diffs.fusion_logits:.2e} (allowed "
                 f"{LOGITS_ATOL_FP32:.0e}), max relative states difference {worst_states:.2e} (allowed "
-                f"{STATES_RTOL_FP32:.0e}), max end-to-end logit difference {diffs.logits:.2e} (allowed "
+                f"{STATES_RTOL_FP32:.0e}), max end-to-end logit difference {max(diffs.logits, diffs.audio_logits):.2e} (allowed "
                 f"{END_TO_END_LOGITS_ATOL_FP32:.0e})."
             )
         report["tolerance_logits"] = LOGITS_ATOL_FP32  # the fusion graph's

@@ -60,16 +60,29 @@ def candidate_configs(config: TrainConfig) -> dict[str, TrainConfig]:
 
 
 def speaker_folds(manifest: Manifest, k: int, corpora: list[str] = ()) -> list[list[tuple[str, str]]]:
-    """k speaker-disjoint folds: the sorted speakers of `corpora` (all if empty) cut into k contiguous blocks.
+    """k speaker-disjoint folds: each corpus's sorted speakers (of `corpora`, all if empty) cut into k contiguous
+    blocks, fold i the union of every corpus's block i.
 
-    Contiguous blocks of sorted ids keep RAVDESS's alternating male/female actors mixed in every fold.
+    Contiguous blocks of sorted ids keep RAVDESS's alternating male/female actors mixed in every fold; cutting
+    each corpus on its own gives every fold speakers of every corpus (when it has k of them), so no fold trains
+    on one corpus's speakers alone.
     """
     speakers = sorted({u.speaker_key() for u in manifest.items if not corpora or u.corpus in corpora})
     if len(speakers) < k:
         raise ValueError(f"{k}-fold cross-validation needs at least {k} speakers; the train and val splits have "
                          f"{len(speakers)}{' in corpora ' + ', '.join(corpora) if corpora else ''}.")
-    bounds = [round(i * len(speakers) / k) for i in range(k + 1)]
-    return [speakers[bounds[i]:bounds[i + 1]] for i in range(k)]
+    by_corpus: dict[str, list[tuple[str, str]]] = {}
+    for key in speakers:
+        by_corpus.setdefault(key[0], []).append(key)
+    folds: list[list[tuple[str, str]]] = [[] for _ in range(k)]
+    for group in by_corpus.values():
+        bounds = [round(i * len(group) / k) for i in range(k + 1)]
+        for i in range(k):
+            folds[i] += group[bounds[i]:bounds[i + 1]]
+    if any(not fold for fold in folds):  # a corpus with fewer than k speakers left a fold empty: cut them all as one
+        bounds = [round(i * len(speakers) / k) for i in range(k + 1)]
+        folds = [speakers[bounds[i]:bounds[i + 1]] for i in range(k)]
+    return folds
 
 
 def cross_validate(config: TrainConfig, run_dir: str | os.PathLike, *, folds: int | None = None,
@@ -223,7 +236,7 @@ def _train_fold(job: _FoldJob) -> tuple[list[float], list[float], int, dict]:
     for epoch in tqdm(range(1, n_epochs + 1), desc=f"cv {job.candidate} fold {job.fold + 1}/{job.k}",
                       disable=not job.progress, leave=False):
         loader = torch.utils.data.DataLoader(train_set, batch_size=cand.batch_size, collate_fn=collate_cached,
-                                             sampler=epoch_sampler(train_set, cand.seed, epoch, cand.balance))
+                                             sampler=epoch_sampler(train_set, cand.seed, epoch, cand.balance, cand.epoch_size))
         train_epoch(head, loader, loss_fn, optimizer, params, cand.grad_clip, device)
         scheduler.step()
         y, prob = predict(head, held_loader, device)

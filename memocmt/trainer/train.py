@@ -71,6 +71,10 @@ class TrainConfig:
     # draws as many utterances with replacement, every group (class, corpus, or corpus and class) equally
     # likely, so a small corpus is not drowned by a large one (leave class_weights off with a class balance)
     balance: str = ""
+    # utterances drawn per training epoch (0 = as many as there are training utterances). With `balance` they
+    # are drawn with replacement; without, a fresh random subset each epoch. Bounds what an epoch costs when a
+    # large corpus joins a small one (an epoch over all of nEMO costs several RAVDESS epochs)
+    epoch_size: int = 0
     seed: int = 0
     grad_clip: float = 0.0  # max gradient norm; 0 disables clipping
     feature_noise: float = 0.0  # training only: Gaussian noise on cached audio states, in units of their std
@@ -110,6 +114,8 @@ class TrainConfig:
                 raise ValueError(f"{name} {value!r} is not one of {', '.join(choices)}.")
         if not self.manifests:
             raise ValueError("The training config names no manifests; set `manifests: [path.jsonl, ...]`.")
+        if self.epoch_size < 0:
+            raise ValueError(f"epoch_size {self.epoch_size} must be 0 (every training utterance) or a positive number.")
         if self.batch_size < 1 or self.epochs < 1 or self.lr <= 0:
             raise ValueError("batch_size and epochs must be at least 1 and lr positive.")
         if not 0.0 <= self.speaker_subsample <= 1.0:
@@ -362,26 +368,30 @@ def make_optimizer(config: TrainConfig, params: list) -> tuple[torch.optim.Optim
     return optimizer, scheduler
 
 
-def epoch_sampler(dataset, seed: int, epoch: int, balance: str = ""):
+def epoch_sampler(dataset, seed: int, epoch: int, balance: str = "", size: int = 0):
     """The order depends on (seed, epoch) only, so a resumed run sees the same batches. A dataset with
     perturbed copies (CachedDataset.versions) yields one version of each utterance, drawn uniformly.
-    With `balance` (see TrainConfig.balance) the utterances are drawn with replacement, each group equally likely."""
+    With `balance` (see TrainConfig.balance) the utterances are drawn with replacement, each group equally likely.
+    `size` (TrainConfig.epoch_size) is the number of draws (0: one per utterance)."""
     generator = torch.Generator().manual_seed(seed * 100003 + epoch)
     versions = getattr(dataset, "versions", None)
-    if not versions and not balance:
+    if not versions and not balance and not size:
         return torch.utils.data.RandomSampler(dataset, generator=generator)
     versions = versions or [[i] for i in range(len(dataset))]
+    n = size or len(versions)
     if balance:
         groups = balance_groups(dataset, balance, [v[0] for v in versions])
         counts: dict = {}
         for g in groups:
             counts[g] = counts.get(g, 0) + 1
         weights = torch.tensor([1.0 / (len(counts) * counts[g]) for g in groups], dtype=torch.float64)
-        order = torch.multinomial(weights, len(versions), replacement=True, generator=generator).tolist()
+        order = torch.multinomial(weights, n, replacement=True, generator=generator).tolist()
         picks = torch.randint(0, 2**31 - 1, (len(order),), generator=generator).tolist()
         return [versions[i][picks[k] % len(versions[i])] for k, i in enumerate(order)]
     order = torch.randperm(len(versions), generator=generator).tolist()
     picks = torch.randint(0, 2**31 - 1, (len(versions),), generator=generator).tolist()
+    if size:  # a subset (or, when `size` exceeds the utterances, whole passes and then a subset)
+        order = (order * (size // len(order) + 1))[:size]
     return [versions[i][picks[i] % len(versions[i])] for i in order]
 
 
@@ -543,21 +553,22 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
 
     loader_args = dict(batch_size=config.batch_size, collate_fn=collate, num_workers=config.num_workers)
     val_loader = torch.utils.data.DataLoader(datasets["val"], **loader_args) if "val" in datasets else None
-    extra = {"labels": labels, "manifests": config.manifests, "seed": config.seed}
+    extra = {"labels": labels, "manifests": config.manifests, "seed": config.seed, "balance": config.balance,
+             "epoch_size": config.epoch_size}
     last_epoch = config.stop_epoch or config.epochs
     epochs = tqdm(range(start_epoch, last_epoch + 1), desc="epochs", disable=not (progress and main),
                   initial=start_epoch - 1, total=last_epoch)
     for epoch in epochs:
         started = time.perf_counter()
-        if world > 1 and (getattr(datasets["train"], "versions", None) or config.balance):  # the same draw on every rank, then one share each
-            order = epoch_sampler(datasets["train"], config.seed, epoch, config.balance)
+        if world > 1 and (getattr(datasets["train"], "versions", None) or config.balance or config.epoch_size):  # the same draw on every rank, then one share each
+            order = epoch_sampler(datasets["train"], config.seed, epoch, config.balance, config.epoch_size)
             order += order[: -len(order) % world]  # equal shares, as DistributedSampler pads
             sampler = order[rank::world]
         elif world > 1:
             sampler = torch.utils.data.distributed.DistributedSampler(datasets["train"], shuffle=True, seed=config.seed)
             sampler.set_epoch(epoch)
         else:
-            sampler = epoch_sampler(datasets["train"], config.seed, epoch, config.balance)
+            sampler = epoch_sampler(datasets["train"], config.seed, epoch, config.balance, config.epoch_size)
         loader = torch.utils.data.DataLoader(datasets["train"], sampler=sampler, **loader_args)
         bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not (progress and main))
         train_loss, train_acc = train_epoch(trained, loader, loss_fn, optimizer, params, config.grad_clip, device, bar)

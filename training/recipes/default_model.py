@@ -15,10 +15,21 @@
 4. evaluation of each final checkpoint on the unseen test actors and on the synthetic test voices
    (memocmt.evaluate); with --ablations also audio-only and text-only heads (same choice), the
    late fusion of the 4-class head and the audio-only one (`edge-ravdess4-late`, one checkpoint
-   that multiplies their probabilities: memocmt.ensemble), and the UA of the fusion head and of the
+   that multiplies their probabilities: memocmt.ensemble, reading transcripts only in the languages the
+   fusion head trained on and classifying other known languages from audio: memocmt.language_policy), and the UA of the fusion head and of the
    late fusion minus each other head's on both test sets with a 95% paired bootstrap interval
    (`fusion_minus_ablation`, `late_fusion_minus`; utterances resampled within each test speaker);
 5. with --ship (needs --ablations): copies the late fusion to memocmt/models/edge-ravdess/ with metrics.json.
+
+With `--nemo ../shared/data/nemo-pl` the 4-class runs (fusion, audio-only, text-only, late fusion) train on two
+corpora: RAVDESS actors 01-16 and the nEMO (Polish) actors other than KD0 and SM0, which are held out as nEMO's
+test speakers exactly as training/recipes/cross_corpus.py holds them out (never used for a choice). Their
+cross-validation folds draw speakers from both corpora (memocmt.trainer.crossval.speaker_folds), each epoch draws
+corpora and classes evenly (`balance: corpus+class`, no class weights) and only `epoch_size` utterances
+(--epoch-size; default: as many as the RAVDESS and synthetic training utterances, so an epoch costs what it costs
+without nEMO rather than a pass over nEMO's 2,000 clips), and the sox voice perturbations apply to both corpora.
+Every 4-class run is also scored on the nEMO test speakers (UA, WA, ECE per corpus, never pooled), and the
+bootstrap differences are given per corpus. The 8-class run stays RAVDESS-only (nEMO has four of the classes).
 
 --reuse scores the finished runs of an earlier recipe run in --work again (and builds the late
 fusion from them) instead of training them anew: the way to ship from runs that a rerun on another
@@ -46,7 +57,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from memocmt.corpora import build_ravdess  # noqa: E402
+from memocmt.corpora import build_nemo, build_ravdess  # noqa: E402
 import torch  # noqa: E402
 
 from memocmt.trainer.crossval import calibrate_run, cross_validate, final_config, held_out_logprobs  # noqa: E402
@@ -57,30 +68,53 @@ from memocmt.trainer.parallel import cpu_workers, map_forked  # noqa: E402
 from memocmt.trainer.train import TrainConfig, load_config, train  # noqa: E402
 
 TEST_ACTORS, VAL_ACTORS = (17, 18, 19, 20), (15, 16)
+NEMO_TEST, NEMO_VAL = ("KD0", "SM0"), ("IC0", "TP0")  # as training/recipes/cross_corpus.py holds them out
+# the 4-class runs with --nemo: both corpora folded and perturbed, corpora and classes drawn evenly
+NEMO_OVERRIDES = ["balance=corpus+class", "class_weights=false", "cv_corpora=[ravdess, nemo]",
+                  "perturb_corpora=[ravdess, nemo]"]
 SHIP_DIR = REPO / "memocmt" / "models" / "edge-ravdess"
 logger = logging.getLogger("memocmt")
 
 
-def make_data(ravdess: Path, data_dir: Path, synthetic_per_class: int) -> None:
+def make_data(ravdess: Path, data_dir: Path, synthetic_per_class: int, nemo: Path | None = None) -> None:
     from memocmt.synthetic import generate_synthetic_corpus
 
     for classes in ("4", "8"):
         manifest = build_ravdess(ravdess, classes=classes, test_speakers=TEST_ACTORS, val_speakers=VAL_ACTORS)
         write_manifest(data_dir / f"ravdess{classes}.jsonl", manifest, relative=False)
         logger.info("RAVDESS %s classes:\n%s", classes, manifest.summary())
+    if nemo is not None:
+        manifest = build_nemo(nemo, test_speakers=NEMO_TEST, val_speakers=NEMO_VAL)
+        write_manifest(data_dir / "nemo4.jsonl", manifest, relative=False)
+        logger.info("nEMO 4 classes:\n%s", manifest.summary())
     if not (data_dir / "synthetic" / "manifest.jsonl").is_file():
         generate_synthetic_corpus(data_dir / "synthetic", n_per_class=synthetic_per_class, seed=0)
 
 
+def default_epoch_size(data_dir: Path) -> int:
+    """The RAVDESS (4 classes) and synthetic utterances that train (train + val): an epoch's size without nEMO."""
+    return sum(len(read_manifest(p).split("train")) + len(read_manifest(p).split("val"))
+               for p in (data_dir / "ravdess4.jsonl", data_dir / "synthetic" / "manifest.jsonl"))
+
+
+def test_sets(data_dir: Path, classes: str) -> dict[str, Path]:
+    """Test corpus -> manifest: RAVDESS and synthetic, and nEMO for 4 classes when the recipe built it (--nemo)."""
+    sets = {"ravdess": data_dir / f"ravdess{classes}.jsonl", "synthetic": data_dir / "synthetic" / "manifest.jsonl"}
+    if classes == "4" and (data_dir / "nemo4.jsonl").is_file():
+        sets["nemo"] = data_dir / "nemo4.jsonl"
+    return sets
+
+
 def evaluate_run(run_dir: Path, data_dir: Path, classes: str) -> dict:
-    """Final checkpoint (best on val, or the CV-chosen epoch count on train + val) scored on the RAVDESS test actors
-    and the synthetic test voices; a speaker-normalised model also with the statistics of only K utterances of each
-    test speaker (`ravdess_after_K`: as live adaptation has them after K utterances)."""
+    """Final checkpoint (best on val, or the CV-chosen epoch count on train + val) scored on the RAVDESS test actors,
+    the synthetic test voices and (--nemo) the nEMO test actors, each corpus on its own; a speaker-normalised model
+    also with the statistics of only K utterances of each RAVDESS test speaker (`ravdess_after_K`: as live
+    adaptation has them after K utterances)."""
     from memocmt.model import load_checkpoint
 
     model = load_checkpoint(run_dir / "best.safetensors")
     scores = {}
-    sets = {"ravdess": data_dir / f"ravdess{classes}.jsonl", "synthetic": data_dir / "synthetic" / "manifest.jsonl"}
+    sets = test_sets(data_dir, classes)
     for name, path in sets.items():
         manifest = read_manifest(path).split("test")
         ks = (0, *LIVE_SPEAKER_UTTERANCES) if model.speaker_norm and name == "ravdess" else (0,)
@@ -101,7 +135,8 @@ def evaluate_run(run_dir: Path, data_dir: Path, classes: str) -> dict:
     return scores
 
 
-def ablation_differences(work: Path, ablations: list[str], fusion: str = "edge-ravdess4") -> dict:
+def ablation_differences(work: Path, ablations: list[str], fusion: str = "edge-ravdess4",
+                         tests: tuple[str, ...] = ("ravdess", "synthetic")) -> dict:
     """The fusion head's UA minus each ablation's on both test sets, with 95% paired bootstrap intervals
     (memocmt.evaluate.compare_predictions; utterances resampled within each test speaker, as four actors
     and two synthetic voices are too few to resample whole): whether fusion is at least as good as each
@@ -109,7 +144,7 @@ def ablation_differences(work: Path, ablations: list[str], fusion: str = "edge-r
     out = {}
     for name in ablations:
         out[name] = {}
-        for test in ("ravdess", "synthetic"):
+        for test in tests:
             ours, theirs = (json.loads((work / run / f"eval-{test}.json").read_text()) for run in (fusion, name))
             diff = compare_predictions(ours["predictions"], theirs["predictions"], ours["labels"])
             out[name][test] = diff.to_dict()
@@ -133,7 +168,10 @@ def late_fusion(work: Path, data_dir: Path, calibrate: tuple[int, str] | None = 
     run_dir.mkdir(parents=True, exist_ok=True)
     names = ["edge-ravdess4", "edge-ravdess4-audio"]
     model = build_ensemble([work / n / "best.safetensors" for n in names])
-    extra = {"ensemble_of": [f"{n}/best.safetensors" for n in names]}
+    # transcripts are read in the languages the fusion head trained on; others fall back to the audio-only head
+    languages = run_languages(work / names[0])
+    model.config = model.config.replace(text_languages=languages)
+    extra = {"ensemble_of": [f"{n}/best.safetensors" for n in names], "text_languages": languages}
     if calibrate is not None:
         epochs, candidate = calibrate
         held = [held_out_logprobs(work / n, epochs, candidate) for n in names]
@@ -147,6 +185,34 @@ def late_fusion(work: Path, data_dir: Path, calibrate: tuple[int, str] | None = 
         logger.info("Late fusion: member temperatures %s, ensemble temperature %.3f", temperatures, temperature)
     save_checkpoint(model, run_dir / "best.safetensors", extra=extra)
     return evaluate_run(run_dir, data_dir, "4")
+
+
+def _nemo_speakers(data_dir: Path) -> list[str]:
+    return [u.speaker for u in read_manifest(data_dir / "nemo4.jsonl")]
+
+
+def corpora_card(nemo: bool, epoch_size: int) -> dict:
+    """The corpora the 4-class model trained on, with their licences (for metrics.json and the model card)."""
+    out = {"ravdess": {"language": "en", "licence": "CC BY-NC-SA 4.0",
+                       "attribution": "Livingstone & Russo (2018), The Ryerson Audio-Visual Database of Emotional "
+                                      "Speech and Song (RAVDESS), PLoS ONE 13(5): e0196391"},
+           "synthetic": {"language": "en", "licence": "generated by memocmt.synthetic (espeak-ng voices)"}}
+    if nemo:
+        out["nemo"] = {"language": "pl", "licence": "CC BY-NC-SA 4.0",
+                       "attribution": "Christop (2024), nEMO: Dataset of Emotional Speech in Polish, LREC-COLING 2024, "
+                                      "pages 12111-12116"}
+        out["sampling"] = {"balance": "corpus+class", "epoch_size": epoch_size}
+    return out
+
+
+def run_languages(run_dir: Path) -> list[str]:
+    """The languages of the utterances a run trained on (train and val of its manifests; memocmt.language_policy)."""
+    import yaml
+
+    from memocmt.language_policy import trained_languages
+
+    manifests = yaml.safe_load((run_dir / "train_config.yaml").read_text())["manifests"]
+    return trained_languages(u.language for path in manifests for u in read_manifest(path) if u.split in ("train", "val"))
 
 
 def follow_choice(config: TrainConfig, cv: dict, *, same_classes: bool) -> TrainConfig:
@@ -186,6 +252,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Rebuild the shipped edge-ravdess model end to end.")
     parser.add_argument("--ravdess", default=str(REPO.parent / "shared" / "data" / "ravdess-a01-a20"), help="RAVDESS root")
     parser.add_argument("--work", default="runs/default-model", help="work folder (data, runs, timings)")
+    parser.add_argument("--nemo", metavar="DIR",
+                        help="nEMO root (data.tsv, samples/): the 4-class runs also train on its actors other than "
+                             "KD0 and SM0 and are scored on those two (off by default)")
+    parser.add_argument("--epoch-size", type=int, default=0, metavar="N",
+                        help="with --nemo: utterances drawn per epoch (default: as many as the RAVDESS and synthetic "
+                             "training utterances)")
     parser.add_argument("--synthetic-per-class", type=int, default=100, help="synthetic utterances per class")
     parser.add_argument("--skip-8class", action="store_true", help="train only the 4-class model")
     parser.add_argument("--ablations", action="store_true", help="also train audio-only and text-only 4-class heads")
@@ -206,6 +278,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if not Path(args.ravdess).is_dir():
         parser.error(f"--ravdess {args.ravdess} is not a directory.")
+    if args.nemo is not None and not (Path(args.nemo) / "data.tsv").is_file():
+        parser.error(f"--nemo {args.nemo} is not an nEMO folder (no data.tsv in it).")
+    if args.epoch_size < 0 or (args.epoch_size and args.nemo is None):
+        parser.error("--epoch-size needs --nemo and must be a positive number of utterances.")
     if args.ship and not args.ablations:
         parser.error("--ship needs --ablations: the shipped model is the late fusion of the 4-class head and the "
                      "audio-only one.")
@@ -226,7 +302,11 @@ def main(argv: list[str] | None = None) -> int:
         timings[stage] = round(time.perf_counter() - t, 1)
         return out
 
-    timed("data", make_data, Path(args.ravdess), data_dir, args.synthetic_per_class)
+    timed("data", make_data, Path(args.ravdess), data_dir, args.synthetic_per_class,
+          Path(args.nemo) if args.nemo else None)
+    if args.nemo is None:
+        (data_dir / "nemo4.jsonl").unlink(missing_ok=True)  # a RAVDESS-only run in a folder an earlier --nemo used
+    epoch_size = (args.epoch_size or default_epoch_size(data_dir)) if args.nemo else 0
     runs = {"edge-ravdess4": ("training/configs/edge-ravdess.yaml", "4", [])}
     if not args.skip_8class:
         runs["edge-ravdess8"] = ("training/configs/edge-ravdess8.yaml", "8", [])
@@ -235,7 +315,11 @@ def main(argv: list[str] | None = None) -> int:
         runs["edge-ravdess4-text"] = ("training/configs/edge-ravdess.yaml", "4", ["model.modalities=text", "run_name=edge-ravdess4-text"])
     jobs = []
     for name, (config_path, classes, extra) in runs.items():
-        manifests = f"[{data_dir / f'ravdess{classes}.jsonl'}, {data_dir / 'synthetic' / 'manifest.jsonl'}]"
+        nemo = args.nemo is not None and classes == "4"
+        manifests = f"[{data_dir / f'ravdess{classes}.jsonl'}, {data_dir / 'synthetic' / 'manifest.jsonl'}" + \
+            (f", {data_dir / 'nemo4.jsonl'}]" if nemo else "]")
+        if nemo:
+            extra = [*NEMO_OVERRIDES, f"epoch_size={epoch_size}", *extra]
         cv_override = [] if args.cv_folds is None else [f"cv_folds={args.cv_folds}"]
         config = load_config(REPO / config_path, [f"out_dir={work}", f"run_name={name}", f"manifests={manifests}",
                                                   *extra, *cv_override, *args.overrides])
@@ -275,25 +359,31 @@ def main(argv: list[str] | None = None) -> int:
             timings[f"train {job.name}"], timings[f"evaluate {job.name}"] = outcome["train_s"], outcome["evaluate_s"]
         timings["train and evaluate (wall)"] = round(time.perf_counter() - t, 1)
     ablations = [j.name for j in jobs if j.name.startswith("edge-ravdess4-")]
-    against = ablation_differences(work, ablations)
+    tests = tuple(test_sets(data_dir, "4"))
+    against = ablation_differences(work, ablations, tests=tests)
     late_against = {}
     if "edge-ravdess4-audio" in ablations:
         choice = (cv["chosen"]["epochs"], cv["chosen"]["candidate"]) if cv is not None else None
         results[LATE] = timed(f"late fusion {LATE}", late_fusion, work, data_dir, choice)
-        late_against = ablation_differences(work, ["edge-ravdess4", *ablations], fusion=LATE)
+        late_against = ablation_differences(work, ["edge-ravdess4", *ablations], fusion=LATE, tests=tests)
     timings["total"] = round(time.perf_counter() - started, 1)
     summary = {"results": results, **({"fusion_minus_ablation": against} if against else {}),
                **({"late_fusion_minus": late_against} if late_against else {}),
                "timings_s": timings, "machine": platform.platform(),
                "split": "RAVDESS train actors 01-14, val 15-16, test 17-20 (never used for a choice); synthetic split by "
-                        "voice and sentence"}
+                        "voice and sentence" + (f"; nEMO (4-class runs) train {', '.join(sorted(set(_nemo_speakers(data_dir)) - set(NEMO_TEST + NEMO_VAL)))}, "
+                                                f"val {', '.join(NEMO_VAL)}, test {', '.join(NEMO_TEST)} (never used for a "
+                                                "choice)" if args.nemo else ""),
+               "corpora": corpora_card(bool(args.nemo), epoch_size)}
     if args.reuse:
         summary["reused_runs"] = {"from": str(work), "note": "finished runs scored again; train times and selection "
                                                              "are those of the run that trained them"}
         summary["selection"] = previous.get("selection", {"method": "unknown (not in the earlier timings.json)"})
     elif cv is not None:
-        summary["selection"] = {"method": f"{len(cv['folds'])}-fold speaker cross-validation over RAVDESS actors 01-16 "
-                                          "(synthetic train+val always in training); retrained on actors 01-16",
+        pool = "RAVDESS actors 01-16 and nEMO actors other than " + " and ".join(NEMO_TEST) if args.nemo else \
+            "RAVDESS actors 01-16"
+        summary["selection"] = {"method": f"{len(cv['folds'])}-fold speaker cross-validation over {pool} "
+                                          f"(synthetic train+val always in training); retrained on {pool}",
                                 "folds": cv["folds"], "chosen": cv["chosen"],
                                 "candidates": {n: {k: c[k] for k in ("overrides", "epochs", "best_epoch", "best_mean_ua",
                                                                      "best_fold_ua", "last_mean_ua")}

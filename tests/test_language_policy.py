@@ -1,0 +1,73 @@
+"""The text-language fallback: a late fusion that reads transcripts in its trained languages only, and classifies
+an utterance in another known language from its audio alone, in PyTorch, in the ONNX bundle and live."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from memocmt.language_policy import has_audio_fallback, reads_text, trained_languages
+from memocmt.model import load_checkpoint, save_checkpoint
+from tests.test_ensemble import TEXTS, _clips, _probs, members  # noqa: F401  (module fixture)
+
+
+def test_rule():
+    assert reads_text(["en", "pl"], "pl") and reads_text(["en"], "EN") and not reads_text(["en"], "de")
+    assert reads_text(["en"], None) and reads_text(["en"], "")  # an unknown language reads the transcript
+    assert reads_text([], "de")  # no list: every language
+    assert trained_languages(["en", "pl", "", "en", " PL "]) == ["en", "pl"]
+    assert has_audio_fallback({"text_languages": ["en"], "members": [{}, {}], "modalities": "both"})
+    assert not has_audio_fallback({"text_languages": [], "members": [{}, {}], "modalities": "both"})
+    assert not has_audio_fallback({"modalities": "both"})  # an older bundle's config
+
+
+def test_a_single_fusion_head_cannot_fall_back():
+    from memocmt.config import preset
+
+    with pytest.raises(ValueError, match="text_languages needs a way to classify without text"):
+        preset("edge", text_languages=["en"])
+    assert preset("edge", modalities="audio", text_languages=["en"]).text_languages == ["en"]
+
+
+def test_foreign_language_uses_the_audio_only_members(members, tmp_path):  # noqa: F811
+    pytest.importorskip("onnxruntime")
+    from memocmt.ensemble import build_ensemble
+    from memocmt.live.pipeline import BundleEmotionModel
+    from memocmt.onnx.export import export_bundle
+    from memocmt.runtime import load_bundle
+
+    _, paths = members
+    ensemble = build_ensemble(paths)
+    ensemble.config = ensemble.config.replace(text_languages=["en"])
+    loaded = load_checkpoint(save_checkpoint(ensemble, tmp_path / "late.safetensors"))
+    assert loaded.config.text_languages == ["en"]
+    clips = _clips()
+    audio_only = _probs(load_checkpoint(paths[1]).predict_batch(clips, None))  # the audio-only member alone
+    fused = _probs(ensemble.predict_batch(clips, TEXTS))
+    batch = loaded.prepare(clips, TEXTS)
+    with torch.inference_mode():
+        states, lengths = loaded.encode_audio(batch.audio_features, batch.audio_lengths)
+        ours = torch.softmax(loaded.head.audio_logits(states, lengths), dim=-1).numpy()
+    assert np.allclose(ours, audio_only, atol=1e-5) and not np.allclose(ours, fused, atol=1e-3)
+
+    result = export_bundle(loaded, tmp_path / "bundle")  # verified against PyTorch, the audio-only output included
+    assert result.manifest["parity"]["max_abs_diff_audio_logits"] < 1e-3
+    bundle = load_bundle(result.path, "cpu")
+    assert bundle.audio_fallback and bundle.text_languages == ["en"]
+    assert bundle.reads_text("en") and bundle.reads_text(None) and not bundle.reads_text("pl")
+    audio, text = bundle.encode(clips, TEXTS)
+    english = bundle.classify_batch(audio, text, language="en")
+    polish = bundle.classify_batch(audio, text, language="pl")
+    assert np.allclose(_probs(english), fused, atol=1e-3) and all(p.read_text for p in english)
+    assert np.allclose(_probs(polish), audio_only, atol=1e-3) and not any(p.read_text for p in polish)
+
+    live = BundleEmotionModel(bundle, "late", track_speakers=False)  # the live pipeline's model passes the language on
+    said = live.predict(clips[0], TEXTS[0], language="pl")
+    assert said.read_text is False and said.to_dict()["read_text"] is False
+    assert live.predict(clips[0], TEXTS[0], language="en").read_text is True
+
+    plain = load_bundle(export_bundle(load_checkpoint(paths[0]), tmp_path / "plain").path, "cpu")
+    assert not plain.audio_fallback and plain.reads_text("pl")  # without text_languages every transcript is read
+    with pytest.raises(ValueError, match="no audio-only output"):
+        plain.logits(*plain.encode(clips[:1], TEXTS[:1]), read_text=False)
