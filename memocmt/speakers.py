@@ -28,8 +28,12 @@ The threshold was chosen without the test actors: `python benchmarks/studies/con
 the other 4.
 
 Where the GE2E voice encoder is installed (memocmt.voice, memocmt-live[voice]) the tracker uses
-its speaker embeddings instead (`EmbeddingVoices`): trained to tell thousands of speakers apart,
-they move little with emotion, and are compared by cosine distance to a voice's mean embedding.
+its speaker embeddings instead (`EmbeddingVoices`), trained to tell thousands of speakers apart
+and compared by cosine distance to a voice's mean embedding. EMBED_THRESHOLD is the best
+clustering F of `conversation.py --select-threshold` on the development actors (0.854 at 0.25 with
+the widening below applied as (1 + 1/n), 0.852 at 0.325 without; the signatures above score 0.874
+there). On the test actors it splits a lone speaker more often than the signatures
+(benchmarks/results/voice/README.md), hence opt-in.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 The encoder is the pretrained one that the `resemblyzer` wheel carries (memocmt-live[voice]):
 a 3-layer LSTM over 40 mel bands whose last hidden state becomes a 256-d, L2-normalised
 embedding, trained on thousands of speakers to tell voices apart (GE2E loss). Unlike the
-emotion encoder's statistics (memocmt.speakers.VoiceProjection) it hardly moves when the same
-person sounds angry or sad, so one speaker stays one voice.
+emotion encoder's statistics (memocmt.speakers.VoiceProjection) it was never fitted to this
+project's speakers or emotions.
 
 The first use exports the wheel's weights to ONNX in `$MEMOCMT_HOME/voice/` (PyTorch side,
 memocmt.onnx.voice, verified against PyTorch before it is kept); every later use only loads that
