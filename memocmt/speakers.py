@@ -26,12 +26,20 @@ same threshold, two-speaker clustering F 0.916 -> 0.913, four-speaker 0.77 -> 0.
 The threshold was chosen without the test actors: `python benchmarks/studies/conversation.py
 --select-threshold` fits signatures on 12 of the development actors 01-16 and tracks sessions of
 the other 4.
+
+Where the GE2E voice encoder is installed (memocmt.voice, memocmt-live[voice]) the tracker uses
+its speaker embeddings instead (`EmbeddingVoices`), trained to tell thousands of speakers apart
+and compared by cosine distance to a voice's mean embedding. EMBED_THRESHOLD is the best
+clustering F of `conversation.py --select-threshold` on the development actors (0.854 at 0.25 with
+the widening below applied as (1 + 1/n), 0.852 at 0.325 without; the signatures above score 0.874
+there). On the test actors it splits a lone speaker more often than the signatures
+(benchmarks/results/voice/README.md), hence opt-in.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Hashable, Sequence
+from typing import Hashable, Protocol, Sequence
 
 import numpy as np
 
@@ -42,6 +50,20 @@ VOICE_THRESHOLD = 1.6  # RMS distance per dimension to a voice's centroid within
 MAX_VOICES = 8  # voices a live session tells apart; beyond this, utterances join the nearest
 CENTROID_REF_UTTERANCES = 20  # the threshold is for a voice centroid of this many utterances (see above)
 _WITHIN_RIDGE = 1e-3  # within-speaker covariance regulariser, relative to its mean eigenvalue
+EMBED_THRESHOLD = 0.25  # cosine distance to a voice's mean speaker embedding within which an utterance joins it
+
+
+class Voices(Protocol):
+    """How the tracker tells voices apart: a signature per utterance, a distance to voice centroids."""
+
+    threshold: float
+    needs_audio: bool  # signatures come from the audio (else from the emotion encoder's statistics)
+
+    def signature(self, stats: np.ndarray, audio: np.ndarray | None = None) -> np.ndarray: ...
+
+    def distance(self, signatures: np.ndarray, centroids: np.ndarray) -> np.ndarray: ...
+
+    def widening(self, counts: np.ndarray) -> np.ndarray: ...
 
 
 class VoiceError(ValueError):
@@ -107,10 +129,53 @@ class VoiceProjection:
                              f"{self.features}; it belongs to another audio encoder.")
         return (x - self.center) @ self.matrix
 
+    needs_audio = False
+
+    def signature(self, stats: np.ndarray, audio: np.ndarray | None = None) -> np.ndarray:
+        """One utterance's (K,) signature from its (2, L, D) statistics (the audio is not needed)."""
+        return self.signatures(stats)[0]
+
     def distance(self, signatures: np.ndarray, centroids: np.ndarray) -> np.ndarray:
         """(N, K) signatures x (M, K) centroids -> (N, M) root mean square difference per dimension."""
         diff = np.asarray(signatures)[:, None, :] - np.asarray(centroids)[None, :, :]
         return np.sqrt((diff ** 2).mean(axis=-1))
+
+    def widening(self, counts: np.ndarray) -> np.ndarray:
+        """Factor by which each voice's distances are divided: its centroid of `counts` utterances is
+        uncertain, a new utterance lies sqrt(1 + 1/n) as far from it as from the true centre."""
+        return np.sqrt((1.0 + 1.0 / counts) / (1.0 + 1.0 / CENTROID_REF_UTTERANCES))
+
+
+class EmbeddingVoices:
+    """Voices told apart by a speaker encoder's unit embeddings of the audio (memocmt.voice.VoiceEncoder),
+    compared by cosine distance to each voice's mean embedding."""
+
+    needs_audio = True
+
+    def __init__(self, encoder, threshold: float = EMBED_THRESHOLD, widen_young: bool = True):
+        self.encoder = encoder  # has embed(audio) -> (K,) unit vector
+        self.threshold = float(threshold)
+        self.widen_young = widen_young
+
+    def signature(self, stats: np.ndarray | None, audio: np.ndarray | None = None) -> np.ndarray:
+        if audio is None:
+            raise VoiceError("Speaker embeddings need the utterance's audio.")
+        return np.asarray(self.encoder.embed(audio), dtype=np.float32)
+
+    def distance(self, signatures: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+        """(N, K) x (M, K) -> (N, M) cosine distance, 1 - cos."""
+        a = np.asarray(signatures, dtype=np.float32)
+        b = np.asarray(centroids, dtype=np.float32)
+        a = a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
+        b = b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12)
+        return 1.0 - a @ b.T
+
+    def widening(self, counts: np.ndarray) -> np.ndarray:
+        """For unit vectors 1 - cos is half the squared distance, so a centroid of n utterances
+        widens it by (1 + 1/n), relative to a voice of CENTROID_REF_UTTERANCES (1 when not widening)."""
+        if not self.widen_young:
+            return np.ones_like(counts, dtype=np.float32)
+        return (1.0 + 1.0 / counts) / (1.0 + 1.0 / CENTROID_REF_UTTERANCES)
 
 
 def _flat_means(stats: np.ndarray) -> np.ndarray:
@@ -122,12 +187,15 @@ def _flat_means(stats: np.ndarray) -> np.ndarray:
 
 class SpeakerTracker:
     """Speaker statistics of a live session with several people: one `SpeakerAdapter` window per
-    voice. `update(stats)` assigns the utterance to the voice whose centroid (mean signature) is
-    nearest, if within `voices.threshold`, or else to a new voice (at most `max_voices`; then the
-    nearest), and returns (statistics to classify it with (1, 2, L, D), voice index from 0).
-    Without `voices` everyone is one voice, a single window, and no voice is named (None)."""
+    voice. `update(stats, audio=...)` assigns the utterance to the voice whose centroid (mean
+    signature) is nearest, if within `voices.threshold`, or else to a new voice (at most
+    `max_voices`; then the nearest), and returns (statistics to classify it with (1, 2, L, D), voice
+    index from 0). Signatures come from `voices`: the emotion encoder's statistics
+    (`VoiceProjection`) or a speaker encoder's embedding of the audio (`EmbeddingVoices`, which needs
+    `audio` or a precomputed `signature`). Without `voices` everyone is one voice, a single window,
+    and no voice is named (None)."""
 
-    def __init__(self, voices: VoiceProjection | None, window: int = ADAPT_WINDOW, prior: np.ndarray | None = None,
+    def __init__(self, voices: Voices | None, window: int = ADAPT_WINDOW, prior: np.ndarray | None = None,
                  max_voices: int = MAX_VOICES):
         if max_voices < 1 or window < 1:
             raise ValueError(f"A speaker tracker needs at least one voice and a window of at least one utterance, "
@@ -136,9 +204,21 @@ class SpeakerTracker:
         self._sums: list[np.ndarray] = []  # sum of each voice's signatures
         self._counts: list[int] = []
         self._adapters: list[SpeakerAdapter] = []
+        self._tentative: tuple[object, np.ndarray] | None = None  # (statistics, signature) of the last uncommitted update
 
     def __len__(self) -> int:
         return len(self._adapters)
+
+    @property
+    def needs_audio(self) -> bool:
+        """Whether `update` needs the utterance's audio (or its `signature`) besides its statistics."""
+        return self.voices is not None and self.voices.needs_audio
+
+    def signature(self, stats: np.ndarray | None, audio: np.ndarray | None = None) -> np.ndarray:
+        """The utterance's voice signature (may be computed apart, e.g. while speech is recognised)."""
+        if self.voices is None:
+            raise VoiceError("A tracker without voices has no signatures.")
+        return self.voices.signature(stats, audio)
 
     def assign(self, signature: np.ndarray) -> int:
         """Index of the voice a signature joins (len(self) for a new one); changes nothing."""
@@ -147,16 +227,18 @@ class SpeakerTracker:
         counts = np.asarray(self._counts, dtype=np.float32)
         centroids = np.stack(self._sums) / counts[:, None]
         # a centroid of few utterances is uncertain: compare at the spread expected of a well-known voice
-        widen = np.sqrt((1.0 + 1.0 / counts) / (1.0 + 1.0 / CENTROID_REF_UTTERANCES))
-        distance = self.voices.distance(signature[None], centroids)[0] / widen
+        distance = self.voices.distance(signature[None], centroids)[0] / self.voices.widening(counts)
         best = int(np.argmin(distance))
         if distance[best] <= self.voices.threshold or len(self._sums) >= self.max_voices:
             return best
         return len(self._sums)
 
-    def update(self, stats: np.ndarray, commit: bool = True) -> tuple[np.ndarray, int | None]:
+    def update(self, stats: np.ndarray, commit: bool = True, audio: np.ndarray | None = None,
+               signature: np.ndarray | None = None) -> tuple[np.ndarray, int | None]:
         """Assign one utterance and return (statistics to classify it with, voice); with `commit=False`
-        the session is left as it was (an utterance that may still change)."""
+        the session is left as it was (an utterance that may still change). Committing the statistics
+        of the last uncommitted update again reuses its signature, so its audio is not needed twice."""
+        given = stats
         stats = np.asarray(stats, dtype=np.float32)
         stats = stats[0] if stats.ndim == 4 and stats.shape[0] == 1 else stats
         if self.voices is None:
@@ -165,11 +247,18 @@ class SpeakerTracker:
                     return SpeakerAdapter(self.window, self.prior).update(stats), None
                 self._adapters.append(SpeakerAdapter(self.window, self.prior))
             return self._adapters[0].update(stats, commit), None
-        signature = self.voices.signatures(stats)[0]
+        if signature is None:
+            if audio is None and self._tentative is not None and self._tentative[0] is given:
+                signature = self._tentative[1]
+            else:
+                signature = self.voices.signature(stats, audio)
+        signature = np.asarray(signature, dtype=np.float32)
         voice = self.assign(signature)
         if not commit:
+            self._tentative = (given, signature)
             adapter = self._adapters[voice] if voice < len(self._adapters) else SpeakerAdapter(self.window, self.prior)
             return adapter.update(stats, commit=False), voice
+        self._tentative = None
         if voice == len(self._sums):
             self._sums.append(np.zeros_like(signature))
             self._counts.append(0)
@@ -182,3 +271,4 @@ class SpeakerTracker:
         self._sums.clear()
         self._counts.clear()
         self._adapters.clear()
+        self._tentative = None

@@ -24,7 +24,7 @@ class FakeTracker:
     def __init__(self):
         self.updates = 0
 
-    def update(self, stats, commit=True):
+    def update(self, stats, commit=True, audio=None, signature=None):
         self.updates += int(commit)  # a tentative utterance counts once it is confirmed
         return stats, 0
 

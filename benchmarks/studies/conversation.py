@@ -48,7 +48,8 @@ from memocmt.evaluate import align_labels, load_predictor  # noqa: E402
 from memocmt.manifest import Manifest  # noqa: E402
 from memocmt.metrics import classification_report  # noqa: E402
 from memocmt.speaker_norm import ADAPT_WINDOW, SpeakerAdapter  # noqa: E402
-from memocmt.speakers import SpeakerTracker, VoiceProjection  # noqa: E402
+from memocmt.speakers import EmbeddingVoices, SpeakerTracker, VoiceProjection  # noqa: E402
+from memocmt.voice import tracker_voices  # noqa: E402
 
 GROUP_SIZES = (1, 2, 4)
 ORDERS = ("interleaved", "turns")
@@ -87,10 +88,11 @@ def clustering(voices: list[int], truth: list) -> tuple[float, float]:
     return purity, coverage
 
 
-def track(order: list[int], stats: np.ndarray, speakers: list, voices: VoiceProjection | None, prior,
-          window: int = ADAPT_WINDOW) -> dict:
+def track(order: list[int], stats: np.ndarray, speakers: list, voices, prior,
+          window: int = ADAPT_WINDOW, signatures: np.ndarray | None = None) -> dict:
     """Speaker statistics per utterance of one session, for each way of pooling, and the tracker's
-    voices; "shared" and "tracker" are memocmt-live's --speakers one and auto."""
+    voices; "shared" and "tracker" are memocmt-live's --speakers one and auto. `signatures`: each
+    utterance's precomputed voice signature (speaker embeddings), else the tracker computes them."""
     shared, per_speaker = SpeakerTracker(None, window, prior), {}
     tracker = SpeakerTracker(voices, window, prior) if voices is not None else None
     out = {"shared": [], "oracle": [], "tracker": [], "voices": []}
@@ -99,7 +101,7 @@ def track(order: list[int], stats: np.ndarray, speakers: list, voices: VoiceProj
         adapter = per_speaker.setdefault(speakers[i], SpeakerAdapter(window, prior))
         out["oracle"].append(adapter.update(stats[i])[0])
         if tracker is not None:
-            pooled, voice = tracker.update(stats[i])
+            pooled, voice = tracker.update(stats[i], signature=None if signatures is None else signatures[i])
             out["tracker"].append(pooled[0])
             out["voices"].append(voice)
     return out
@@ -116,7 +118,8 @@ def run(predictor, manifest, n_sessions: int, seed: int = 0) -> dict:
     for i, s in enumerate(speakers):
         by_speaker.setdefault(s, []).append(i)
     names = sorted(by_speaker)
-    voices = getattr(predictor, "voices", None)
+    voices = tracker_voices(getattr(predictor, "voices", None))
+    signatures = embed_all(voices, audios)
     methods = ("shared", "tracker", "oracle") if voices is not None else ("shared", "oracle")
     rng = np.random.default_rng(seed)
     rows = []
@@ -126,7 +129,7 @@ def run(predictor, manifest, n_sessions: int, seed: int = 0) -> dict:
             preds = {m: [] for m in methods}
             truth, fits = [], []
             for session in sessions(names, by_speaker, size, order, count, rng):
-                pooled = track(session, stats, speakers, voices, predictor.speaker_prior)
+                pooled = track(session, stats, speakers, voices, predictor.speaker_prior, signatures=signatures)
                 for m in methods:
                     batch = predictor.predict_batch([audios[i] for i in session], [texts[i] for i in session],
                                                     speaker_stats=np.stack(pooled[m]))
@@ -141,14 +144,27 @@ def run(predictor, manifest, n_sessions: int, seed: int = 0) -> dict:
                 row["purity"], row["coverage"] = (float(np.mean([f[k] for f in fits])) for k in (0, 1))
             rows.append(row)
             logging.getLogger("memocmt").info("%s", row)
-    return {"rows": rows, "methods": list(methods)}
+    return {"rows": rows, "methods": list(methods), "voices": type(voices).__name__ if voices is not None else None,
+            "threshold": getattr(voices, "threshold", None)}
 
 
-def select_threshold(predictor, manifest, thresholds: np.ndarray, n_sessions: int = 6, seed: int = 0) -> list[dict]:
+def embed_all(voices, audios: list[np.ndarray]) -> np.ndarray | None:
+    """Every utterance's speaker embedding when the voices come from the audio, else None."""
+    if voices is None or not voices.needs_audio:
+        return None
+    return np.stack([voices.signature(None, a) for a in audios])
+
+
+def select_threshold(predictor, manifest, thresholds: np.ndarray, n_sessions: int = 6, seed: int = 0,
+                     widen_young: bool = True) -> list[dict]:
     """Clustering F-measure per threshold, voice signatures fitted on 12 development actors and
-    scored on sessions of the other 4 (4 folds); no test actor involved."""
+    scored on sessions of the other 4 (4 folds); no test actor involved. With speaker embeddings
+    (memocmt.voice) nothing is fitted and the same sessions score each cosine-distance threshold."""
     items = list(manifest)
-    stats = predictor.audio_stats([load_audio(u.audio) for u in items])
+    audios = [load_audio(u.audio) for u in items]
+    stats = predictor.audio_stats(audios)
+    embedded = tracker_voices(getattr(predictor, "voices", None))
+    signatures = embed_all(embedded, audios)
     speakers = [u.speaker for u in items]
     names = sorted(set(speakers))
     folds = [names[k : k + 4] for k in range(0, len(names), 4)]  # actors 01-04, 05-08, ...: the head's CV folds
@@ -158,17 +174,25 @@ def select_threshold(predictor, manifest, thresholds: np.ndarray, n_sessions: in
     rows = []
     for threshold in thresholds:
         scores, rng = [], np.random.default_rng(seed)
+        by_size: dict[int, list[float]] = {size: [] for size in GROUP_SIZES}
         for held in folds:
             fit_idx = [i for i, s in enumerate(speakers) if s not in held]
-            voices = VoiceProjection.fit(stats[fit_idx], [speakers[i] for i in fit_idx], threshold=float(threshold))
+            if signatures is not None:  # speaker embeddings: nothing is fitted, only the threshold varies
+                voices = EmbeddingVoices(embedded.encoder, float(threshold), widen_young=widen_young)
+            else:
+                voices = VoiceProjection.fit(stats[fit_idx], [speakers[i] for i in fit_idx], threshold=float(threshold))
             for size in GROUP_SIZES:
                 for session in sessions(held, by_speaker, size, "interleaved", n_sessions, rng):
                     tracker = SpeakerTracker(voices)
-                    assigned = [tracker.update(stats[i])[1] for i in session]
+                    assigned = [tracker.update(stats[i], signature=None if signatures is None else signatures[i])[1]
+                                for i in session]
                     purity, coverage = clustering(assigned, [speakers[i] for i in session])
                     scores.append(2 * purity * coverage / (purity + coverage))
-        rows.append({"threshold": round(float(threshold), 3), "f_measure": float(np.mean(scores))})
-        print(f"threshold {threshold:.2f}: clustering F {np.mean(scores):.3f}", flush=True)
+                    by_size[size].append(scores[-1])
+        rows.append({"threshold": round(float(threshold), 3), "f_measure": float(np.mean(scores)),
+                     **{f"f_{size}": float(np.mean(f)) for size, f in by_size.items()}})
+        print(f"threshold {threshold:.3f}: clustering F {np.mean(scores):.3f} ("
+              + ", ".join(f"{size} speakers {np.mean(f):.3f}" for size, f in by_size.items()) + ")", flush=True)
     return rows
 
 
@@ -193,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, default=6, help="sessions per case (default: 6)")
     parser.add_argument("--select-threshold", action="store_true",
                         help="score thresholds on the development actors 01-16 instead (no test actor)")
+    parser.add_argument("--no-widen", action="store_true",
+                        help="with --select-threshold and speaker embeddings: score without the young-voice widening")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "conversation")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
@@ -209,7 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     if args.select_threshold:
         dev = Manifest.from_items([u for u in split if u.split != "test"], split.labels)
-        select_threshold(predictor, dev, np.arange(1.0, 2.61, 0.1))
+        embeddings = tracker_voices(getattr(predictor, "voices", None))
+        if embeddings is not None and embeddings.needs_audio:
+            select_threshold(predictor, dev, np.arange(0.10, 0.551, 0.025), widen_young=not args.no_widen)
+        else:
+            select_threshold(predictor, dev, np.arange(1.0, 2.61, 0.1))
         return 0
     if getattr(predictor, "voices", None) is None:
         logging.warning("%s has no voice signatures: only the shared and oracle windows are compared",

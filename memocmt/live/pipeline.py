@@ -53,6 +53,14 @@ class SpeechRecognizer(Protocol):
     def transcribe(self, audio: np.ndarray) -> Transcript: ...
 
 
+@dataclass
+class _AudioFeatures:
+    """What `BundleEmotionModel.encode_audio` computes before the words are known."""
+
+    encoding: Any  # the bundle's audio encoding
+    voice: np.ndarray  # the speaker embedding (memocmt.voice)
+
+
 class BundleEmotionModel:
     """Adapts a `memocmt.runtime.Bundle` to `EmotionModel`: the audio encoder runs on its
     own (overlapping ASR), then the text encoder and the fusion head once the words are known.
@@ -72,7 +80,9 @@ class BundleEmotionModel:
         self.adapter: SpeakerTracker | None = None
         self._tentative: np.ndarray | None = None  # statistics of a tentative utterance not yet confirmed
         if getattr(bundle, "speaker_norm", ""):
-            voices = getattr(bundle, "voices", None) if track_speakers else None
+            from memocmt.voice import tracker_voices
+
+            voices = tracker_voices(getattr(bundle, "voices", None)) if track_speakers else None
             self.adapter = SpeakerTracker(voices, adapt_window, bundle.speaker_prior)
 
     @property
@@ -80,7 +90,11 @@ class BundleEmotionModel:
         return self.adapter is not None and self.adapter.voices is not None
 
     def encode_audio(self, audio: np.ndarray) -> Any:
-        return self.bundle.encode_audio(audio) if self.bundle.uses_audio else None
+        """The audio encoding and, when voices are told apart by the audio, the speaker embedding too."""
+        encoding = self.bundle.encode_audio(audio) if self.bundle.uses_audio else None
+        if self.adapter is not None and self.adapter.needs_audio:
+            return _AudioFeatures(encoding, self.adapter.signature(None, audio))
+        return encoding
 
     def predict(self, audio: np.ndarray, text: str, audio_features: Any = None, commit: bool = True,
                 language: str | None = None) -> Prediction:
@@ -88,13 +102,16 @@ class BundleEmotionModel:
         changed until `commit_tentative()` confirms it, so a tentative that is recognised again is counted once.
         A `language` the bundle does not read transcripts in is classified from the audio alone
         (memocmt.language_policy)."""
+        signature = None
+        if isinstance(audio_features, _AudioFeatures):
+            audio_features, signature = audio_features.encoding, audio_features.voice
         if self.bundle.uses_audio and audio_features is None:
             audio_features = self.bundle.encode_audio(audio)
         text_features = self.bundle.encode_text(text) if self.bundle.uses_text else None
         stats, voice = None, None
         if self.adapter is not None:
             utterance = self.bundle.audio_stats(audio_features)
-            stats, voice = self.adapter.update(utterance, commit=commit)
+            stats, voice = self.adapter.update(utterance, commit=commit, audio=audio, signature=signature)
             self._tentative = None if commit else utterance
         prediction = self.bundle.classify(audio_features, text_features, stats, language)
         prediction.speaker = voice

@@ -183,6 +183,9 @@ class Engine:
             job = self.audio_batcher.submit(audio if emotion_audio is None else emotion_audio)
             job.add_done_callback(lambda _f: encoded_at.append(time.perf_counter()))
             encoded = asyncio.wrap_future(job)
+        voice_job = None
+        if getattr(tracker, "needs_audio", False):  # the speaker embedding runs while Whisper decodes
+            voice_job = asyncio.get_running_loop().run_in_executor(None, tracker.signature, None, audio)
         text, language = "", None
         try:
             if self.asr_queue is not None:
@@ -201,7 +204,8 @@ class Engine:
                 stats, voice = None, None
                 raw_stats = self.emotion.audio_stats(audio_encoding)
                 if tracker is not None and raw_stats is not None:
-                    stats, voice = tracker.update(raw_stats, commit=commit)
+                    signature = await voice_job if voice_job is not None else None
+                    stats, voice = tracker.update(raw_stats, commit=commit, signature=signature)
                 text_encoding = await text_future
                 prediction = await asyncio.wrap_future(self.fusion_batcher.submit((audio_encoding, text_encoding, stats)))
                 prediction.speaker = voice
@@ -262,7 +266,9 @@ class BundleBackend:
             return None
         from memocmt.speakers import SpeakerTracker
 
-        voices = self.bundle.voices if speakers == "auto" else None
+        from memocmt.voice import tracker_voices
+
+        voices = tracker_voices(self.bundle.voices) if speakers == "auto" else None
         return SpeakerTracker(voices, self.adapt_window, self.bundle.speaker_prior)
 
     def whisper_states(self, encoding: Any) -> np.ndarray | None:

@@ -136,7 +136,9 @@ class RemoteEmotion:
             return None
         from memocmt.speakers import SpeakerTracker
 
-        voices = self._info["voices"] if speakers == "auto" else None
+        from memocmt.voice import tracker_voices
+
+        voices = tracker_voices(self._info["voices"]) if speakers == "auto" else None
         return SpeakerTracker(voices, self._info["adapt_window"], self._info["prior"])
 
     def whisper_states(self, encoding):
