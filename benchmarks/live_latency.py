@@ -6,6 +6,7 @@ threads behave as live), and prints a JSON summary with the machine it ran on:
 
     python benchmarks/live_latency.py                       # ASR only
     python benchmarks/live_latency.py --model BUNDLE_DIR    # with the ONNX emotion model
+    python benchmarks/live_latency.py --model BUNDLE_DIR --denoise dfn3   # with the denoise stage
 
 Compute (ASR, emotion) is also timed on its own: warm-up, then the median of repeats.
 """
@@ -44,6 +45,7 @@ def espeak(text: str) -> np.ndarray:
 def build(args, path: Path, realtime: bool):
     from memocmt.live.asr import AsrConfig, Transcriber
     from memocmt.live.capture import FileSource
+    from memocmt.live.denoise import make_denoise_stage, parse_targets
     from memocmt.live.pipeline import Pipeline, PipelineConfig, load_emotion_model
     from memocmt.live.vad import Segmenter, VadConfig, make_classifier
 
@@ -55,8 +57,9 @@ def build(args, path: Path, realtime: bool):
     if emotion is not None:
         transcriber.attach_encoder(emotion.bundle.whisper_encoder())
     transcriber.warm_up()
+    denoise = make_denoise_stage(args.denoise, parse_targets(args.denoise_for))
     pipeline = Pipeline(FileSource(path, realtime=realtime), Segmenter(make_classifier(vad), vad),
-                        transcriber, emotion, PipelineConfig(live=realtime))
+                        transcriber, emotion, PipelineConfig(live=realtime), denoise=denoise)
     return pipeline, transcriber, emotion
 
 
@@ -90,6 +93,8 @@ def main() -> None:
     p.add_argument("--model", help="emotion bundle directory (default: none, ASR only)")
     p.add_argument("--emotion-device", choices=["auto", "cpu", "cuda"], default="auto", help="emotion device (default: auto)")
     p.add_argument("--emotion-threads", type=int, default=0, help="emotion model CPU threads (default 0: the runtime's default)")
+    p.add_argument("--denoise", choices=["off", "dfn3"], default="off", help="denoise stage (default: off)")
+    p.add_argument("--denoise-for", default="emotion", help="stages that hear the enhanced signal (default: emotion, as memocmt-live)")
     p.add_argument("--repeats", type=int, default=5, help="repeats for the compute timings (default: 5)")
     args = p.parse_args()
 
@@ -130,6 +135,8 @@ def main() -> None:
                    "asr_model": transcriber.model_name, "asr_device": transcriber.device,
                    "compute_type": transcriber.compute_type, "emotion_model": args.model,
                    "asr_context": transcriber.context, "language": args.language or "",
+                   "denoise": args.denoise,
+                   "denoise_for": args.denoise_for if args.denoise != "off" else None,
                    "asr_fallbacks": transcriber.fallbacks,
                    "source": "file paced in real time", "utterances": args.utterances},
         "recognised": len(results),

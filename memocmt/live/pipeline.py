@@ -1,12 +1,14 @@
 """The stages wired together: threads connected by bounded queues.
 
-    capture thread --audio_q--> VAD thread --segment_q--> recognition thread --result_q--> caller
+    capture thread --audio_q--> [denoise +] VAD thread --segment_q--> recognition thread --result_q--> caller
 
 Capture never waits for a later stage: in live mode (a device, or a file paced in real
 time) a full queue loses its oldest item and the loss is counted; in fast mode (a file
 read as fast as possible) the producer waits instead, so nothing is lost. The emotion
 model's audio encoder starts on a worker thread as soon as an utterance arrives and runs
-while Whisper decodes; only the fusion step waits for the transcript.
+while Whisper decodes; only the fusion step waits for the transcript. With a denoise stage
+(memocmt.live.denoise) the VAD thread enhances the stream first, and the VAD, ASR and the
+emotion model each hear the captured or the enhanced signal, as the stage was told.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 from memocmt.audio import SAMPLE_RATE
 from memocmt.live.asr import Transcript
 from memocmt.live.capture import Capture, EndOfStream, Source
+from memocmt.live.denoise import DenoiseStage
 from memocmt.live.errors import LiveError
 from memocmt.live.summary import SessionSummary, SummaryBuilder, UtteranceResult
 from memocmt.live.vad import Segment, Segmenter
@@ -170,14 +173,19 @@ class _Pending:
     segment: Segment
     eos_wall: float  # monotonic time when speech ended (estimated from block arrival)
     emitted: float  # monotonic time when the VAD closed the utterance
+    asr_audio: np.ndarray | None = None  # what ASR hears, when it is not segment.audio (a denoise stage)
+    emotion_audio: np.ndarray | None = None  # what the emotion model hears, likewise
+    denoise_ms: float | None = None  # denoiser compute time on the utterance's stretch of stream
 
 
 class Pipeline:
     """Runs the stages on threads; iterate `results()` on the calling thread."""
 
     def __init__(self, source: Source | Capture, segmenter: Segmenter, transcriber: SpeechRecognizer | None = None,
-                 emotion: EmotionModel | None = None, config: PipelineConfig | None = None):
+                 emotion: EmotionModel | None = None, config: PipelineConfig | None = None,
+                 denoise: DenoiseStage | None = None):
         self.config = config or PipelineConfig()
+        self.denoise = denoise
         if isinstance(source, Capture):  # Pipeline(Capture(source), ...): the capture settings come from config all the same
             source = source.source
         c = self.config
@@ -329,16 +337,20 @@ class Pipeline:
             while True:
                 block = self._audio_q.get()
                 if block is _END:
-                    for segment in self.segmenter.flush():
+                    for segment in self._end_of_stream():
                         self._emit(segment, time.monotonic(), self.segmenter.position)
                     break
                 if block.start_sample > expected:  # audio was dropped: do not join across the gap
-                    for segment in self.segmenter.flush():
+                    for segment in self._end_of_stream():
                         self._emit(segment, block.arrival, expected)
                     self.segmenter.skip_to(block.start_sample)
+                    if self.denoise is not None:
+                        self.denoise.reset(block.start_sample)
                 expected = block.end_sample
                 self.audio_s = block.end_sample / SAMPLE_RATE
-                for segment in self.segmenter.push(block.samples):
+                samples = block.samples if self.denoise is None else self.denoise.push(block.samples)
+                for segment in self.segmenter.push(samples):
+                    # eos is timed from the captured block's end: the denoiser's delay counts as latency
                     self._emit(segment, block.arrival, block.end_sample)
         except Exception as e:
             log.exception("VAD failed")
@@ -347,10 +359,21 @@ class Pipeline:
         finally:
             self._segment_q.put(_END)
 
+    def _end_of_stream(self) -> list[Segment]:
+        """The denoiser's withheld tail through the VAD, then the utterance in progress."""
+        segments = self.segmenter.push(self.denoise.flush()) if self.denoise is not None else []
+        return segments + self.segmenter.flush()
+
     def _emit(self, segment: Segment, arrival: float, block_end: int) -> None:
         # The block's last sample arrived at `arrival`; speech ended (block_end - end) samples earlier.
         eos_wall = arrival - max(0, block_end - round(segment.end_s * SAMPLE_RATE)) / SAMPLE_RATE
-        lost = self._put(self._segment_q, _Pending(segment, eos_wall, time.monotonic()))
+        pending = _Pending(segment, eos_wall, time.monotonic())
+        if self.denoise is not None:  # cut while the stage still holds this stretch of stream
+            start, end = segment.end_sample - len(segment.audio), segment.end_sample
+            pending.asr_audio = self.denoise.audio_for("asr", start, end)
+            pending.emotion_audio = self.denoise.audio_for("emotion", start, end)
+            pending.denoise_ms = self.denoise.ms_between(start, end)
+        lost = self._put(self._segment_q, pending)
         if lost is not None:
             self.dropped_utterances += 1
             log.warning("recognition is falling behind; dropped the utterance at %.1f s", lost.segment.start_s)
@@ -388,14 +411,19 @@ class Pipeline:
 
     def _recognize(self, item: _Pending) -> UtteranceResult | None:
         segment = item.segment
+        asr_audio = segment.audio if item.asr_audio is None else item.asr_audio
+        # the emotion model hears the utterance up to the end of speech, as training cut its clips (Segment.speech_audio)
+        emotion_audio = (segment.audio if item.emotion_audio is None else item.emotion_audio)[: len(segment.speech_audio)]
         started = time.monotonic()
         timings = {"vad_wait": (item.emitted - item.eos_wall) * 1000, "queue": (started - item.emitted) * 1000}
+        if item.denoise_ms is not None:
+            timings["denoise"] = item.denoise_ms
         features = None
         if self.emotion is not None:  # the audio encoder runs while Whisper decodes
-            features = self._encoder.submit(_timed, self.emotion.encode_audio, segment.speech_audio)
+            features = self._encoder.submit(_timed, self.emotion.encode_audio, emotion_audio)
         text, language = "", None
         if self.transcriber is not None:
-            transcript = self.transcriber.transcribe(segment.audio)
+            transcript = self.transcriber.transcribe(asr_audio)
             timings["asr"] = transcript.asr_ms
             if transcript.encoder_ms:
                 timings["asr_encoder"] = transcript.encoder_ms
@@ -413,10 +441,10 @@ class Pipeline:
             t0 = time.perf_counter()
             encoded, encode_ms = features.result()
             if segment.tentative and hasattr(self.emotion, "commit_tentative"):
-                prediction = self.emotion.predict(segment.speech_audio, text, audio_features=encoded, commit=False,
+                prediction = self.emotion.predict(emotion_audio, text, audio_features=encoded, commit=False,
                                                   language=language)
             else:
-                prediction = self.emotion.predict(segment.speech_audio, text, audio_features=encoded, language=language)
+                prediction = self.emotion.predict(emotion_audio, text, audio_features=encoded, language=language)
             timings["audio_encode"] = encode_ms
             timings["emotion"] = (time.perf_counter() - t0) * 1000
         timings["eos_to_result"] = (time.monotonic() - item.eos_wall) * 1000

@@ -9,7 +9,7 @@ import numpy as np
 
 from memocmt.results import Prediction
 
-LATENCY_KEYS = ("vad_wait", "queue", "asr", "asr_encoder", "audio_encode", "emotion", "eos_to_result")
+LATENCY_KEYS = ("denoise", "vad_wait", "queue", "asr", "asr_encoder", "audio_encode", "emotion", "eos_to_result")
 
 
 def speaker_name(voice: int) -> str:
