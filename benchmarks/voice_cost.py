@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"rows": rows, "rss_mb_before": round(before, 1), "rss_mb_after": round(rss_mb(), 1),
               "rss_mb_loaded": round(loaded, 1), "graph": str(encoder.path), "threads": 1, "machine": machine}
     lines = ["# GE2E speaker embedding: cost on the live path", "",
-             f"Machine: {describe(machine)}. One ONNX Runtime thread; {args.repeats} timed runs after {WARMUP} "
+             f"Machine: {describe(machine)}; load average {machine.get('load_average_start')}. One ONNX Runtime thread; {args.repeats} timed runs after {WARMUP} "
              f"warm-up runs per duration; `python benchmarks/voice_cost.py`.", "",
              "| utterance | partials | front end (NumPy) median | whole embedding median | p90 |", "|---:|---:|---:|---:|---:|"]
     for r in rows:
