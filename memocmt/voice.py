@@ -220,12 +220,19 @@ def voice_encoder() -> VoiceEncoder | None:
         return None
 
 
-def tracker_voices(projection):
-    """What a `--speakers auto` tracker tells voices apart by: speaker embeddings when the voice encoder
-    is installed, else the emotion model's own `projection` (memocmt.speakers.VoiceProjection). A model
-    without a projection (None) does not track voices, and still does not."""
-    if projection is None:
+SPEAKER_MODES = ("auto", "ge2e", "one")  # memocmt-live --speakers, the server's `speakers`
+
+
+def tracker_voices(projection, speakers: str = "auto"):
+    """What a voice tracker tells voices apart by: with `speakers` "auto", the emotion model's own
+    `projection` (memocmt.speakers.VoiceProjection: the better one-speaker figure, and chosen on the
+    development actors); with "ge2e", GE2E speaker embeddings when the voice encoder is installed
+    (two or four people apart: higher purity), else that projection; with "one", none (one voice).
+    A model without a projection (None) does not track voices, and still does not."""
+    if projection is None or speakers == "one":
         return None
+    if speakers != "ge2e":
+        return projection
     encoder = voice_encoder()
     if encoder is None:
         return projection

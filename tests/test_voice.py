@@ -155,9 +155,9 @@ def test_without_the_wheel_the_tracker_keeps_the_models_signatures(monkeypatch):
     voice.voice_encoder.cache_clear()
     try:
         assert voice.voice_encoder() is None
-        assert voice.tracker_voices(projection) is projection
-        assert voice.tracker_voices(None) is None
-        tracker = SpeakerTracker(voice.tracker_voices(projection))
+        assert voice.tracker_voices(projection, "ge2e") is projection
+        assert voice.tracker_voices(None, "ge2e") is None
+        tracker = SpeakerTracker(voice.tracker_voices(projection, "ge2e"))
         assert not tracker.needs_audio and tracker.update(np.ones((2, 2, 3), np.float32))[1] == 0
     finally:
         voice.voice_encoder.cache_clear()
@@ -172,7 +172,7 @@ def test_an_unusable_voice_graph_falls_back_with_a_warning(monkeypatch, tmp_path
     voice.voice_encoder.cache_clear()
     try:
         with caplog.at_level("WARNING", logger="memocmt"):
-            assert voice.tracker_voices(projection) is projection
+            assert voice.tracker_voices(projection, "ge2e") is projection
         assert "voice encoder is unusable" in caplog.text
     finally:
         voice.voice_encoder.cache_clear()
@@ -192,12 +192,14 @@ def test_the_live_model_embeds_the_voice_with_the_audio_encoding(monkeypatch):
         def audio_stats(self, encoding):
             return np.full((1, 2, 1, 3), encoding, np.float32)
 
-        def classify(self, audio, text, stats):
+        def classify(self, audio, text, stats, language=None):
             return Prediction.from_probabilities(self.labels, [0.5, 0.5])
 
     encoder = FakeEncoder()
     monkeypatch.setattr(voice, "voice_encoder", lambda: encoder)
-    model = BundleEmotionModel(Bundle(), "fake")
+    assert BundleEmotionModel(Bundle(), "fake").adapter.voices is Bundle.voices  # the model's signatures by default
+    assert BundleEmotionModel(Bundle(), "fake", speakers="one").adapter.voices is None
+    model = BundleEmotionModel(Bundle(), "fake", speakers="ge2e")
     assert model.tracks_speakers and isinstance(model.adapter.voices, EmbeddingVoices)
     voices = []
     for s in (0, 0, 3, 0, 3):

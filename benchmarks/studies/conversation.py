@@ -107,7 +107,7 @@ def track(order: list[int], stats: np.ndarray, speakers: list, voices, prior,
     return out
 
 
-def run(predictor, manifest, n_sessions: int, seed: int = 0) -> dict:
+def run(predictor, manifest, n_sessions: int, seed: int = 0, speakers: str = "auto") -> dict:
     items = list(manifest)
     audios = [load_audio(u.audio) for u in items]
     texts = [u.text for u in items]
@@ -118,7 +118,7 @@ def run(predictor, manifest, n_sessions: int, seed: int = 0) -> dict:
     for i, s in enumerate(speakers):
         by_speaker.setdefault(s, []).append(i)
     names = sorted(by_speaker)
-    voices = tracker_voices(getattr(predictor, "voices", None))
+    voices = tracker_voices(getattr(predictor, "voices", None), speakers)
     signatures = embed_all(voices, audios)
     methods = ("shared", "tracker", "oracle") if voices is not None else ("shared", "oracle")
     rng = np.random.default_rng(seed)
@@ -156,14 +156,14 @@ def embed_all(voices, audios: list[np.ndarray]) -> np.ndarray | None:
 
 
 def select_threshold(predictor, manifest, thresholds: np.ndarray, n_sessions: int = 6, seed: int = 0,
-                     widen_young: bool = True) -> list[dict]:
+                     widen_young: bool = True, speakers: str = "auto") -> list[dict]:
     """Clustering F-measure per threshold, voice signatures fitted on 12 development actors and
     scored on sessions of the other 4 (4 folds); no test actor involved. With speaker embeddings
     (memocmt.voice) nothing is fitted and the same sessions score each cosine-distance threshold."""
     items = list(manifest)
     audios = [load_audio(u.audio) for u in items]
     stats = predictor.audio_stats(audios)
-    embedded = tracker_voices(getattr(predictor, "voices", None))
+    embedded = tracker_voices(getattr(predictor, "voices", None), speakers)
     signatures = embed_all(embedded, audios)
     speakers = [u.speaker for u in items]
     names = sorted(set(speakers))
@@ -219,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="score thresholds on the development actors 01-16 instead (no test actor)")
     parser.add_argument("--no-widen", action="store_true",
                         help="with --select-threshold and speaker embeddings: score without the young-voice widening")
+    parser.add_argument("--speakers", choices=["auto", "ge2e"], default="auto",
+                        help="what tells voices apart: the model's voice signatures (auto) or GE2E speaker embeddings")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "conversation")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
@@ -235,17 +237,18 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     if args.select_threshold:
         dev = Manifest.from_items([u for u in split if u.split != "test"], split.labels)
-        embeddings = tracker_voices(getattr(predictor, "voices", None))
+        embeddings = tracker_voices(getattr(predictor, "voices", None), args.speakers)
         if embeddings is not None and embeddings.needs_audio:
-            select_threshold(predictor, dev, np.arange(0.10, 0.551, 0.025), widen_young=not args.no_widen)
+            select_threshold(predictor, dev, np.arange(0.10, 0.551, 0.025), widen_young=not args.no_widen,
+                             speakers=args.speakers)
         else:
             select_threshold(predictor, dev, np.arange(1.0, 2.61, 0.1))
         return 0
     if getattr(predictor, "voices", None) is None:
         logging.warning("%s has no voice signatures: only the shared and oracle windows are compared",
                         args.model or "the shipped model")
-    result = run(predictor, split.split("test"), args.sessions)
-    name = Path(args.model).stem if args.model else "shipped"
+    result = run(predictor, split.split("test"), args.sessions, speakers=args.speakers)
+    name = (Path(args.model).stem if args.model else "shipped") + ("-ge2e" if args.speakers == "ge2e" else "")
     result.update(model=args.model or "shipped", classes=len(predictor.labels), machine=platform.platform(),
                   seconds=round(time.perf_counter() - started, 1))
     write_result(args.out, name, result, to_markdown(result))

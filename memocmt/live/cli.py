@@ -85,9 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     emo.add_argument("--emotion-device", choices=["auto", "cpu", "cuda"], default="auto", help="ONNX Runtime device for the emotion model (default: auto)")
     emo.add_argument("--adapt-window", type=int, default=20, metavar="N",
                      help="a speaker-normalised model adapts to each voice from its last N utterances (default: 20)")
-    emo.add_argument("--speakers", choices=["auto", "one"], default="auto",
+    emo.add_argument("--speakers", choices=["auto", "ge2e", "one"], default="auto",
                      help="auto: tell the voices of several people apart and adapt to each one (a model with voice "
-                          "signatures; results name the voice S1, S2, ...); one: adapt to everyone as one voice (default: auto)")
+                          "signatures; results name the voice S1, S2, ...); ge2e: the same with GE2E speaker embeddings "
+                          "(the voice extra: keeps several people apart better, splits one person more often); "
+                          "one: adapt to everyone as one voice (default: auto)")
     emo.add_argument("--emotion-threads", type=int, default=0,
                      help="CPU threads for the emotion model (default 0: one per physical core, at most 4)")
 
@@ -200,8 +202,8 @@ def _run(args) -> int:
     if not args.no_emotion:
         device = None if args.emotion_device == "auto" else args.emotion_device
         emotion = load_emotion_model(args.model, device, args.emotion_threads or None, args.adapt_window,
-                                     track_speakers=args.speakers == "auto")
-        if args.speakers == "auto" and emotion.adapter is not None and not emotion.tracks_speakers:
+                                     track_speakers=args.speakers != "one", speakers=args.speakers)
+        if args.speakers != "one" and emotion.adapter is not None and not emotion.tracks_speakers:
             log.info("this model has no voice signatures: every voice shares one adaptation window")
         transcriber.attach_encoder(emotion.bundle.whisper_encoder())
     transcriber.warm_up()

@@ -74,7 +74,8 @@ class BundleEmotionModel:
     its own window (memocmt.speakers.SpeakerTracker) and predictions name the voice; otherwise
     the whole session is one window."""
 
-    def __init__(self, bundle: Any, name: str, adapt_window: int = 20, track_speakers: bool = True):
+    def __init__(self, bundle: Any, name: str, adapt_window: int = 20, track_speakers: bool = True,
+                 speakers: str = "auto"):
         from memocmt.speakers import SpeakerTracker
 
         self.bundle = bundle
@@ -85,7 +86,7 @@ class BundleEmotionModel:
         if getattr(bundle, "speaker_norm", ""):
             from memocmt.voice import tracker_voices
 
-            voices = tracker_voices(getattr(bundle, "voices", None)) if track_speakers else None
+            voices = tracker_voices(getattr(bundle, "voices", None), speakers) if track_speakers else None
             self.adapter = SpeakerTracker(voices, adapt_window, bundle.speaker_prior)
 
     @property
@@ -128,7 +129,7 @@ class BundleEmotionModel:
 
 
 def load_emotion_model(path: str | None, device: str | None = None, threads: int | None = None,
-                       adapt_window: int = 20, track_speakers: bool = True) -> BundleEmotionModel:
+                       adapt_window: int = 20, track_speakers: bool = True, speakers: str = "auto") -> BundleEmotionModel:
     """Load an exported bundle on "cpu", "cuda" or automatically (None); without a path, the
     runtime's default bundle. `threads` caps ONNX Runtime's CPU threads (None: the runtime's
     default). Every failure becomes one LiveError sentence."""
@@ -151,7 +152,7 @@ def load_emotion_model(path: str | None, device: str | None = None, threads: int
         detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         what = "the default emotion model" if path is None else f"the emotion model bundle {path}"
         raise LiveError(f"Cannot load {what}: {detail}") from e
-    return BundleEmotionModel(bundle, str(bundle.path), adapt_window, track_speakers)
+    return BundleEmotionModel(bundle, str(bundle.path), adapt_window, track_speakers, speakers)
 
 
 @dataclass

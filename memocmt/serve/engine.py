@@ -268,7 +268,7 @@ class BundleBackend:
 
         from memocmt.voice import tracker_voices
 
-        voices = tracker_voices(self.bundle.voices) if speakers == "auto" else None
+        voices = tracker_voices(self.bundle.voices, speakers)
         return SpeakerTracker(voices, self.adapt_window, self.bundle.speaker_prior)
 
     def whisper_states(self, encoding: Any) -> np.ndarray | None:

@@ -138,7 +138,7 @@ class RemoteEmotion:
 
         from memocmt.voice import tracker_voices
 
-        voices = tracker_voices(self._info["voices"]) if speakers == "auto" else None
+        voices = tracker_voices(self._info["voices"], speakers)
         return SpeakerTracker(voices, self._info["adapt_window"], self._info["prior"])
 
     def whisper_states(self, encoding):
