@@ -242,21 +242,23 @@ def comparison_markdown(results: list[dict]) -> str:
     specs = list(dict.fromkeys(row["spec"] for r in results for row in r["conditions"]))
     by = {(r["tag"], row["spec"]): row for r in results for row in r["conditions"]}
     lines = ["# Robustness: front ends side by side", "",
-             "UA % live / offline (ECE live) per condition; `-`: not run. "
+             "UA % live on the clips heard / live with a missed clip counting as wrong / offline (live ECE) per "
+             "condition; `-`: not run. "
              + "; ".join(f"**{r['tag']}**: `{' '.join(r['live_args']) or '(default options)'}`" for r in results), "",
              "| condition | " + " | ".join(tags) + " |", "|---|" + "---:|" * len(tags)]
     for spec in specs:
         cells = []
         for tag in tags:
             row = by.get((tag, spec))
-            cells.append("-" if row is None else f"{_pct(row['live'].get('ua'))} / {_pct(row['offline'].get('ua'))} "
-                                                 f"({_num(row['live'].get('ece'))})")
+            cells.append("-" if row is None else f"{_pct(row['live'].get('ua'))} / {_pct(row['live'].get('ua_missed_wrong'))} / "
+                                                 f"{_pct(row['offline'].get('ua'))} ({_num(row['live'].get('ece'))})")
         lines.append(f"| {spec} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def plot(results: list[dict], path: Path, offline: bool = True) -> None:
-    """UA against SNR, one panel per noise type; a line per tag (live solid, offline dashed), clean dotted."""
+    """UA against SNR, one panel per noise type; lines per tag: live on the clips heard (solid), live with missed
+    clips counted wrong (dash-dot), offline (dashed); the clean session's live UA dotted."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -273,6 +275,8 @@ def plot(results: list[dict], path: Path, offline: bool = True) -> None:
             pts = sorted((_x(row["spec"])[1], row) for row in r["conditions"] if _x(row["spec"])[0] == kind)
             xs = [p for p, _ in pts]
             ax.plot(xs, [100 * row["live"].get("ua", np.nan) for _, row in pts], "o-", color=colour, label=f"{r['tag']} live")
+            ax.plot(xs, [100 * (row["live"].get("ua_missed_wrong") or np.nan) for _, row in pts], "^-.", color=colour,
+                    alpha=0.8, label=f"{r['tag']} live, missed = wrong")
             if offline:
                 ax.plot(xs, [100 * row["offline"].get("ua", np.nan) for _, row in pts], "s--", color=colour,
                         alpha=0.6, label=f"{r['tag']} offline")

@@ -34,7 +34,7 @@ DFN_FRAME = 480  # samples at 48 kHz (10 ms) per network step
 DFN_DELAY_48K = 1440  # samples at 48 kHz (30 ms) the output lags the input: STFT window minus hop, plus 2 frames of lookahead
 DELAY_SAMPLES = DFN_DELAY_48K * SAMPLE_RATE // DFN_RATE  # 480 at 16 kHz
 ATTEN_LIM_DB = 100.0  # the network's own suppression, unlimited
-RESAMPLE_QUALITY = "LQ"  # soxr 16-bit quality: holds back ~30 ms for the 16 <-> 48 kHz round trip, HQ ~53 ms
+RESAMPLE_QUALITY = "LQ"  # soxr quality of the 16 <-> 48 kHz streams: LQ holds back ~25 ms less than HQ
 
 
 class DenoiseError(RuntimeError):
@@ -165,7 +165,7 @@ class StreamingDenoiser:
         down = self._down.resample_chunk(enhanced, last=last)
         if not last:
             self.samples_out += len(down)
-        return down.astype(np.float32, copy=False)
+        return np.clip(down, -1.0, 1.0).astype(np.float32, copy=False)  # the network can overshoot full scale
 
     def close(self) -> None:
         if self._net is not None:

@@ -189,3 +189,10 @@ def test_eval_denoise_without_the_wheel_is_one_sentence(monkeypatch, tmp_path, c
 def test_clip_enhancer_is_whole_clip_enhancement():
     _, noisy = _noisy(1.0)
     np.testing.assert_array_equal(denoise.ClipEnhancer("dfn3").apply(noisy), denoise.enhance(noisy))
+
+
+@requires_dfn
+def test_output_stays_in_full_scale():
+    loud = np.clip(8 * _voiced(1.0), -1, 1) + np.random.default_rng(2).normal(0, 0.3, SAMPLE_RATE).astype(np.float32)
+    out = denoise.enhance(np.clip(loud, -1, 1))
+    assert np.abs(out).max() <= 1.0

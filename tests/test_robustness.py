@@ -110,6 +110,6 @@ def test_reports_and_plots(tmp_path):
     assert "| pink 10 | 50.0 |" in md and "enhanced (dfn3)" in md
     other = {**result, "tag": "u", "conditions": rows[:2]}
     table = rb.comparison_markdown([result, other])
-    assert "| babble 10 | 30.0 / 35.0 (0.100) | - |" in table
+    assert "| babble 10 | 30.0 / 30.0 / 35.0 (0.100) | - |" in table
     rb.plot([result, other], tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 1000
