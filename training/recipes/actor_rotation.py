@@ -299,6 +299,8 @@ def _fill_cache(config: TrainConfig, manifest_path: str) -> None:
     paths = [u.audio for u in manifest.items]
     cache.fill_audio(paths)
     for p in parse_perturbations(config.perturb):
+        if getattr(p, "condition", None) is not None and p.condition.needs_sources:
+            continue  # babble is made from each training run's own clips: encoded when that run trains
         cache.fill_audio(paths, perturbation=p)
 
 
