@@ -161,7 +161,9 @@ def run_remote(args) -> int:
         source.close()
         raise
     meta = {k: ready.get(k) for k in ("asr_model", "model", "asr_context", "asr_language", "speaker_tracking")}
-    meta = {"device": f"{source.description} -> {args.server.split('?')[0]}", **meta}
+    # the server has no denoise stage: its audio is recognised as captured
+    meta = {"device": f"{source.description} -> {args.server.split('?')[0]}", **meta,
+            "denoise": ready.get("denoise", "off"), "denoise_for": ready.get("denoise_for", [])}
     writer = JsonlWriter(args.jsonl, meta) if args.jsonl else None
     view = make_view(sys.stderr if args.jsonl == "-" else sys.stdout, rich=False if args.plain else None)
     stopping = threading.Event()
