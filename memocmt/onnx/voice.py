@@ -2,7 +2,7 @@
 
 `Ge2eEncoder` is built here and the wheel's state dict is copied into it name by name under a
 shape check (the wheel's own module is never imported: it pulls librosa and webrtcvad). The
-graph takes partial-utterance mel spectrograms (memocmt.voice.partial_mels) and returns unit
+graph takes partial-utterance mel spectrograms (memocmt.voice_frontend.partial_mels) and returns unit
 embeddings; `export_voice_graph` writes it, compares ONNX Runtime with PyTorch on generated and
 speech-like inputs (`verify_voice_graph`, max abs difference) and only then moves it into place.
 """
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import voice
+from .. import voice_frontend as voice
 from .export import ExportError, pin_ir_version
 from .verify import ExportValidationError
 
