@@ -125,7 +125,7 @@ def _scores(labels: list[str], truth: list[str], probs: list[np.ndarray]) -> dic
     p = np.stack(probs)
     cal = calibration_report(p, y)
     return {"n": len(truth), "ua": unweighted_accuracy(y, p.argmax(1), len(labels)), "wa": float((p.argmax(1) == y).mean()),
-            "ece": cal.ece, "nll": cal.nll, "brier": cal.brier}
+            "ece": cal.ece, "ece_calibrated": cal.ece_calibrated, "ece_p": cal.ece_p, "nll": cal.nll, "brier": cal.brier}
 
 
 def score_live(labels: list[str], sessions: list[dict]) -> dict:
@@ -176,7 +176,8 @@ def score_offline(predictor, manifest: Manifest) -> dict:
         rep = result.report
         cal = result.calibration
         out["all" if k == 0 else str(k)] = {"n": rep.n, "ua": rep.ua, "wa": rep.wa, "ece": cal.ece, "nll": cal.nll,
-                                            "brier": cal.brier}
+                                            "brier": cal.brier, "ece_calibrated": cal.ece_calibrated,
+                                            "ece_p": cal.ece_p}
     return out
 
 
@@ -203,6 +204,9 @@ def to_markdown(result: dict) -> str:
     lines += ["", f"Live minus offline (all of each speaker's clips): {100 * (lv['ua'] - of['ua']):+.1f} UA points. "
               f"NLL live {_num(lv.get('nll'))} / offline {_num(of.get('nll'))}; Brier {_num(lv.get('brier'))} / "
               f"{_num(of.get('brier'))}.",
+              f"ECE a perfectly calibrated model with the same confidences would show on these utterances (sampling "
+              f"alone): live {_num(lv.get('ece_calibrated'))}, offline {_num(of.get('ece_calibrated'))}; share of its "
+              f"draws at or above the observed ECE: live {_num(lv.get('ece_p'))}, offline {_num(of.get('ece_p'))}.",
               f"Clips missed by the VAD/ASR: {live['missed']} of {live['clips']}; spurious results: {live['spurious']}; "
               f"forced splits: {live['forced_splits']}."]
     if "tracker" in live:

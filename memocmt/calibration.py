@@ -9,6 +9,13 @@ equal-width confidence bins, weighted by how many predictions fall in each; NLL 
 negative log-probability of the true class; the Brier score is the mean squared distance between
 the probability vector and the one-hot truth (summed over classes).
 
+ECE on a test set of a hundred utterances is itself noisy: a perfectly calibrated model with the
+same confidences would still show an ECE well above zero, because each bin's accuracy is measured
+on a few utterances. `ece_floor` says how much ("consistency resampling": each prediction is made
+right with the probability it claims, many times over): `ece_calibrated` is the mean ECE of such a
+model, and `ece_p` the share of its draws at or above the observed ECE (small: really
+miscalibrated; near 0.5: indistinguishable from calibrated on this many utterances).
+
 Temperature scaling divides the logits by one number t > 0 fitted to minimise NLL on held-out
 predictions: it changes no decision (argmax is unchanged) and only how sure the model says it is.
 Fitting uses log-probabilities (any logits work: a constant shift cancels in the softmax), so the
@@ -45,6 +52,8 @@ class CalibrationReport:
     mean_confidence: float
     accuracy: float
     bins: list[ReliabilityBin] = field(default_factory=list)
+    ece_calibrated: float = float("nan")  # mean ECE a perfectly calibrated model with these confidences shows
+    ece_p: float = float("nan")  # share of such a model's draws with an ECE at least the observed one
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -70,7 +79,7 @@ def calibration_report(probabilities: np.ndarray, targets: Sequence[int], n_bins
     confidence = p.max(axis=1)
     correct = (p.argmax(axis=1) == y).astype(np.float64)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=False), 0, n_bins - 1)
+    which = _bin_of(confidence, n_bins)
     bins, ece = [], 0.0
     for b in range(n_bins):
         inside = which == b
@@ -83,7 +92,28 @@ def calibration_report(probabilities: np.ndarray, targets: Sequence[int], n_bins
     onehot = np.eye(p.shape[1])[y]
     nll = float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-12, 1.0))))
     brier = float(np.mean(((p - onehot) ** 2).sum(axis=1)))
-    return CalibrationReport(float(ece), nll, brier, float(confidence.mean()), float(correct.mean()), bins)
+    floor = ece_floor(confidence, n_bins)
+    return CalibrationReport(float(ece), nll, brier, float(confidence.mean()), float(correct.mean()), bins,
+                             float(floor.mean()), float((floor >= ece - 1e-12).mean()))
+
+
+def _bin_of(confidence: np.ndarray, n_bins: int) -> np.ndarray:
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    return np.clip(np.digitize(confidence, edges[1:-1], right=False), 0, n_bins - 1)
+
+
+def ece_floor(confidence: np.ndarray, n_bins: int = ECE_BINS, draws: int = 1000, seed: int = 0) -> np.ndarray:
+    """ECEs of `draws` test sets where each prediction is right with the probability it claims.
+
+    `confidence` is each prediction's top probability. The spread of the returned values is what
+    sampling alone does to the ECE of a perfectly calibrated model on this many utterances."""
+    c = np.asarray(confidence, dtype=np.float64).reshape(-1)
+    if not len(c):
+        return np.full(draws, np.nan)
+    in_bin = np.eye(n_bins)[_bin_of(c, n_bins)]  # (N, bins)
+    right = (np.random.default_rng(seed).random((draws, len(c))) < c).astype(np.float64)
+    gap = right @ in_bin - c @ in_bin  # per draw and bin: (right answers - summed confidence)
+    return np.abs(gap).sum(axis=1) / len(c)
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

@@ -450,7 +450,9 @@ def write_report(report: ClassificationReport, json_path: str | os.PathLike, *, 
 
 def format_calibration(calibration: CalibrationReport) -> str:
     return (f"\nCalibration: ECE {calibration.ece:.3f} (10 bins), NLL {calibration.nll:.3f}, Brier {calibration.brier:.3f}; "
-            f"mean confidence {calibration.mean_confidence:.3f} at accuracy {calibration.accuracy:.3f}.\n")
+            f"mean confidence {calibration.mean_confidence:.3f} at accuracy {calibration.accuracy:.3f}. A perfectly calibrated "
+            f"model with these confidences would show ECE {calibration.ece_calibrated:.3f} on this many utterances "
+            f"(share of its draws at or above {calibration.ece:.3f}: {calibration.ece_p:.2f}).\n")
 
 
 def plot_confusion(report: ClassificationReport, path: Path, title: str) -> None:

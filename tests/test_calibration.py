@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from memocmt.calibration import calibration_report, fit_temperature, nll_at, softmax
+from memocmt.calibration import calibration_report, ece_floor, fit_temperature, nll_at, softmax
 
 
 def test_ece_nll_and_brier_of_known_predictions():
@@ -21,6 +21,22 @@ def test_ece_nll_and_brier_of_known_predictions():
     assert calibration_report(np.eye(3), [0, 1, 2]).ece == 0.0
     with pytest.raises(ValueError, match="class ids"):
         calibration_report(probs, [0, 1, 2, 0])
+
+
+def test_ece_floor_is_what_sampling_alone_gives_a_calibrated_model():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(5000, 4)) * 3.0
+    probs = softmax(logits)
+    truth = np.array([rng.choice(4, p=p) for p in probs])  # calibrated by construction
+    confidence = probs.max(1)
+    small, large = ece_floor(confidence[:100]).mean(), ece_floor(confidence).mean()
+    assert 0.04 < small < 0.15 and large < small / 4  # shrinks as 1 / sqrt(N)
+    calibrated = calibration_report(probs[:100], truth[:100])
+    assert calibrated.ece_calibrated == pytest.approx(small)
+    assert calibrated.ece_p > 0.05  # indistinguishable from calibrated on 100 utterances
+    sharpened = calibration_report(softmax(logits[:100], 0.3), truth[:100])  # overconfident
+    assert sharpened.ece > sharpened.ece_calibrated and sharpened.ece_p < 0.01
+    assert np.isnan(ece_floor(np.array([]))).all()
 
 
 def test_fitted_temperature_recovers_the_one_that_generated_the_labels():
