@@ -100,6 +100,13 @@ def run_live(session: Path, jsonl: Path, live_args: list[str]) -> float:
     return time.perf_counter() - started
 
 
+def read_jsonl(path: Path) -> dict:
+    """A session's `memocmt-live --jsonl` lines: {"results": utterance lines, "revisions": hindsight lines}."""
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {"results": [r for r in lines if r.get("type", "utterance") == "utterance"],
+            "revisions": [r for r in lines if r.get("type") == "revision"]}
+
+
 def match(clips: list[Clip], results: list[dict]) -> tuple[dict[int, dict], int]:
     """Clip index -> the result that overlaps it most, and the number of results overlapping no clip."""
     best: dict[int, tuple[float, dict]] = {}
@@ -130,28 +137,34 @@ def _scores(labels: list[str], truth: list[str], probs: list[np.ndarray]) -> dic
 
 def score_live(labels: list[str], sessions: list[dict]) -> dict:
     """Live UA/ECE overall and by position in the session, the tracker's figures, missed/spurious."""
-    rows = []  # (position, true label, probabilities)
-    voices, main_share, missed, spurious, splits = [], [], 0, 0, 0
+    rows = []  # (position, true label, probabilities as shown, probabilities after hindsight)
+    voices, main_share, missed, spurious, splits, revised = [], [], 0, 0, 0, 0
     for s in sessions:
         matched, extra = match(s["clips"], s["results"])
         spurious += extra
         missed += len(s["clips"]) - len(matched)
+        later = {r["index"]: r for r in s.get("revisions", [])}  # the last revision of each utterance
         heard = 0
         for i, clip in enumerate(s["clips"]):
             if i not in matched:
                 continue
             heard += 1
             r = matched[i]
-            rows.append((heard, clip.label, np.array([r["probabilities"][c] for c in labels])))
+            final = later.get(r["index"], r)
+            revised += final is not r and final["label"] != r["label"]
+            rows.append((heard, clip.label, np.array([r["probabilities"][c] for c in labels]),
+                         np.array([final["probabilities"][c] for c in labels])))
         named = [r.get("speaker") for r in s["results"] if r.get("speaker") is not None]
         if named:
             counts = Counter(named)
             voices.append(len(counts))
             main_share.append(counts.most_common(1)[0][1] / len(named))
         splits += sum(1 for r in s["results"] if r.get("forced_split"))
-    out = {"all": _scores(labels, [t for _, t, _ in rows], [p for _, _, p in rows])}
+    out = {"all": _scores(labels, [row[1] for row in rows], [row[2] for row in rows]),
+           "hindsight": _scores(labels, [row[1] for row in rows], [row[3] for row in rows])}
+    out["hindsight"]["changed"] = int(revised)
     for lo, hi in POSITION_BINS:
-        picked = [(t, p) for pos, t, p in rows if lo <= pos <= hi]
+        picked = [(t, p) for pos, t, p, _ in rows if lo <= pos <= hi]
         out[_bin_name(lo, hi)] = _scores(labels, [t for t, _ in picked], [p for _, p in picked])
     clips = sum(len(s["clips"]) for s in sessions)
     out["clips"], out["missed"], out["spurious"], out["forced_splits"] = clips, missed, spurious, splits
@@ -199,8 +212,12 @@ def to_markdown(result: dict) -> str:
         lines.append(f"| {name} | {_pct(lv.get('ua'))} | {_num(lv.get('ece'))} | {lv.get('n', 0)} | {k} | "
                      f"{_pct(of.get('ua'))} | {_num(of.get('ece'))} |")
     lv, of = live["all"], offline["all"]
-    lines.append(f"| **whole session** | **{_pct(lv.get('ua'))}** | **{_num(lv.get('ece'))}** | {lv.get('n', 0)} | all | "
-                 f"**{_pct(of.get('ua'))}** | **{_num(of.get('ece'))}** |")
+    lines.append(f"| **whole session, as shown** | **{_pct(lv.get('ua'))}** | **{_num(lv.get('ece'))}** | {lv.get('n', 0)} | "
+                 f"all | **{_pct(of.get('ua'))}** | **{_num(of.get('ece'))}** |")
+    hs = live.get("hindsight")
+    if hs and hs.get("n"):
+        lines.append(f"| whole session, revised in hindsight ({hs.get('changed', 0)} labels changed) | {_pct(hs.get('ua'))} | "
+                     f"{_num(hs.get('ece'))} | {hs.get('n', 0)} | all | {_pct(of.get('ua'))} | {_num(of.get('ece'))} |")
     lines += ["", f"Live minus offline (all of each speaker's clips): {100 * (lv['ua'] - of['ua']):+.1f} UA points. "
               f"NLL live {_num(lv.get('nll'))} / offline {_num(of.get('nll'))}; Brier {_num(lv.get('brier'))} / "
               f"{_num(of.get('brier'))}.",
@@ -240,6 +257,9 @@ def plot(result: dict, path: Path) -> None:
     ax.plot(xs, [100 * offline.get(k, {}).get("ua", np.nan) for k in ks], "s--",
             label="offline, K utterances + prior (K=" + ",".join(ks) + ")")
     ax.axhline(100 * offline["all"]["ua"], color="gray", linewidth=0.8, linestyle=":", label="offline, all clips")
+    if live.get("hindsight", {}).get("n"):
+        ax.axhline(100 * live["hindsight"]["ua"], color="tab:green", linewidth=0.8, linestyle="-.",
+                   label="live, revised in hindsight")
     ax.set_xticks(xs, names)
     ax.set_xlabel("utterances of the speaker heard so far")
     ax.set_ylabel("UA (%)")
@@ -305,8 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         wav, jsonl = work / f"session-{speaker or 'all'}.wav", work / f"session-{speaker or 'all'}.jsonl"
         clips = build_session(by_speaker[speaker], wav, args.gap_s, rng, args.gap_noise_dbfs)
         live_s += run_live(wav, jsonl, live_args)
-        results = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
-        sessions.append({"speaker": speaker, "clips": clips, "results": results})
+        sessions.append({"speaker": speaker, "clips": clips, **read_jsonl(jsonl)})
         print(f"session {speaker}: {len(clips)} clips, {len(results)} results", flush=True)
     labels = list(bundle.labels)
     result = {

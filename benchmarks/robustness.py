@@ -157,27 +157,27 @@ def prepare_condition(condition: Condition | None, sessions: list[dict], work: P
     return wavs, items
 
 
-def run_condition_live(wavs: list[Path], live_args: list[str]) -> tuple[list[list[dict]], float]:
-    from benchmarks.live_accuracy import run_live
+def run_condition_live(wavs: list[Path], live_args: list[str]) -> tuple[list[dict], float]:
+    from benchmarks.live_accuracy import read_jsonl, run_live
 
     results, seconds = [], 0.0
     for wav in wavs:
         jsonl = wav.with_suffix(".jsonl")
         seconds += run_live(wav, jsonl, live_args)
-        results.append([json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()])
+        results.append(read_jsonl(jsonl))
     return results, seconds
 
 
-def score_condition(labels: list[str], sessions: list[dict], results: list[list[dict]]) -> dict:
+def score_condition(labels: list[str], sessions: list[dict], results: list[dict]) -> dict:
     """Live UA/ECE of one condition over the clips heard, with missed and spurious clips, and `ua_missed_wrong`:
     UA over every clip, a clip that no result covers counting as wrong (a front end that loses utterances pays)."""
     from benchmarks.live_accuracy import match, score_live
 
-    live = score_live(labels, [{"clips": s["clips"], "results": r} for s, r in zip(sessions, results)])
+    live = score_live(labels, [{"clips": s["clips"], **r} for s, r in zip(sessions, results)])
     right = np.zeros(len(labels))
     total = np.zeros(len(labels))
     for s, r in zip(sessions, results):
-        matched, _ = match(s["clips"], r)
+        matched, _ = match(s["clips"], r["results"])
         for i, clip in enumerate(s["clips"]):
             k = labels.index(clip.label)
             total[k] += 1
@@ -186,7 +186,7 @@ def score_condition(labels: list[str], sessions: list[dict], results: list[list[
                 right[k] += max(labels, key=lambda c: probs[c]) == clip.label
     ua_missed_wrong = float(np.mean(right[total > 0] / total[total > 0])) if total.any() else None
     return {**live["all"], "ua_missed_wrong": ua_missed_wrong, "clips": live["clips"], "missed": live["missed"],
-            "spurious": live["spurious"]}
+            "spurious": live["spurious"], "hindsight": live["hindsight"]}
 
 
 def score_offline(predictor, labels: list[str], items: list) -> dict:

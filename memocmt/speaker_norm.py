@@ -111,5 +111,13 @@ class SpeakerAdapter:
         self._stats.append(stats)
         return pool_stats(np.stack(self._stats), self.prior)[None]
 
+    def statistics(self) -> np.ndarray:
+        """(1, 2, L, D) statistics of the window as it is (the prior alone while it is empty)."""
+        if not self._stats:
+            if self.prior is None:
+                raise ValueError("An empty window without a prior has no statistics.")
+            return np.asarray(self.prior, dtype=np.float32)[None]
+        return pool_stats(np.stack(self._stats), self.prior)[None]
+
     def reset(self) -> None:
         self._stats.clear()

@@ -267,6 +267,12 @@ class SpeakerTracker:
         self._counts[voice] += 1
         return self._adapters[voice].update(stats), voice
 
+    def statistics(self, voice: int | None) -> np.ndarray:
+        """(1, 2, L, D) statistics of a voice's window as it is now (`update`'s voice; None without voices)."""
+        if not self._adapters:
+            raise ValueError("The tracker has heard no utterance yet.")
+        return self._adapters[0 if voice is None else voice].statistics()
+
     def reset(self) -> None:
         self._sums.clear()
         self._counts.clear()

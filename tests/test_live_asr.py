@@ -135,8 +135,14 @@ def test_live_command_decodes_from_the_shipped_bundle(tmp_path, speech):
     )
     assert result.returncode == 0, result.stderr.decode()
     assert "ASR: short context" in result.stderr.decode()
-    records = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    lines = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    records = [r for r in lines if r["type"] == "utterance"]
     assert len(records) == 2 and all(r["asr_context"] == "short" for r in records)
+    # the session ended before the voice's window filled: both utterances classified again with both heard
+    revisions = [r for r in lines if r["type"] == "revision"]
+    assert [r["index"] for r in revisions] == [1, 2] and lines[-2:] == revisions
+    assert [r["previous_label"] for r in revisions] == [r["label"] for r in records]
+    assert revisions[1]["confidence"] == pytest.approx(records[1]["confidence"], abs=0.01)  # the same statistics
     for record, sentence in zip(records, SENTENCES):
         assert len(words(record["text"]) & words(sentence)) >= len(words(sentence)) - 2, record["text"]
 

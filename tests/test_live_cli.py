@@ -100,7 +100,7 @@ def test_file_at_full_speed_writes_jsonl_to_stdout_and_a_summary(speech_wav, tmp
     result = live("--input", str(speech_wav), "--fast", "--no-emotion", "--jsonl", "-", "--save-audio", str(tmp_path / "wavs"))
     err = result.stderr.decode()
     assert result.returncode == 0, err
-    records = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    records = [r for r in map(json.loads, result.stdout.decode().splitlines()) if r["type"] == "utterance"]
     assert len(records) == 2
     assert all(r["text"].lower().startswith("good morning") for r in records)
     assert all(r["label"] is None and Path(r["audio_path"]).is_file() for r in records)
@@ -128,7 +128,7 @@ def test_file_with_an_exported_emotion_bundle(speech_wav, tmp_path):
     bundle = export_bundle(build_tiny_model(tmp_path / "models"), tmp_path / "bundle").path
     result = live("--input", str(speech_wav), "--fast", "--model", str(bundle), "--emotion-threads", "1", "--jsonl", "-")
     assert result.returncode == 0, result.stderr.decode()
-    records = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    records = [r for r in map(json.loads, result.stdout.decode().splitlines()) if r["type"] == "utterance"]
     assert len(records) == 2
     for r in records:
         assert r["label"] in r["probabilities"] and abs(sum(r["probabilities"].values()) - 1) < 1e-4

@@ -249,7 +249,7 @@ def test_live_command_tells_two_real_speakers_apart(tmp_path, ravdess_dir):
         capture_output=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr.decode()
-    records = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    records = [r for r in map(json.loads, result.stdout.decode().splitlines()) if r["type"] == "utterance"]
     assert len(records) == len(turns) and all(r["speaker_tracking"] for r in records)
     voices = [r["speaker"] for r in records]
     by_actor = {actor: [v for v, a in zip(voices, turns) if a == actor] for actor in ("17", "18")}

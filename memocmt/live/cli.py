@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "signatures; results name the voice S1, S2, ...); ge2e: the same with GE2E speaker embeddings "
                           "(the voice extra: keeps several people apart better, splits one person more often); "
                           "one: adapt to everyone as one voice (default: auto)")
+    emo.add_argument("--no-hindsight", action="store_true",
+                     help="do not classify a voice's first utterances again once it is well known (by default they are, "
+                          "when its window is full or the session ends: 'revised in hindsight' lines, JSONL lines of "
+                          "\"type\": \"revision\", and the summary counts the revised labels)")
     emo.add_argument("--emotion-threads", type=int, default=0,
                      help="CPU threads for the emotion model (default 0: one per physical core, at most 4)")
 
@@ -202,7 +206,8 @@ def _run(args) -> int:
     if not args.no_emotion:
         device = None if args.emotion_device == "auto" else args.emotion_device
         emotion = load_emotion_model(args.model, device, args.emotion_threads or None, args.adapt_window,
-                                     track_speakers=args.speakers != "one", speakers=args.speakers)
+                                     track_speakers=args.speakers != "one", speakers=args.speakers,
+                                     hindsight=not args.no_hindsight)
         if args.speakers != "one" and emotion.adapter is not None and not emotion.tracks_speakers:
             log.info("this model has no voice signatures: every voice shares one adaptation window")
         transcriber.attach_encoder(emotion.bundle.whisper_encoder())
@@ -235,6 +240,12 @@ def _run(args) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    def revise(revisions) -> None:
+        if writer:
+            for revision in revisions:
+                writer.write_revision(revision)
+        view.revise(revisions)
+
     with view:
         view.started(source.description)
         for result in pipeline.results(idle=lambda: view.tick(pipeline.status())):
@@ -242,6 +253,8 @@ def _run(args) -> int:
             if writer:
                 writer.write(result, audio_path)
             view.show(result)
+            revise(result.revisions)
+        revise(pipeline.final_revisions)
     if writer:
         writer.close()
     view.summary(pipeline.session_summary())

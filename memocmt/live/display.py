@@ -13,6 +13,7 @@ from typing import TextIO
 
 from memocmt.audio import SAMPLE_RATE
 from memocmt.live.errors import LiveError
+from memocmt.live.hindsight import Revision
 from memocmt.live.summary import SessionSummary, UtteranceResult, speaker_name
 
 BAR_WIDTH = 20  # characters of the confidence bar in plain lines
@@ -22,7 +23,7 @@ HISTORY = 8  # utterances kept on screen
 
 def jsonl_record(result: UtteranceResult, meta: dict, audio_path: str | None = None) -> dict:
     """The fields of one JSONL line: the result, the session's `meta` (device, models), the saved WAV."""
-    record = result.to_dict()
+    record = {"type": "utterance", **result.to_dict()}
     record.update(meta)
     record["audio_path"] = audio_path
     return record
@@ -46,7 +47,13 @@ class JsonlWriter:
             self._owned = True
 
     def write(self, result: UtteranceResult, audio_path: str | None = None) -> None:
-        record = jsonl_record(result, self.meta, audio_path)
+        self._line(jsonl_record(result, self.meta, audio_path))
+
+    def write_revision(self, revision: Revision) -> None:
+        """A `"type": "revision"` line: an earlier utterance (by `index`) classified again in hindsight."""
+        self._line({**revision.to_dict(), **self.meta})
+
+    def _line(self, record: dict) -> None:
         self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
         self._file.flush()
 
@@ -96,6 +103,14 @@ def result_line(result: UtteranceResult) -> str:
     return "  ".join(parts)
 
 
+def revision_line(revision: Revision) -> str:
+    """One plain line for a label changed in hindsight."""
+    p, before = revision.prediction, revision.previous
+    who = f" {speaker_name(p.speaker)}" if p.speaker is not None else ""
+    return (f"  #{revision.index}{who} revised in hindsight: {before.label} {before.confidence:.2f} -> "
+            f"{p.label} {p.confidence:.2f}")
+
+
 class PlainView:
     """Lines for logs and pipes (used when the output is not a terminal)."""
 
@@ -114,6 +129,11 @@ class PlainView:
     def show(self, result: UtteranceResult) -> None:
         print(result_line(result), file=self.stream, flush=True)
 
+    def revise(self, revisions: list[Revision]) -> None:
+        for r in revisions:
+            if r.changed:
+                print(revision_line(r), file=self.stream, flush=True)
+
     def tick(self, status: dict) -> None:
         """Plain output has no status line."""
 
@@ -130,6 +150,7 @@ class RichView:
 
         self.console = Console(file=stream)
         self.history: list[UtteranceResult] = []
+        self.revised: dict = {}  # utterance index -> Prediction revised in hindsight
         self.status: dict = {}
         self.description = ""
         self._live = None
@@ -155,6 +176,18 @@ class RichView:
         self.history = (self.history + [result])[-HISTORY:]
         self._refresh()
 
+    def revise(self, revisions: list[Revision]) -> None:
+        """Rows still on screen show the revised label (marked); older ones get a line above the table."""
+        shown = {r.index: r for r in self.history}
+        for revision in revisions:
+            if not revision.changed:
+                continue
+            if revision.index in shown:
+                self.revised[revision.index] = revision.prediction
+            else:
+                self.console.print(revision_line(revision), highlight=False)
+        self._refresh()
+
     def tick(self, status: dict) -> None:
         self.status = status
         self._refresh()
@@ -178,11 +211,12 @@ class RichView:
         table.add_column("emotion (runner-up)", no_wrap=True, width=RICH_BAR + 16)
         table.add_column("ms", no_wrap=True, width=11)
         for r in self.history:
-            p, t = r.prediction, r.timings_ms
+            p, t = self.revised.get(r.index, r.prediction), r.timings_ms
             emotion = Text("-")
             if p is not None:
                 runner, runner_p = p.runner_up
-                emotion = Text(f"{p.label:<9} {confidence_bar(p.confidence, RICH_BAR)} {p.confidence:.2f}\n"
+                mark = "*" if r.index in self.revised else ""
+                emotion = Text(f"{p.label + mark:<9} {confidence_bar(p.confidence, RICH_BAR)} {p.confidence:.2f}\n"
                                f"({runner} {runner_p:.2f})")
             ms = "\n".join(f"{name} {t[k]:.0f}" for name, k in (("vad", "vad_wait"), ("asr", "asr"), ("emo", "emotion"),
                                                                ("total", "eos_to_result")) if k in t)

@@ -29,6 +29,7 @@ from memocmt.live.asr import Transcript
 from memocmt.live.capture import Capture, EndOfStream, Source
 from memocmt.live.denoise import DenoiseStage
 from memocmt.live.errors import LiveError
+from memocmt.live.hindsight import Hindsight, Kept, Revision, as_float32, host_copy
 from memocmt.live.summary import SessionSummary, SummaryBuilder, UtteranceResult
 from memocmt.live.vad import Segment, Segmenter
 from memocmt.results import Prediction
@@ -72,22 +73,30 @@ class BundleEmotionModel:
     statistics of the last `adapt_window` utterances of its speaker, this one included: with
     `track_speakers` and a bundle that has voice signatures, each voice the session hears keeps
     its own window (memocmt.speakers.SpeakerTracker) and predictions name the voice; otherwise
-    the whole session is one window."""
+    the whole session is one window. With `hindsight`, a voice's first utterances are classified
+    again once its window is full, or when the session ends (memocmt.live.hindsight): `settle`
+    and `settle_all` return those revisions."""
 
     def __init__(self, bundle: Any, name: str, adapt_window: int = 20, track_speakers: bool = True,
-                 speakers: str = "auto"):
+                 speakers: str = "auto", hindsight: bool = True):
         from memocmt.speakers import SpeakerTracker
 
         self.bundle = bundle
         self.name = name
         self.labels = list(bundle.labels)
         self.adapter: SpeakerTracker | None = None
+        self.hindsight: Hindsight | None = None
         self._tentative: np.ndarray | None = None  # statistics of a tentative utterance not yet confirmed
+        self._held: tuple | None = None  # (voice, audio, text, language, prediction) of the last committed utterance
+        self._held_tentative: tuple | None = None  # ... of the last tentative one
+        self._heard: dict = {}  # voice -> committed utterances
         if getattr(bundle, "speaker_norm", ""):
             from memocmt.voice import tracker_voices
 
             voices = tracker_voices(getattr(bundle, "voices", None), speakers) if track_speakers else None
             self.adapter = SpeakerTracker(voices, adapt_window, bundle.speaker_prior)
+            if hindsight:
+                self.hindsight = Hindsight(adapt_window)
 
     @property
     def tracks_speakers(self) -> bool:
@@ -119,6 +128,12 @@ class BundleEmotionModel:
             self._tentative = None if commit else utterance
         prediction = self.bundle.classify(audio_features, text_features, stats, language)
         prediction.speaker = voice
+        if self.hindsight is not None:
+            held = (voice, audio_features, text_features, language, prediction)
+            if commit:
+                self._held = held
+            else:
+                self._held_tentative = held
         return prediction
 
     def commit_tentative(self) -> None:
@@ -126,10 +141,45 @@ class BundleEmotionModel:
         if self.adapter is not None and self._tentative is not None:
             self.adapter.update(self._tentative)
             self._tentative = None
+            self._held, self._held_tentative = self._held_tentative, None
+
+    def settle(self, index: int) -> list[Revision]:
+        """The last committed utterance is the session's `index`-th: hold it for hindsight while its voice
+        is young, and classify again the voice's held utterances once its window is full."""
+        if self.hindsight is None or self._held is None:
+            return []
+        voice, audio, text, language, prediction = self._held
+        self._held = None
+        heard = self._heard[voice] = self._heard.get(voice, 0) + 1
+        from memocmt.bundle import to_host
+
+        self.hindsight.keep(voice, heard, Kept(index, host_copy(audio, to_host),
+                                               None if text is None else host_copy(text, to_host, np.float32),
+                                               language, prediction))
+        return self._revise(voice, self.hindsight.due(voice, heard))
+
+    def settle_all(self) -> list[Revision]:
+        """The session ends: every held utterance classified again with its voice's statistics now."""
+        if self.hindsight is None:
+            return []
+        revisions = [r for voice, items in self.hindsight.remaining().items() for r in self._revise(voice, items)]
+        return sorted(revisions, key=lambda r: r.index)
+
+    def _revise(self, voice, items: list[Kept]) -> list[Revision]:
+        if not items:
+            return []
+        stats = self.adapter.statistics(voice)
+        revisions = []
+        for item in items:
+            prediction = self.bundle.classify(as_float32(item.audio), item.text, stats, item.language)
+            prediction.speaker = voice
+            revisions.append(Revision(item.index, prediction, item.prediction))
+        return revisions
 
 
 def load_emotion_model(path: str | None, device: str | None = None, threads: int | None = None,
-                       adapt_window: int = 20, track_speakers: bool = True, speakers: str = "auto") -> BundleEmotionModel:
+                       adapt_window: int = 20, track_speakers: bool = True, speakers: str = "auto",
+                       hindsight: bool = True) -> BundleEmotionModel:
     """Load an exported bundle on "cpu", "cuda" or automatically (None); without a path, the
     runtime's default bundle. `threads` caps ONNX Runtime's CPU threads (None: the runtime's
     default). Every failure becomes one LiveError sentence."""
@@ -152,7 +202,7 @@ def load_emotion_model(path: str | None, device: str | None = None, threads: int
         detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         what = "the default emotion model" if path is None else f"the emotion model bundle {path}"
         raise LiveError(f"Cannot load {what}: {detail}") from e
-    return BundleEmotionModel(bundle, str(bundle.path), adapt_window, track_speakers, speakers)
+    return BundleEmotionModel(bundle, str(bundle.path), adapt_window, track_speakers, speakers, hindsight)
 
 
 @dataclass
@@ -211,6 +261,7 @@ class Pipeline:
         self.no_speech = 0
         self.audio_s = 0.0
         self._index = 0
+        self.final_revisions: list[Revision] = []  # hindsight at the end of the session (memocmt.live.hindsight)
 
     # ---------------------------------------------------------------- control
 
@@ -248,7 +299,9 @@ class Pipeline:
             if item is _END:
                 break
             self.summary.add(item)
+            self.summary.revise(item.revisions)
             yield item
+        self.summary.revise(self.final_revisions)
         for thread in self._threads:
             thread.join(timeout=1.0)
         self._encoder.shutdown(wait=False, cancel_futures=True)
@@ -385,6 +438,8 @@ class Pipeline:
             while True:
                 item = self._segment_q.get()
                 if item is _END:
+                    if not self._abort.is_set() and hasattr(self.emotion, "settle_all"):
+                        self.final_revisions = self.emotion.settle_all()
                     break
                 if self._abort.is_set():
                     continue
@@ -402,6 +457,8 @@ class Pipeline:
                 if result is not None:
                     self._index += 1
                     result.index = self._index
+                    if result.prediction is not None and hasattr(self.emotion, "settle"):
+                        result.revisions = self.emotion.settle(result.index)
                     self._result_q.put(result)
         except Exception as e:
             log.exception("recognition failed")

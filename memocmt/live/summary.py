@@ -31,6 +31,7 @@ class UtteranceResult:
     speculative: bool = False  # recognised from a tentative segment, before the hangover ended
     audio: np.ndarray | None = field(default=None, repr=False)  # the utterance, for --save-audio
     language: str | None = None  # the language the utterance was transcribed in (detected with --language auto)
+    revisions: list = field(default_factory=list, repr=False)  # earlier utterances classified again (memocmt.live.hindsight)
 
     def to_dict(self) -> dict:
         p = self.prediction
@@ -69,6 +70,7 @@ class SessionSummary:
     reopens: int
     end_reason: str
     speakers: dict[int, dict[str, int]] = field(default_factory=dict)  # tracked voice -> label -> count
+    revised: int = 0  # utterances whose label hindsight changed (the counts above are the revised labels)
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -79,7 +81,7 @@ class SessionSummary:
         if self.emotions:
             total = sum(self.emotions.values())
             dist = ", ".join(f"{k} {v} ({100 * v / total:.0f}%)" for k, v in sorted(self.emotions.items(), key=lambda kv: -kv[1]))
-            out.append(f"emotions: {dist}")
+            out.append(f"emotions: {dist}" + (f" ({self.revised} revised in hindsight)" if self.revised else ""))
         for voice, counts in sorted(self.speakers.items()):
             total = sum(counts.values())
             dist = ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
@@ -117,6 +119,7 @@ class SummaryBuilder:
         self.emotions: collections.Counter[str] = collections.Counter()
         self.speakers: dict[int, collections.Counter[str]] = collections.defaultdict(collections.Counter)
         self.latencies: dict[str, list[float]] = collections.defaultdict(list)
+        self.revised = 0
 
     def add(self, result: UtteranceResult) -> None:
         self.count += 1
@@ -127,7 +130,21 @@ class SummaryBuilder:
         for key, value in result.timings_ms.items():
             self.latencies[key].append(value)
 
+    def revise(self, revisions) -> None:
+        """Count revised labels (memocmt.live.hindsight.Revision) instead of those shown at the time."""
+        for r in revisions:
+            if not r.changed:
+                continue
+            self.revised += 1
+            self.emotions[r.previous.label] -= 1
+            self.emotions[r.prediction.label] += 1
+            if r.previous.speaker is not None:
+                counts = self.speakers[r.previous.speaker]
+                counts[r.previous.label] -= 1
+                counts[r.prediction.label] += 1
+
     def build(self, **counters) -> SessionSummary:
         latency = {k: percentiles(self.latencies[k]) for k in LATENCY_KEYS if self.latencies.get(k)}
-        return SessionSummary(utterances=self.count, emotions=dict(self.emotions), latency_ms=latency,
-                              speakers={v: dict(c) for v, c in self.speakers.items()}, **counters)
+        return SessionSummary(utterances=self.count, emotions=dict(+self.emotions), latency_ms=latency,
+                              speakers={v: dict(+c) for v, c in self.speakers.items()}, revised=self.revised,
+                              **counters)
