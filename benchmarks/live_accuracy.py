@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         clips = build_session(by_speaker[speaker], wav, args.gap_s, rng, args.gap_noise_dbfs)
         live_s += run_live(wav, jsonl, live_args)
         sessions.append({"speaker": speaker, "clips": clips, **read_jsonl(jsonl)})
-        print(f"session {speaker}: {len(clips)} clips, {len(results)} results", flush=True)
+        print(f"session {speaker}: {len(clips)} clips, {len(sessions[-1]['results'])} results", flush=True)
     labels = list(bundle.labels)
     result = {
         "model": args.model or "shipped", "data": data_name, "sessions": len(sessions), "gap_s": args.gap_s,

@@ -83,20 +83,32 @@ def test_front_end_follows_the_live_options():
     assert not rb.FrontEnd.from_live_args(["--denoise", "dfn3", "--denoise-for", "vad,asr"]).enhances_emotion
 
 
-def _result(start, end, label):
+def _result(start, end, label, index=0):
     probs = {c: 0.1 for c in LABELS}
     probs[label] = 0.7
-    return {"start_s": start, "end_s": end, "probabilities": probs}
+    return {"type": "utterance", "index": index, "start_s": start, "end_s": end, "label": label, "probabilities": probs}
+
+
+def _revision(index, label):
+    return {**_result(0, 0, label, index), "type": "revision"}
 
 
 def test_scoring_counts_missed_clips(session):
-    right_and_missed = [[_result(0.45, 1.35, "happy")]]  # clip b is never heard
+    right_and_missed = [{"results": [_result(0.45, 1.35, "happy")]}]  # clip b is never heard
     live = rb.score_condition(LABELS, [session], right_and_missed)
     assert live["missed"] == 1 and live["n"] == 1 and live["ua"] == pytest.approx(1.0)
     assert live["ua_missed_wrong"] == pytest.approx(0.5)  # happy right, sad missed
-    both = rb.score_condition(LABELS, [session], [[_result(0.45, 1.35, "happy"), _result(1.7, 2.5, "angry"),
-                                                    _result(3.0, 3.2, "sad")]])
+    both = rb.score_condition(LABELS, [session], [{"results": [_result(0.45, 1.35, "happy"), _result(1.7, 2.5, "angry"),
+                                                               _result(3.0, 3.2, "sad")]}])
     assert both["missed"] == 0 and both["spurious"] == 1 and both["ua_missed_wrong"] == pytest.approx(0.5)
+
+
+def test_scoring_applies_revisions_in_hindsight(session):
+    shown = [_result(0.45, 1.35, "angry", 1), _result(1.7, 2.5, "angry", 2)]  # both wrong when shown
+    live = rb.score_condition(LABELS, [session], [{"results": shown, "revisions": [_revision(1, "happy"),
+                                                                                   _revision(2, "angry")]}])
+    assert live["ua"] == pytest.approx(0.0)  # as shown
+    assert live["hindsight"]["ua"] == pytest.approx(0.5) and live["hindsight"]["changed"] == 1
 
 
 def test_reports_and_plots(tmp_path):
