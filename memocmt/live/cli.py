@@ -235,7 +235,7 @@ def _make_source(args):
         return capture.FileSource(args.input, realtime=args.realtime is not False)
     if args.capture_rate is not None:
         capture.check_rate(args.capture_rate, "--capture-rate")
-    info = capture.resolve_device(args.device)  # fail on a bad device before loading models
+    info = capture.resolve_device(args.device)  # fail on a bad device before loading models or connecting
     capture.choose_rate(info["index"], info["default_samplerate"], args.capture_rate)
     return capture.MicrophoneSource(args.device, args.capture_rate)
 
@@ -246,7 +246,7 @@ def _run(args) -> int:
     if args.server:
         from memocmt.serve.client import run_remote
 
-        return run_remote(args)
+        return run_remote(args, _make_source(args))
     from memocmt.live.asr import Transcriber
     from memocmt.live.capture import MicrophoneSource
     from memocmt.live.denoise import make_denoise_stage, parse_targets
