@@ -11,15 +11,89 @@ import argparse
 import logging
 import signal
 import sys
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 from memocmt.audio import AudioError
 from memocmt.denoise import DENOISERS
 from memocmt.live.denoise import DEFAULT_TARGETS
 from memocmt.live.errors import LiveError
 
+if TYPE_CHECKING:
+    from memocmt.live.asr import AsrConfig
+    from memocmt.live.pipeline import BundleEmotionModel
+
 log = logging.getLogger("memocmt")
 
 PROG = "memocmt-live"
+DEVICES = ["auto", "cpu", "cuda"]
+COMPUTE_TYPES = ["auto", "int8", "int8_float16", "int8_float32", "float16", "float32"]
+
+# The options memocmt-live and memocmt-serve share (`add_shared_option`): name, type, choices and
+# default are set here once; a program that words the help for its own users passes its own.
+SHARED_OPTIONS: dict[str, dict] = {
+    "--model": {"metavar": "PATH"},
+    "--no-emotion": {"action": "store_true"},
+    "--emotion-device": {"choices": DEVICES, "default": "auto"},
+    "--emotion-threads": {"type": int, "default": 0},
+    "--asr-model": {},
+    "--asr-device": {"choices": DEVICES, "default": "auto"},
+    "--compute-type": {"choices": COMPUTE_TYPES, "default": "auto"},
+    "--asr-threads": {"type": int, "default": 0, "help": "CPU threads for Whisper (default: one per core, at most 4)"},
+    "--asr-context": {"choices": ["short", "full"], "default": "short"},
+    "--vad": {"choices": ["webrtc", "silero"], "default": "webrtc"},
+    "--hangover-ms": {"type": int, "default": 300, "help": "silence that ends an utterance (default: 300)"},
+    "--verbose": {"action": "count", "default": 0, "help": "log more (-v: info, -vv: debug)"},
+}
+
+
+def add_shared_option(group, *names: str, **kwargs) -> None:
+    """Add the shared option whose long name is `names[-1]` to an argparse parser or group;
+    `kwargs` (the program's own help, say) replace what SHARED_OPTIONS sets."""
+    group.add_argument(*names, **{**SHARED_OPTIONS[names[-1]], **kwargs})
+
+
+@dataclass
+class ModelOptions:
+    """Which models run, and where: memocmt-live's for its session, memocmt-serve's shared by all of its sessions."""
+
+    model: str | None = None  # bundle directory (None: the runtime's default bundle)
+    no_emotion: bool = False
+    emotion_device: str = "auto"
+    emotion_threads: int = 0  # ONNX Runtime intra-op threads (0: the runtime's default)
+    adapt_window: int = 20
+    asr_model: str | None = None
+    asr_device: str = "auto"
+    compute_type: str = "auto"
+    asr_threads: int = 0
+    beam_size: int = 1
+    language: str | None = None
+    asr_context: str = "short"
+    asr_context_pad: float = 1.0  # seconds of silence appended for short-context decoding
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ModelOptions:
+        """The fields a program has options for, from its parsed arguments; the others keep their defaults."""
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+
+    def asr_config(self, context: str | None = None) -> AsrConfig:
+        """The `memocmt.live.asr.AsrConfig` of these options, in `context` (None: `asr_context`)."""
+        from memocmt.live.asr import AsrConfig
+
+        return AsrConfig(
+            model=self.asr_model, device=self.asr_device, compute_type=self.compute_type,
+            beam_size=self.beam_size, language=self.language, cpu_threads=self.asr_threads,
+            context=context or self.asr_context, context_pad_s=self.asr_context_pad,
+        )
+
+    def load_emotion(self, track_speakers: bool = True, speakers: str = "auto",
+                     hindsight: bool = True) -> BundleEmotionModel:
+        """Load the emotion model (memocmt.live.pipeline.load_emotion_model); raises LiveError with one sentence."""
+        from memocmt.live.pipeline import load_emotion_model
+
+        device = None if self.emotion_device == "auto" else self.emotion_device
+        return load_emotion_model(self.model, device, self.emotion_threads or None, self.adapt_window,
+                                  track_speakers=track_speakers, speakers=speakers, hindsight=hindsight)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,39 +124,38 @@ def build_parser() -> argparse.ArgumentParser:
                             f"(default: {','.join(DEFAULT_TARGETS)}; the others hear the stream as captured)")
 
     vad = p.add_argument_group("voice activity detection")
-    vad.add_argument("--vad", choices=["webrtc", "silero"], default="webrtc", help="VAD model (silero is more robust in noise; default: webrtc)")
+    add_shared_option(vad, "--vad", help="VAD model (silero is more robust in noise; default: webrtc)")
     vad.add_argument("--vad-aggressiveness", type=int, choices=[0, 1, 2, 3], default=2, help="webrtcvad aggressiveness, 3 rejects most non-speech (default: 2)")
     vad.add_argument("--vad-frame-ms", type=int, choices=[10, 20, 30], default=30, help="webrtcvad frame length (default: 30)")
     vad.add_argument("--vad-threshold", type=float, default=0.5, help="silero speech probability threshold (default: 0.5)")
     vad.add_argument("--pre-roll-ms", type=int, default=300, help="audio kept before speech starts (default: 300)")
-    vad.add_argument("--hangover-ms", type=int, default=300, help="silence that ends an utterance (default: 300)")
+    add_shared_option(vad, "--hangover-ms")
     vad.add_argument("--min-speech-ms", type=int, default=250, help="drop utterances with less speech (default: 250)")
     vad.add_argument("--max-utterance-s", type=float, default=15.0, help="force-split longer utterances (default: 15)")
     vad.add_argument("--speculate-ms", type=int, default=120,
                      help="start recognising after this much silence, before the hangover ends; 0 turns it off (default: 120)")
 
     asr = p.add_argument_group("speech recognition")
-    asr.add_argument("--asr-model", help="whisper-tiny.en, whisper-base (multilingual, from the models extra), a faster-whisper "
-                     "model size (e.g. base.en) or a local directory (default: offline tiny.en)")
-    asr.add_argument("--asr-device", choices=["auto", "cpu", "cuda"], default="auto", help="where Whisper runs (default: auto)")
-    asr.add_argument("--compute-type", choices=["auto", "int8", "int8_float16", "int8_float32", "float16", "float32"], default="auto",
-                     help="CTranslate2 compute type (default: int8 on CPU, float16 on CUDA)")
+    add_shared_option(asr, "--asr-model", help="whisper-tiny.en, whisper-base (multilingual, from the models extra), a faster-whisper "
+                      "model size (e.g. base.en) or a local directory (default: offline tiny.en)")
+    add_shared_option(asr, "--asr-device", help="where Whisper runs (default: auto)")
+    add_shared_option(asr, "--compute-type", help="CTranslate2 compute type (default: int8 on CPU, float16 on CUDA)")
     asr.add_argument("--beam-size", type=int, default=1, help="Whisper beam size; 1 is greedy and fastest (default: 1)")
     asr.add_argument("--language", default="auto", metavar="auto|en|pl|...",
                      help="spoken language: auto detects it per utterance with a multilingual model (JSONL 'language'); "
                           "English-only (.en) models take en only (default: auto)")
-    asr.add_argument("--asr-threads", type=int, default=0, help="CPU threads for Whisper (default: one per core, at most 4)")
-    asr.add_argument("--asr-context", choices=["short", "full"], default="short",
-                     help="short: decode from the emotion model's Whisper encoder pass at the utterance's own length "
-                          "(~4x less ASR compute; falls back to full when that encoder is not Whisper's); "
-                          "full: Whisper's standard 30 s window (default: short)")
+    add_shared_option(asr, "--asr-threads")
+    add_shared_option(asr, "--asr-context",
+                      help="short: decode from the emotion model's Whisper encoder pass at the utterance's own length "
+                           "(~4x less ASR compute; falls back to full when that encoder is not Whisper's); "
+                           "full: Whisper's standard 30 s window (default: short)")
     asr.add_argument("--asr-context-pad", type=float, default=1.0, metavar="S",
                      help="silence appended to an utterance for short-context decoding (default: 1.0)")
 
     emo = p.add_argument_group("emotion")
-    emo.add_argument("--model", metavar="PATH", help="exported MemoCMT bundle directory (default: the runtime's default bundle)")
-    emo.add_argument("--no-emotion", action="store_true", help="transcripts only, no emotion model")
-    emo.add_argument("--emotion-device", choices=["auto", "cpu", "cuda"], default="auto", help="ONNX Runtime device for the emotion model (default: auto)")
+    add_shared_option(emo, "--model", help="exported MemoCMT bundle directory (default: the runtime's default bundle)")
+    add_shared_option(emo, "--no-emotion", help="transcripts only, no emotion model")
+    add_shared_option(emo, "--emotion-device", help="ONNX Runtime device for the emotion model (default: auto)")
     emo.add_argument("--adapt-window", type=int, default=20, metavar="N",
                      help="a speaker-normalised model adapts to each voice from its last N utterances (default: 20)")
     emo.add_argument("--speakers", choices=["auto", "ge2e", "one"], default="auto",
@@ -94,15 +167,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="do not classify a voice's first utterances again once it is well known (by default they are, "
                           "when its window is full or the session ends: 'revised in hindsight' lines, JSONL lines of "
                           "\"type\": \"revision\", and the summary counts the revised labels)")
-    emo.add_argument("--emotion-threads", type=int, default=0,
-                     help="CPU threads for the emotion model (default 0: one per physical core, at most 4)")
+    add_shared_option(emo, "--emotion-threads",
+                      help="CPU threads for the emotion model (default 0: one per physical core, at most 4)")
 
     out = p.add_argument_group("output")
     out.add_argument("--jsonl", metavar="PATH", help="append one JSON object per utterance to PATH ('-': stdout; the view then goes to stderr)")
     out.add_argument("--save-audio", metavar="DIR", help="save each utterance as a WAV file in DIR")
     out.add_argument("--plain", action="store_true", help="print plain lines even on a terminal")
     out.add_argument("--max-lag-s", type=float, default=3.0, help="drop the oldest audio when capture falls this far behind (default: 3)")
-    out.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v: info, -vv: debug)")
+    add_shared_option(out, "-v", "--verbose")
     return p
 
 
@@ -120,7 +193,7 @@ def cli(argv: list[str] | None = None) -> int:
         parser.error("--adapt-window must be at least 1 utterance")
     if args.denoise != "off" and args.server:
         parser.error("--denoise runs here; with --server the server hears the stream as captured")
-    _configure_logging(args.verbose)
+    configure_logging(PROG, args.verbose)
     try:
         return _run(args)
     except (LiveError, AudioError) as e:
@@ -131,9 +204,10 @@ def cli(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _configure_logging(verbosity: int) -> None:
+def configure_logging(prog: str, verbosity: int) -> None:
+    """The program's own log lines go to stderr, each prefixed with `prog`."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+    handler.setFormatter(logging.Formatter(f"{prog}: %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG)
     log.propagate = False
@@ -166,7 +240,7 @@ def _make_source(args):
         return capture.FileSource(args.input, realtime=args.realtime is not False)
     if args.capture_rate is not None:
         capture.check_rate(args.capture_rate, "--capture-rate")
-    info = capture.resolve_device(args.device)  # fail on a bad device before loading models
+    info = capture.resolve_device(args.device)  # fail on a bad device before loading models or connecting
     capture.choose_rate(info["index"], info["default_samplerate"], args.capture_rate)
     return capture.MicrophoneSource(args.device, args.capture_rate)
 
@@ -177,12 +251,12 @@ def _run(args) -> int:
     if args.server:
         from memocmt.serve.client import run_remote
 
-        return run_remote(args)
-    from memocmt.live.asr import AsrConfig, Transcriber
+        return run_remote(args, _make_source(args))
+    from memocmt.live.asr import Transcriber
     from memocmt.live.capture import MicrophoneSource
     from memocmt.live.denoise import make_denoise_stage, parse_targets
     from memocmt.live.display import AudioSaver, JsonlWriter, make_view
-    from memocmt.live.pipeline import Pipeline, PipelineConfig, load_emotion_model
+    from memocmt.live.pipeline import Pipeline, PipelineConfig
     from memocmt.live.vad import Segmenter, VadConfig, make_classifier
 
     if args.beam_size < 1:
@@ -197,17 +271,12 @@ def _run(args) -> int:
     source = _make_source(args)
     live = isinstance(source, MicrophoneSource) or bool(getattr(source, "realtime", False))
     segmenter = Segmenter(make_classifier(vad_config), vad_config)
-    transcriber = Transcriber(AsrConfig(
-        model=args.asr_model, device=args.asr_device, compute_type=args.compute_type,
-        beam_size=args.beam_size, language=args.language, cpu_threads=args.asr_threads,
-        context=args.asr_context, context_pad_s=args.asr_context_pad,
-    ))
+    options = ModelOptions.from_args(args)
+    transcriber = Transcriber(options.asr_config())
     emotion = None
     if not args.no_emotion:
-        device = None if args.emotion_device == "auto" else args.emotion_device
-        emotion = load_emotion_model(args.model, device, args.emotion_threads or None, args.adapt_window,
-                                     track_speakers=args.speakers != "one", speakers=args.speakers,
-                                     hindsight=not args.no_hindsight)
+        emotion = options.load_emotion(track_speakers=args.speakers != "one", speakers=args.speakers,
+                                       hindsight=not args.no_hindsight)
         if args.speakers != "one" and emotion.adapter is not None and not emotion.tracks_speakers:
             log.info("this model has no voice signatures: every voice shares one adaptation window")
         transcriber.attach_encoder(emotion.bundle.whisper_encoder())

@@ -30,6 +30,7 @@ from memocmt.live.capture import Capture, EndOfStream, Source
 from memocmt.live.denoise import DenoiseStage
 from memocmt.live.errors import LiveError
 from memocmt.live.hindsight import Hindsight, Kept, Revision, as_float32, host_copy
+from memocmt.live.speculation import Pending, Speculation, reuse
 from memocmt.live.summary import SessionSummary, SummaryBuilder, UtteranceResult
 from memocmt.live.vad import Segment, Segmenter
 from memocmt.results import Prediction
@@ -220,10 +221,9 @@ class PipelineConfig:
 
 
 @dataclass
-class _Pending:
-    segment: Segment
-    eos_wall: float  # monotonic time when speech ended (estimated from block arrival)
-    emitted: float  # monotonic time when the VAD closed the utterance
+class _Pending(Pending):
+    """An utterance waiting for recognition, with what a denoise stage made of its stretch of stream."""
+
     asr_audio: np.ndarray | None = None  # what ASR hears, when it is not segment.audio (a denoise stage)
     emotion_audio: np.ndarray | None = None  # what the emotion model hears, likewise
     denoise_ms: float | None = None  # denoiser compute time on the utterance's stretch of stream
@@ -419,9 +419,7 @@ class Pipeline:
         return segments + self.segmenter.flush()
 
     def _emit(self, segment: Segment, arrival: float, block_end: int) -> None:
-        # The block's last sample arrived at `arrival`; speech ended (block_end - end) samples earlier.
-        eos_wall = arrival - max(0, block_end - round(segment.end_s * SAMPLE_RATE)) / SAMPLE_RATE
-        pending = _Pending(segment, eos_wall, time.monotonic())
+        pending = _Pending.closed(segment, arrival, block_end)
         if self.denoise is not None:  # cut while the stage still holds this stretch of stream
             start, end = segment.end_sample - len(segment.audio), segment.end_sample
             pending.asr_audio = self.denoise.audio_for("asr", start, end)
@@ -433,7 +431,7 @@ class Pipeline:
             log.warning("recognition is falling behind; dropped the utterance at %.1f s", lost.segment.start_s)
 
     def _recognize_loop(self) -> None:
-        speculated: tuple[Segment, UtteranceResult | None] | None = None
+        speculation = Speculation()
         try:
             while True:
                 item = self._segment_q.get()
@@ -447,13 +445,10 @@ class Pipeline:
                 if segment.tentative:
                     # Recognise ahead of the hangover, unless newer audio is already waiting.
                     if self._segment_q.empty():
-                        speculated = (segment, self._recognize(item))
+                        speculation.hold(segment, self._recognize(item))
                     continue
-                if speculated is not None and speculated[0].same_speech(segment):
-                    result = self._confirm(speculated[1], item)
-                else:
-                    result = self._recognize(item)
-                speculated = None
+                speculated = speculation.take(segment)
+                result = self._recognize(item) if speculated is None else self._confirm(speculated.result, item)
                 if result is not None:
                     self._index += 1
                     result.index = self._index
@@ -472,8 +467,7 @@ class Pipeline:
         asr_audio = segment.audio if item.asr_audio is None else item.asr_audio
         # the emotion model hears the utterance up to the end of speech, as training cut its clips (Segment.speech_audio)
         emotion_audio = (segment.audio if item.emotion_audio is None else item.emotion_audio)[: len(segment.speech_audio)]
-        started = time.monotonic()
-        timings = {"vad_wait": (item.emitted - item.eos_wall) * 1000, "queue": (started - item.emitted) * 1000}
+        timings = item.wait_ms(time.monotonic())
         if item.denoise_ms is not None:
             timings["denoise"] = item.denoise_ms
         features = None
@@ -519,13 +513,8 @@ class Pipeline:
             return None
         if result.prediction is not None and hasattr(self.emotion, "commit_tentative"):
             self.emotion.commit_tentative()  # its speaker statistics now count
-        result.speculative = True
-        result.forced_split = item.segment.forced
         result.audio = item.segment.audio
-        result.timings_ms["vad_wait"] = (item.emitted - item.eos_wall) * 1000
-        result.timings_ms["queue"] = (time.monotonic() - item.emitted) * 1000
-        result.timings_ms["eos_to_result"] = (time.monotonic() - item.eos_wall) * 1000
-        return result
+        return reuse(result, item)
 
 
 def _timed(fn, *args) -> tuple[Any, float]:

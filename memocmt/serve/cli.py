@@ -9,55 +9,28 @@ Problems a user can fix end the program with one sentence on stderr and exit sta
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
-from dataclasses import dataclass
 
+from memocmt.live.cli import ModelOptions, add_shared_option, configure_logging
 from memocmt.live.errors import LiveError
-
-log = logging.getLogger("memocmt")
 
 PROG = "memocmt-serve"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-@dataclass
-class ModelOptions:
-    """Which models the server shares between sessions, and where they run."""
-
-    model: str | None = None  # bundle directory (None: the runtime's default bundle)
-    no_emotion: bool = False
-    emotion_device: str = "auto"
-    emotion_threads: int = 0  # ONNX Runtime intra-op threads, one pool shared by every session (0: the runtime's default)
-    adapt_window: int = 20
-    asr_model: str | None = None
-    asr_device: str = "auto"
-    compute_type: str = "auto"
-    asr_threads: int = 0
-    beam_size: int = 1
-    language: str | None = None
-    asr_context: str = "short"
-
-
 def load_engine(options: ModelOptions, config=None, metrics=None):
     """Load the shared models and start their queues; raises LiveError with one sentence."""
-    from memocmt.live.asr import AsrConfig, Transcriber
-    from memocmt.live.pipeline import load_emotion_model
+    from memocmt.live.asr import Transcriber
     from memocmt.serve.engine import BundleBackend, Engine
 
     backend = None
     if not options.no_emotion:
-        device = None if options.emotion_device == "auto" else options.emotion_device
-        loaded = load_emotion_model(options.model, device, options.emotion_threads or None, options.adapt_window)
-        backend = BundleBackend(loaded.bundle, options.adapt_window)
+        backend = BundleBackend(options.load_emotion().bundle, options.adapt_window)
     engine_ref: list = []
 
     def make_transcriber(context: str):
-        transcriber = Transcriber(AsrConfig(
-            model=options.asr_model, device=options.asr_device, compute_type=options.compute_type,
-            beam_size=options.beam_size, language=options.language, cpu_threads=options.asr_threads, context=context,
-        ))
+        transcriber = Transcriber(options.asr_config(context))
         if context == "short" and engine_ref:
             transcriber.attach_encoder(engine_ref[0].whisper_encoder())
         transcriber.warm_up()
@@ -98,21 +71,19 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"how long a call waits for more utterances (default: {e.batch_wait_ms:g})")
     bat.add_argument("--no-batching", action="store_true", help="one utterance per graph call")
     mod = p.add_argument_group("models")
-    mod.add_argument("--model", metavar="PATH", help="exported MemoCMT bundle (default: the runtime's default bundle)")
-    mod.add_argument("--no-emotion", action="store_true", help="transcripts only")
-    mod.add_argument("--emotion-device", choices=["auto", "cpu", "cuda"], default="auto")
-    mod.add_argument("--emotion-threads", type=int, default=0, help="ONNX Runtime threads for the emotion model (default: runtime's)")
-    mod.add_argument("--asr-model", help="faster-whisper model size or directory (default: offline tiny.en)")
-    mod.add_argument("--asr-device", choices=["auto", "cpu", "cuda"], default="auto")
-    mod.add_argument("--compute-type", choices=["auto", "int8", "int8_float16", "int8_float32", "float16", "float32"],
-                     default="auto")
-    mod.add_argument("--asr-threads", type=int, default=0, help="CPU threads for Whisper (default: one per core, at most 4)")
-    mod.add_argument("--asr-context", choices=["short", "full"], default="short",
-                     help="default ASR context of a session (a client may ask for the other)")
+    add_shared_option(mod, "--model", help="exported MemoCMT bundle (default: the runtime's default bundle)")
+    add_shared_option(mod, "--no-emotion", help="transcripts only")
+    add_shared_option(mod, "--emotion-device")
+    add_shared_option(mod, "--emotion-threads", help="ONNX Runtime threads for the emotion model (default: runtime's)")
+    add_shared_option(mod, "--asr-model", help="faster-whisper model size or directory (default: offline tiny.en)")
+    add_shared_option(mod, "--asr-device")
+    add_shared_option(mod, "--compute-type")
+    add_shared_option(mod, "--asr-threads")
+    add_shared_option(mod, "--asr-context", help="default ASR context of a session (a client may ask for the other)")
     mod.add_argument("--language", help="spoken language code (default: en for .en models)")
-    mod.add_argument("--vad", choices=["webrtc", "silero"], default="webrtc", help="VAD of every session (default: webrtc)")
-    mod.add_argument("--hangover-ms", type=int, default=300, help="silence that ends an utterance (default: 300)")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v: info, -vv: debug)")
+    add_shared_option(mod, "--vad", help="VAD of every session (default: webrtc)")
+    add_shared_option(mod, "--hangover-ms")
+    add_shared_option(p, "-v", "--verbose")
     return p
 
 
@@ -126,7 +97,7 @@ def cli(argv: list[str] | None = None) -> int:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.no_emotion and args.model:
         parser.error("--model and --no-emotion cannot be used together")
-    _configure_logging(args.verbose)
+    configure_logging(PROG, args.verbose)
     if args.host not in LOOPBACK and not args.token:
         print(f"{PROG}: WARNING: listening on {args.host} without a token; anyone who can reach this port can use it.",
               file=sys.stderr)
@@ -137,14 +108,6 @@ def cli(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-
-
-def _configure_logging(verbosity: int) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG)
-    log.propagate = False
 
 
 def _run(args) -> int:
@@ -161,10 +124,7 @@ def _run(args) -> int:
     vad = VadConfig(backend=args.vad, hangover_ms=args.hangover_ms)
     vad.validate()
     engine_config = EngineConfig(max_batch=1 if args.no_batching else args.max_batch, batch_wait_ms=args.batch_wait_ms)
-    options = ModelOptions(model=args.model, no_emotion=args.no_emotion, emotion_device=args.emotion_device,
-                           emotion_threads=args.emotion_threads, asr_model=args.asr_model, asr_device=args.asr_device,
-                           compute_type=args.compute_type, asr_threads=args.asr_threads, language=args.language,
-                           asr_context=args.asr_context)
+    options = ModelOptions.from_args(args)
     print(f"{PROG}: loading models ...", file=sys.stderr, flush=True)
     engine = load_engine(options, engine_config)
     config = ServerConfig(max_sessions=args.max_sessions, max_frame_bytes=args.max_frame_bytes,

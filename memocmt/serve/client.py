@@ -130,25 +130,12 @@ class RemoteStream:
             pass
 
 
-def make_source(args) -> Any:
-    """The local audio source, as memocmt-live opens it (microphone, file or stdin)."""
-    from memocmt.live import capture
-
-    if args.input == "-":
-        return capture.StdinSource(args.input_rate, realtime=bool(args.realtime))
-    if args.input is not None:
-        return capture.FileSource(args.input, realtime=args.realtime is not False)
-    if args.capture_rate is not None:
-        capture.check_rate(args.capture_rate, "--capture-rate")
-    return capture.MicrophoneSource(args.device, args.capture_rate)
-
-
-def run_remote(args) -> int:
-    """The body of `memocmt-live --server URL`; returns the exit status."""
+def run_remote(args, source: Any) -> int:
+    """The body of `memocmt-live --server URL`, streaming `source` (a memocmt.live.capture source,
+    not yet open); returns the exit status."""
     from memocmt.live.capture import EndOfStream
     from memocmt.live.display import JsonlWriter, make_view
 
-    source = make_source(args)
     source.open()
     realtime = getattr(source, "realtime", True)
     stream = RemoteStream(args.server, token=os.environ.get("MEMOCMT_TOKEN"))

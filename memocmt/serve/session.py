@@ -6,7 +6,8 @@
 utterance the VAD closes goes into the session's bounded queue; the session's recognition
 task takes them in order and awaits the shared `Engine`. A tentative utterance (sent ahead
 before the hangover ended) is recognised only when nothing newer waits, and its result is
-reused when the final utterance covers the same speech, as in memocmt.live.pipeline.
+reused when the final utterance covers the same speech (memocmt.live.speculation), as in
+memocmt.live.pipeline.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Awaitable, Callable
 import numpy as np
 
 from memocmt.audio import SAMPLE_RATE
+from memocmt.live.speculation import Pending, Speculation, reuse
 from memocmt.live.summary import SummaryBuilder, UtteranceResult
 from memocmt.live.vad import Segment, Segmenter, VadConfig
 from memocmt.serve.batcher import Overloaded
@@ -48,13 +50,6 @@ class ServerConfig:
     token: str | None = None  # required on /ws and /metrics when set (bearer header or ?token=)
     limits: SessionLimits = field(default_factory=SessionLimits)
     vad: VadConfig = field(default_factory=VadConfig)
-
-
-@dataclass
-class _Pending:
-    segment: Segment
-    eos_wall: float  # monotonic time the end of speech arrived
-    emitted: float  # monotonic time the VAD closed the utterance
 
 
 class PcmDecoder:
@@ -163,8 +158,7 @@ class StreamSession:
             await self._emit(segment, arrival, block_end)
 
     async def _emit(self, segment: Segment, arrival: float, block_end: int) -> None:
-        eos_wall = arrival - max(0, block_end - round(segment.end_s * SAMPLE_RATE)) / SAMPLE_RATE
-        item = _Pending(segment, eos_wall, time.monotonic())
+        item = Pending.closed(segment, arrival, block_end)
         if self._task is not None and self._task.done():
             return  # nobody consumes the queue any more; the server reports why
         if self.options.overflow == "wait":
@@ -215,7 +209,7 @@ class StreamSession:
     # ---------------------------------------------------------------- recognition
 
     async def _recognize_loop(self) -> None:
-        speculated: tuple[Segment, UtteranceResult | None] | None = None
+        speculation = Speculation()
         while True:
             item = await self.queue.get()
             if item is _END:
@@ -223,13 +217,10 @@ class StreamSession:
             segment = item.segment
             if segment.tentative:
                 if self.queue.empty():
-                    speculated = (segment, await self._recognize(item))
+                    speculation.hold(segment, await self._recognize(item))
                 continue
-            if speculated is not None and speculated[0].same_speech(segment):
-                result = self._confirm(speculated[1], item)
-            else:
-                result = await self._recognize(item)
-            speculated = None
+            speculated = speculation.take(segment)
+            result = await self._recognize(item) if speculated is None else self._confirm(speculated.result, item)
             if result is None:
                 continue
             self._index += 1
@@ -239,10 +230,9 @@ class StreamSession:
                 self.metrics.utterance(result.timings_ms)
             await self.send({"type": "utterance", **self.record(result)})
 
-    async def _recognize(self, item: _Pending) -> UtteranceResult | None:
+    async def _recognize(self, item: Pending) -> UtteranceResult | None:
         segment = item.segment
-        started = time.monotonic()
-        timings = {"vad_wait": (item.emitted - item.eos_wall) * 1000, "queue": (started - item.emitted) * 1000}
+        timings = item.wait_ms(time.monotonic())
         try:
             found = await self.engine.recognize(
                 self.id, segment.audio, self.tracker, self.options.asr_context,
@@ -262,20 +252,14 @@ class StreamSession:
                                prediction=found.prediction, timings_ms=timings, forced_split=segment.forced,
                                language=found.language)
 
-    def _confirm(self, result: UtteranceResult | None, item: _Pending) -> UtteranceResult | None:
+    def _confirm(self, result: UtteranceResult | None, item: Pending) -> UtteranceResult | None:
         if result is None:
             self.no_speech += 1
             return None
         if self.tracker is not None and self._tentative_stats is not None:
             self.tracker.update(self._tentative_stats)  # the tentative was final: its statistics now count
         self._tentative_stats = None
-        result.speculative = True
-        result.forced_split = item.segment.forced
-        now = time.monotonic()
-        result.timings_ms["vad_wait"] = (item.emitted - item.eos_wall) * 1000
-        result.timings_ms["queue"] = (now - item.emitted) * 1000
-        result.timings_ms["eos_to_result"] = (now - item.eos_wall) * 1000
-        return result
+        return reuse(result, item)
 
     # ---------------------------------------------------------------- summary
 
