@@ -20,13 +20,20 @@ class FakeTracker:
     """Counts the utterances of one session (a SpeakerTracker stand-in)."""
 
     voices = None
+    window = 20
 
     def __init__(self):
         self.updates = 0
+        self.last = None
 
     def update(self, stats, commit=True, audio=None, signature=None):
         self.updates += int(commit)  # a tentative utterance counts once it is confirmed
+        if commit:
+            self.last = stats
         return stats, 0
+
+    def statistics(self, voice):
+        return self.last
 
 
 class FakeEmotion:
@@ -49,6 +56,9 @@ class FakeEmotion:
     def encode_text_batch(self, texts):
         self.batches["text"].append(len(texts))
         return list(texts)
+
+    def hold(self, encoding):
+        return encoding
 
     def audio_stats(self, encoding):
         return np.full((1, 2, 1, 1), encoding, dtype=np.float32)

@@ -67,7 +67,11 @@ def test_protocol_ready_utterances_done(speech):
     assert messages[0]["type"] == "ready" and messages[0]["labels"] == FakeEmotion.labels
     assert messages[0]["asr_model"] == "fake-asr" and messages[0]["model"] == "fake-emotion"
     utterances = [m for m in messages if m["type"] == "utterance"]
-    assert kinds(messages) == ["ready"] + ["utterance"] * len(utterances) + ["done"]
+    # one voice heard fewer times than its window: every utterance is classified again when the session ends
+    assert kinds(messages) == ["ready"] + ["utterance"] * len(utterances) + ["revision"] * len(utterances) + ["done"]
+    revisions = [m for m in messages if m["type"] == "revision"]
+    assert [r["index"] for r in revisions] == [u["index"] for u in utterances]
+    assert all(r["previous_label"] == "angry" and r["model"] == "fake-emotion" for r in revisions)
     assert len(utterances) == len(SENTENCES)
     jsonl_keys = set(jsonl_record(UtteranceResult(0, 0.0, 0.0, "", None, {}), {
         "device": None, "asr_model": None, "model": None, "asr_context": None, "asr_language": None, "speaker_tracking": False}))

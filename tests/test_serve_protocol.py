@@ -16,14 +16,16 @@ from memocmt.serve.session import PcmDecoder
 def test_start_defaults_and_round_trip():
     options = StartOptions.parse({"type": "start"})
     assert (options.sample_rate, options.format, options.channels, options.speakers) == (16000, "pcm_s16le", 1, "auto")
-    again = StartOptions.parse(StartOptions(44100, "pcm_f32le", 2, "one", "full", "wait").to_message())
-    assert again == StartOptions(44100, "pcm_f32le", 2, "one", "full", "wait")
+    assert options.hindsight
+    again = StartOptions.parse(StartOptions(44100, "pcm_f32le", 2, "one", "full", "wait", False).to_message())
+    assert again == StartOptions(44100, "pcm_f32le", 2, "one", "full", "wait", False)
 
 
 @pytest.mark.parametrize("field,value,words", [
     ("sample_rate", 100, "sample_rate"), ("sample_rate", "16000", "sample_rate"), ("sample_rate", True, "sample_rate"),
     ("format", "mp3", "format"), ("channels", 0, "channels"), ("speakers", "many", "speakers"),
     ("asr_context", "long", "asr_context"), ("overflow", "block", "overflow"), ("volume", 3, "Unknown field"),
+    ("hindsight", "yes", "hindsight"),
 ])
 def test_start_rejects_bad_fields_in_one_sentence(field, value, words):
     with pytest.raises(ProtocolError, match=words) as info:

@@ -68,10 +68,12 @@ def test_remote_cli_prints_the_same_jsonl_as_a_local_session(server, ravdess_dir
     assert "utterances: 2" in shown and "door" in shown.lower()
     assert live_cli.cli(["--input", str(wav), "--fast", "--jsonl", str(local), "--plain"]) == 0
     remote_lines = [json.loads(line) for line in remote.read_text().splitlines()]
-    local_lines = [r for r in map(json.loads, local.read_text().splitlines()) if r["type"] == "utterance"]
+    local_lines = [json.loads(line) for line in local.read_text().splitlines()]
+    # utterances, then their revisions in hindsight when the session ends (one voice, heard twice)
+    assert [r["type"] for r in local_lines] == ["utterance"] * 2 + ["revision"] * 2
     assert [set(r) for r in remote_lines] == [set(r) for r in local_lines]
     for r, l in zip(remote_lines, local_lines):
-        assert (r["text"], r["label"], r["speaker"]) == (l["text"], l["label"], l["speaker"])
+        assert (r.get("text"), r["label"], r["speaker"], r["index"]) == (l.get("text"), l["label"], l["speaker"], l["index"])
         assert r["confidence"] == pytest.approx(l["confidence"], abs=0.02)
         assert r["model"] == l["model"] and r["asr_context"] == l["asr_context"]
 

@@ -22,6 +22,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from memocmt.live.errors import LiveError
+from memocmt.live.hindsight import Revision
 from memocmt.live.summary import SessionSummary, UtteranceResult
 from memocmt.results import Prediction
 from memocmt.serve import protocol
@@ -43,6 +44,15 @@ def result_from_message(message: dict) -> UtteranceResult:
         text=message.get("text") or "", prediction=prediction, timings_ms=dict(message.get("timings_ms") or {}),
         forced_split=bool(message.get("forced_split")), speculative=bool(message.get("speculative")),
     )
+
+
+def revision_from_message(message: dict) -> Revision:
+    """A `revision` message back into the hindsight revision the local pipeline would have produced."""
+    prediction = Prediction(label=message["label"], confidence=float(message["confidence"]),
+                            probabilities=dict(message.get("probabilities") or {}), speaker=message.get("speaker"))
+    previous = Prediction(label=message["previous_label"], confidence=float(message["previous_confidence"]),
+                          probabilities={}, speaker=message.get("speaker"))
+    return Revision(int(message["index"]), prediction, previous)
 
 
 def summary_from_message(summary: dict) -> SessionSummary:
@@ -140,7 +150,8 @@ def run_remote(args, source: Any) -> int:
     realtime = getattr(source, "realtime", True)
     stream = RemoteStream(args.server, token=os.environ.get("MEMOCMT_TOKEN"))
     options = protocol.StartOptions(sample_rate=int(source.sample_rate), speakers=args.speakers,
-                                    asr_context=args.asr_context, overflow="drop" if realtime else "wait")
+                                    asr_context=args.asr_context, overflow="drop" if realtime else "wait",
+                                    hindsight=not args.no_hindsight)
     try:
         ready = stream.start(options)
     except LiveError:
@@ -196,6 +207,11 @@ def run_remote(args, source: Any) -> int:
                 if writer:
                     writer.write(result)
                 view.show(result)
+            elif kind == "revision":
+                revision = revision_from_message(message)
+                if writer:
+                    writer.write_revision(revision)
+                view.revise([revision])
             elif kind == "done":
                 summary = summary_from_message(message["summary"])
                 break

@@ -48,6 +48,10 @@ class EmotionBackend(Protocol):
 
     def classify_batch(self, items: list[tuple[Any, Any, np.ndarray | None]]) -> list[Prediction]: ...
 
+    def hold(self, encoding: Any) -> Any:
+        """A compact copy of one audio encoding, kept to classify the utterance again in hindsight
+        (memocmt.live.hindsight); `classify_batch` takes it as it takes a fresh one."""
+
     def new_tracker(self, speakers: str) -> Any:
         """A fresh per-session memocmt.speakers.SpeakerTracker (None when the model does not adapt)."""
 
@@ -79,6 +83,7 @@ class Recognition:
     dropped: bool = False  # no words (with drop_empty): nothing to report
     speaker_stats: np.ndarray | None = None  # the utterance's own audio statistics (to commit a tentative one)
     language: str | None = None  # the transcript's language (detected with language "auto")
+    encodings: tuple | None = None  # (audio, text) encodings on the host, to classify it again in hindsight
 
 
 class Engine:
@@ -162,6 +167,10 @@ class Engine:
         context, audio = job
         return self.transcriber(context).transcribe(audio)
 
+    async def classify_again(self, audio_encoding: Any, text_encoding: Any, stats: np.ndarray | None) -> Prediction:
+        """The fusion head on encodings kept from earlier (hindsight), batched with every session's utterances."""
+        return await asyncio.wrap_future(self.fusion_batcher.submit((audio_encoding, text_encoding, stats)))
+
     def close(self) -> None:
         for worker in (self.audio_batcher, self.text_batcher, self.fusion_batcher, self.asr_queue):
             if worker is not None:
@@ -210,7 +219,8 @@ class Engine:
                 prediction = await asyncio.wrap_future(self.fusion_batcher.submit((audio_encoding, text_encoding, stats)))
                 prediction.speaker = voice
                 timings["emotion"] = (time.perf_counter() - t0) * 1000
-                return Recognition(text, prediction, timings, speaker_stats=raw_stats, language=language)
+                return Recognition(text, prediction, timings, speaker_stats=raw_stats, language=language,
+                                   encodings=(audio_encoding, text_encoding))
             return Recognition(text, prediction, timings, language=language)
         finally:
             if encoded is not None and not encoded.done():
@@ -261,6 +271,11 @@ class BundleBackend:
         speaker_stats = None if any(s is None for s in stats) else np.concatenate(stats).astype(np.float32)
         return self.bundle.classify_batch(audio, text, speaker_stats)
 
+    def hold(self, encoding: Any) -> Any:
+        if encoding is None:
+            return None
+        return self._audio_cls(np.asarray(encoding.states, dtype=np.float16), np.asarray(encoding.lengths).copy())
+
     def new_tracker(self, speakers: str) -> Any:
         if not self.bundle.speaker_norm:
             return None
@@ -293,10 +308,11 @@ def _join(encodings: list[Any], cls: type) -> Any:
     if encodings[0] is None:
         return None
     if len(encodings) == 1:
-        return encodings[0]
+        only = encodings[0]
+        return only if only.states.dtype == np.float32 else cls(only.states.astype(np.float32), only.lengths, {})
     t_max = max(e.states.shape[2] for e in encodings)
     first = encodings[0].states
-    states = np.zeros((len(encodings), first.shape[1], t_max, first.shape[3]), dtype=first.dtype)
+    states = np.zeros((len(encodings), first.shape[1], t_max, first.shape[3]), dtype=np.float32)  # held ones are float16
     for i, e in enumerate(encodings):
         states[i, :, : e.states.shape[2]] = e.states[0]
     return cls(states, np.concatenate([e.lengths for e in encodings]), {})

@@ -2,8 +2,9 @@
 
 Client -> server: one `start` message, then binary frames of raw PCM (any size, split
 anywhere, even inside a sample), then `stop`. Server -> client: `ready` once, one `utterance`
-per utterance, `error` for a message it cannot use, `done` with the session summary after
-`stop`, or `busy` when every slot is taken. Pure parsing and building; no I/O.
+per utterance, a `revision` when an earlier utterance is classified again in hindsight
+(memocmt.live.hindsight; `"hindsight": false` in `start` turns them off), `error` for a message
+it cannot use, `done` with the session summary after `stop`, or `busy` when every slot is taken. Pure parsing and building; no I/O.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class StartOptions:
     speakers: str = "auto"  # "auto": tell voices apart (a model with voice signatures); "one": one voice
     asr_context: str | None = None  # "short" / "full"; None: the server's default
     overflow: str = "drop"  # "drop": live audio, lose the oldest utterance when behind; "wait": lose nothing
+    hindsight: bool = True  # classify a voice's first utterances again once it is well known (`revision` messages)
 
     @property
     def frame_bytes(self) -> int:
@@ -50,7 +52,7 @@ class StartOptions:
     @classmethod
     def parse(cls, message: dict) -> "StartOptions":
         """Validate a decoded `start` message; raises ProtocolError naming the first bad field."""
-        known = {"type", "sample_rate", "format", "channels", "speakers", "asr_context", "overflow"}
+        known = {"type", "sample_rate", "format", "channels", "speakers", "asr_context", "overflow", "hindsight"}
         unknown = sorted(set(message) - known)
         if unknown:
             raise ProtocolError(f"Unknown field{'s' if len(unknown) > 1 else ''} in start: {', '.join(unknown)}.")
@@ -72,11 +74,14 @@ class StartOptions:
         overflow = message.get("overflow", "drop")
         if overflow not in OVERFLOW_MODES:
             raise ProtocolError(f"overflow must be one of {', '.join(OVERFLOW_MODES)}, not {overflow!r}.")
-        return cls(rate, fmt, channels, speakers, context, overflow)
+        hindsight = message.get("hindsight", True)
+        if not isinstance(hindsight, bool):
+            raise ProtocolError(f"hindsight must be true or false, not {hindsight!r}.")
+        return cls(rate, fmt, channels, speakers, context, overflow, hindsight)
 
     def to_message(self) -> dict:
         message = {"type": "start", "sample_rate": self.sample_rate, "format": self.format, "channels": self.channels,
-                   "speakers": self.speakers, "overflow": self.overflow}
+                   "speakers": self.speakers, "overflow": self.overflow, "hindsight": self.hindsight}
         if self.asr_context is not None:
             message["asr_context"] = self.asr_context
         return message

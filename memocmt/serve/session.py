@@ -21,6 +21,7 @@ from typing import Any, Awaitable, Callable
 import numpy as np
 
 from memocmt.audio import SAMPLE_RATE
+from memocmt.live.hindsight import Hindsight, Kept, Revision
 from memocmt.live.speculation import Pending, Speculation, reuse
 from memocmt.live.summary import SummaryBuilder, UtteranceResult
 from memocmt.live.vad import Segment, Segmenter, VadConfig
@@ -105,6 +106,9 @@ class StreamSession:
         self.decoder = PcmDecoder(options)
         self.tracker = engine.emotion.new_tracker(options.speakers) if engine.emotion is not None else None
         self._tentative_stats = None  # audio statistics of a tentative utterance, counted once it is confirmed
+        self.hindsight = (Hindsight(self.tracker.window) if self.tracker is not None and options.hindsight else None)
+        self._heard: dict = {}  # voice -> utterances committed (hindsight)
+        self._encodings: dict[int, tuple] = {}  # id(result) -> (audio, text, language) while it waits for an index
         self.summary = SummaryBuilder()
         self.queue: asyncio.Queue = asyncio.Queue(maxsize=max(1, self.limits.queue_depth))
         self.samples = 0  # 16 kHz samples received
@@ -213,6 +217,9 @@ class StreamSession:
         while True:
             item = await self.queue.get()
             if item is _END:
+                if self.hindsight is not None:
+                    await self._revise([r for voice, kept in self.hindsight.remaining().items()
+                                        for r in await self._classify_again(voice, kept)])
                 return
             segment = item.segment
             if segment.tentative:
@@ -229,6 +236,7 @@ class StreamSession:
             if self.metrics is not None:
                 self.metrics.utterance(result.timings_ms)
             await self.send({"type": "utterance", **self.record(result)})
+            await self._settle(result)
 
     async def _recognize(self, item: Pending) -> UtteranceResult | None:
         segment = item.segment
@@ -248,9 +256,12 @@ class StreamSession:
             return None
         timings["eos_to_result"] = (time.monotonic() - item.eos_wall) * 1000
         self._tentative_stats = found.speaker_stats if segment.tentative else None
-        return UtteranceResult(index=0, start_s=segment.start_s, end_s=segment.end_s, text=found.text,
-                               prediction=found.prediction, timings_ms=timings, forced_split=segment.forced,
-                               language=found.language)
+        result = UtteranceResult(index=0, start_s=segment.start_s, end_s=segment.end_s, text=found.text,
+                                 prediction=found.prediction, timings_ms=timings, forced_split=segment.forced,
+                                 language=found.language)
+        if self.hindsight is not None and found.encodings is not None:
+            self._encodings = {id(result): (*found.encodings, found.language)}  # only the latest can be settled
+        return result
 
     def _confirm(self, result: UtteranceResult | None, item: Pending) -> UtteranceResult | None:
         if result is None:
@@ -260,6 +271,36 @@ class StreamSession:
             self.tracker.update(self._tentative_stats)  # the tentative was final: its statistics now count
         self._tentative_stats = None
         return reuse(result, item)
+
+    # ---------------------------------------------------------------- hindsight
+
+    async def _settle(self, result: UtteranceResult) -> None:
+        """Hold a young voice's utterance; once the voice's window is full, classify its held ones again."""
+        kept = self._encodings.pop(id(result), None)
+        if self.hindsight is None or kept is None or result.prediction is None:
+            return
+        voice = result.prediction.speaker
+        heard = self._heard[voice] = self._heard.get(voice, 0) + 1
+        audio, text, language = kept
+        self.hindsight.keep(voice, heard, Kept(result.index, self.engine.emotion.hold(audio), text, language,
+                                               result.prediction))
+        await self._revise(await self._classify_again(voice, self.hindsight.due(voice, heard)))
+
+    async def _classify_again(self, voice, kept: list[Kept]) -> list[Revision]:
+        if not kept:
+            return []
+        stats = self.tracker.statistics(voice)
+        revisions = []
+        for item in kept:
+            prediction = await self.engine.classify_again(item.audio, item.text, stats)
+            prediction.speaker = voice
+            revisions.append(Revision(item.index, prediction, item.prediction))
+        return revisions
+
+    async def _revise(self, revisions: list[Revision]) -> None:
+        self.summary.revise(revisions)
+        for revision in revisions:
+            await self.send({**revision.to_dict(), **self.meta})
 
     # ---------------------------------------------------------------- summary
 

@@ -80,6 +80,9 @@ function handle(message) {
     case "utterance":
       addUtterance(message);
       break;
+    case "revision":
+      reviseUtterance(message);
+      break;
     case "error":
       notice(`Server: ${message.message}`);
       break;
@@ -95,6 +98,7 @@ function handle(message) {
 function addUtterance(u) {
   const row = document.createElement("tr");
   row.className = "utterance";
+  row.dataset.index = u.index;
   const cells = [
     [`${u.start_s.toFixed(1)}-${u.end_s.toFixed(1)}`, "num"],
     [u.speaker === null || u.speaker === undefined ? "-" : `S${u.speaker + 1}`, ""],
@@ -119,6 +123,19 @@ function addUtterance(u) {
   }
   $("timeline").tBodies[0].prepend(row);
   if (u.probabilities) chart.add(u.end_s, u.probabilities);
+}
+
+// An earlier utterance classified again once its voice was well known: the row shows the new label,
+// marked, with what was shown at the time in its tooltip.
+function reviseUtterance(r) {
+  const row = $("timeline").querySelector(`tr[data-index="${r.index}"]`);
+  if (!row || r.label === r.previous_label) return;
+  row.classList.add("revised");
+  row.children[3].textContent = `${r.label} (revised; was ${r.previous_label} ${r.previous_confidence.toFixed(2)})`;
+  row.children[3].title = "classified again in hindsight, with more of this voice heard";
+  const bar = row.children[4].querySelector(".bar i");
+  if (bar) bar.style.width = `${Math.round(r.confidence * 100)}%`;
+  if (row.children[4].lastChild) row.children[4].lastChild.textContent = r.confidence.toFixed(2);
 }
 
 function showSummary(s) {
