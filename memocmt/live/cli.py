@@ -125,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     vad = p.add_argument_group("voice activity detection")
     add_shared_option(vad, "--vad", help="VAD model (silero is more robust in noise; default: webrtc)")
-    vad.add_argument("--vad-aggressiveness", type=int, choices=[0, 1, 2, 3], default=2, help="webrtcvad aggressiveness, 3 rejects most non-speech (default: 2)")
+    vad.add_argument("--vad-aggressiveness", type=int, choices=[0, 1, 2, 3], default=3, help="webrtcvad aggressiveness, 3 rejects most non-speech: in babble it hears far more utterances "
+                     "apart (default: 3)")
     vad.add_argument("--vad-frame-ms", type=int, choices=[10, 20, 30], default=30, help="webrtcvad frame length (default: 30)")
     vad.add_argument("--vad-threshold", type=float, default=0.5, help="silero speech probability threshold (default: 0.5)")
     vad.add_argument("--pre-roll-ms", type=int, default=300, help="audio kept before speech starts (default: 300)")
