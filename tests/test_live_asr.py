@@ -176,3 +176,18 @@ def test_a_transcript_that_repeats_itself_is_decoded_again(transcriber, monkeypa
         text="by the by the by the by the", asr_ms=1.0, no_speech_prob=0.0, avg_logprob=-0.2))
     result = transcriber.transcribe(np.zeros(SAMPLE_RATE, dtype=np.float32))
     assert result.text == "by the" and result.collapsed and result.redecoded == len(asr.FALLBACK_TEMPERATURES)
+
+
+def test_the_default_asr_follows_the_emotion_bundles_whisper_encoder():
+    from types import SimpleNamespace
+
+    from memocmt.live.asr import asr_model_for
+    from memocmt.live.cli import ModelOptions
+
+    base = SimpleNamespace(manifest={"audio": {"encoder": "whisper-base"}})
+    tiny = SimpleNamespace(manifest={"audio": {"encoder": "whisper-tiny.en"}})
+    hubert = SimpleNamespace(manifest={"audio": {"encoder": "facebook/hubert-base-ls960"}})
+    assert asr_model_for(base) == "whisper-base"  # decodes from the bundle's encoder pass
+    assert asr_model_for(tiny) is None and asr_model_for(hubert) is None and asr_model_for(None) is None
+    assert ModelOptions().asr_config(bundle=base).model == "whisper-base"
+    assert ModelOptions(asr_model="small.en").asr_config(bundle=base).model == "small.en"  # the user's choice wins

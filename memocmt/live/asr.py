@@ -28,7 +28,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -87,6 +87,9 @@ class Transcript:
     encoder_ms: float = 0.0  # wall time of the short-context encoder pass, within asr_ms (0 with full context)
 
 
+DEFAULT_ASR = "whisper-tiny.en"  # what the offline default (AsrConfig.model None) loads
+
+
 def _builtin_model_path(name: str) -> Path | None:
     """The directory of a built-in model name (whisper-tiny.en, whisper-base), None for other names."""
     from memocmt.wheel_models import WHISPER_MODELS, ModelFilesError, whisper_model_dir
@@ -97,6 +100,17 @@ def _builtin_model_path(name: str) -> Path | None:
         return whisper_model_dir(name)
     except ModelFilesError as e:
         raise LiveError(str(e)) from e
+
+
+def asr_model_for(bundle: Any) -> str | None:
+    """The built-in Whisper name (whisper-tiny.en, whisper-base) of an emotion bundle's audio encoder, if it
+    is one other than the default ASR's: that ASR model can decode from the bundle's encoder pass. None
+    otherwise (the default ASR, the offline tiny.en)."""
+    from memocmt.wheel_models import WHISPER_MODELS
+
+    manifest = getattr(bundle, "manifest", None) or {}
+    name = (manifest.get("audio") or {}).get("encoder")
+    return name if name in WHISPER_MODELS and name != DEFAULT_ASR else None
 
 
 def default_model_path() -> Path:

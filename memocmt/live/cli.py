@@ -12,7 +12,7 @@ import logging
 import signal
 import sys
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from memocmt.audio import AudioError
 from memocmt.denoise import DENOISERS
@@ -76,12 +76,14 @@ class ModelOptions:
         """The fields a program has options for, from its parsed arguments; the others keep their defaults."""
         return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
 
-    def asr_config(self, context: str | None = None) -> AsrConfig:
-        """The `memocmt.live.asr.AsrConfig` of these options, in `context` (None: `asr_context`)."""
-        from memocmt.live.asr import AsrConfig
+    def asr_config(self, context: str | None = None, bundle: Any = None) -> AsrConfig:
+        """The `memocmt.live.asr.AsrConfig` of these options, in `context` (None: `asr_context`). Without
+        --asr-model, the ASR is the built-in Whisper whose encoder the emotion `bundle` uses (so the two share
+        one encoder pass), else the offline tiny.en."""
+        from memocmt.live.asr import AsrConfig, asr_model_for
 
         return AsrConfig(
-            model=self.asr_model, device=self.asr_device, compute_type=self.compute_type,
+            model=self.asr_model or asr_model_for(bundle), device=self.asr_device, compute_type=self.compute_type,
             beam_size=self.beam_size, language=self.language, cpu_threads=self.asr_threads,
             context=context or self.asr_context, context_pad_s=self.asr_context_pad,
         )
@@ -273,13 +275,14 @@ def _run(args) -> int:
     live = isinstance(source, MicrophoneSource) or bool(getattr(source, "realtime", False))
     segmenter = Segmenter(make_classifier(vad_config), vad_config)
     options = ModelOptions.from_args(args)
-    transcriber = Transcriber(options.asr_config())
     emotion = None
     if not args.no_emotion:
         emotion = options.load_emotion(track_speakers=args.speakers != "one", speakers=args.speakers,
                                        hindsight=not args.no_hindsight)
         if args.speakers != "one" and emotion.adapter is not None and not emotion.tracks_speakers:
             log.info("this model has no voice signatures: every voice shares one adaptation window")
+    transcriber = Transcriber(options.asr_config(bundle=emotion.bundle if emotion is not None else None))
+    if emotion is not None:
         transcriber.attach_encoder(emotion.bundle.whisper_encoder())
     transcriber.warm_up()
 

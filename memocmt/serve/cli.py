@@ -30,7 +30,7 @@ def load_engine(options: ModelOptions, config=None, metrics=None):
     engine_ref: list = []
 
     def make_transcriber(context: str):
-        transcriber = Transcriber(options.asr_config(context))
+        transcriber = Transcriber(options.asr_config(context, backend.bundle if backend is not None else None))
         if context == "short" and engine_ref:
             transcriber.attach_encoder(engine_ref[0].whisper_encoder())
         transcriber.warm_up()
