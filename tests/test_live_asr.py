@@ -191,3 +191,31 @@ def test_the_default_asr_follows_the_emotion_bundles_whisper_encoder():
     assert asr_model_for(tiny) is None and asr_model_for(hubert) is None and asr_model_for(None) is None
     assert ModelOptions().asr_config(bundle=base).model == "whisper-base"
     assert ModelOptions(asr_model="small.en").asr_config(bundle=base).model == "small.en"  # the user's choice wins
+
+
+def test_auto_language_detects_once_then_decodes_with_short_context(speech):
+    """--language auto with a multilingual Whisper: full context until the detection is sure, then short context."""
+    torch = pytest.importorskip("torch")
+    from memocmt.features import log_mel_spectrogram
+    from memocmt.wheel_models import ModelFilesError, whisper_model_dir
+    from memocmt.whisper_encoder import WhisperAudioEncoder
+
+    try:
+        model_dir = whisper_model_dir("whisper-base")
+    except ModelFilesError as e:
+        pytest.skip(str(e))
+    encoder = WhisperAudioEncoder.from_ctranslate2(model_dir).eval()
+
+    def encode(audio: np.ndarray) -> np.ndarray:
+        mel = torch.from_numpy(log_mel_spectrogram(audio))[None]  # 80 mels, as tiny.en
+        with torch.no_grad():
+            states, lengths = encoder(mel, torch.tensor([mel.shape[-1]]))
+        return states[0, -1, : int(lengths[0])].numpy()
+
+    transcriber = Transcriber(AsrConfig(model="whisper-base", language="auto"))
+    assert transcriber.language is None and transcriber.attach_encoder(encode)
+    first = transcriber.transcribe(speech[0])
+    assert first.context == "full" and first.language == "en" and first.language_probability >= 0.8
+    second = transcriber.transcribe(speech[1])
+    assert second.context == "short" and second.language == "en"
+    assert len(words(second.text) & words(SENTENCES[1])) >= len(words(SENTENCES[1])) - 2, second.text

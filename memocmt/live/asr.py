@@ -85,8 +85,10 @@ class Transcript:
     redecoded: int = 0  # decodings thrown away because the text repeated itself (memocmt.live.asr.repeated_words)
     collapsed: bool = False  # the text still looped at every fallback temperature; the repeats were cut to one
     encoder_ms: float = 0.0  # wall time of the short-context encoder pass, within asr_ms (0 with full context)
+    language_probability: float = 0.0  # how sure the detection was (full context without a given language)
 
 
+STICKY_LANGUAGE_PROBABILITY = 0.8  # a detection this sure sets the language of short-context decoding (auto)
 DEFAULT_ASR = "whisper-tiny.en"  # what the offline default (AsrConfig.model None) loads
 
 
@@ -174,6 +176,7 @@ class Transcriber:
         if not 0.0 <= config.context_pad_s <= 5.0:
             raise LiveError(f"The ASR context padding must be between 0 and 5 s, not {config.context_pad_s}.")
         self._encoder: EncoderFn | None = None
+        self._short_language: str | None = None  # what short-context decoding is in (--language auto: once detected)
         self.fallbacks = 0  # short-context outputs thrown away and re-transcribed the standard way
 
     @property
@@ -189,9 +192,6 @@ class Transcriber:
         if self.device != "cpu":
             log.info("ASR: full 30 s context (on %s the 30 s encoder pass is cheap)", self.device)
             return False
-        if self.language is None:
-            log.info("ASR: full 30 s context (short-context decoding needs a known language; pass --language)")
-            return False
         try:
             similarity = self._encoder_similarity(encoder)
         except Exception as e:  # a wrong shape or a failing graph: keep the standard path
@@ -201,16 +201,23 @@ class Transcriber:
             log.info("ASR: full 30 s context (%s's encoder output differs from this Whisper model's: similarity %.3f "
                      "< %.2f; another model, or an int8 bundle)", name, similarity, MIN_ENCODER_COSINE)
             return False
+        self._encoder = encoder
+        self._speak(self.language)
+        log.info("ASR: short context, decoding from %s's Whisper encoder pass (similarity %.4f)%s", name, similarity,
+                 "" if self.language else "; the language is detected on full-context utterances until one is sure")
+        return True
+
+    def _speak(self, language: str | None) -> None:
+        """Short-context decoding in `language` from now on (None: not known yet, decode with full context)."""
+        self._short_language = language
+        if language is None and self._model.model.is_multilingual:
+            return
         from faster_whisper.tokenizer import Tokenizer
 
         multilingual = self._model.model.is_multilingual
-        tokenizer = Tokenizer(self._model.hf_tokenizer, multilingual, task="transcribe",
-                              language=self.language if multilingual else None)
-        self._tokenizer = tokenizer
-        self._prompt = list(tokenizer.sot_sequence) + [tokenizer.no_timestamps]
-        self._encoder = encoder
-        log.info("ASR: short context, decoding from %s's Whisper encoder pass (similarity %.4f)", name, similarity)
-        return True
+        self._tokenizer = Tokenizer(self._model.hf_tokenizer, multilingual, task="transcribe",
+                                    language=language if multilingual else None)
+        self._prompt = list(self._tokenizer.sot_sequence) + [self._tokenizer.no_timestamps]
 
     def _encoder_similarity(self, encoder: EncoderFn) -> float:
         """Cosine similarity of `encoder`'s and CTranslate2's encoder outputs for one 30 s test signal."""
@@ -238,13 +245,23 @@ class Transcriber:
         """Transcribe float32 16 kHz mono audio; non-speech segments are dropped."""
         start = time.perf_counter()
         pad = int(self.config.context_pad_s * SAMPLE_RATE)
-        if self._encoder is not None and audio.size + pad <= WINDOW_S * SAMPLE_RATE:
+        short = self._encoder is not None and audio.size + pad <= WINDOW_S * SAMPLE_RATE
+        if short and (self._short_language is not None or not self._model.model.is_multilingual):
             transcript = self._transcribe_short(audio, pad, start)
             if transcript is not None and repeated_words(transcript.text) is None:
-                transcript.language = self.language or ""  # short context needs a known language
+                transcript.language = self._short_language or ""
                 return transcript
             self.fallbacks += 1
-        return self._without_loops(audio, start)
+        transcript = self._without_loops(audio, start)
+        if (short and self.language is None and transcript.text
+                and transcript.language_probability >= STICKY_LANGUAGE_PROBABILITY):
+            # --language auto: once the full-context detection is sure, later utterances decode with short
+            # context in that language (until one of them falls back to full context and is heard in another)
+            if transcript.language != self._short_language:
+                log.info("ASR: %s detected (p %.2f); short-context decoding in it", transcript.language,
+                         transcript.language_probability)
+                self._speak(transcript.language)
+        return transcript
 
     def _without_loops(self, audio: np.ndarray, start: float) -> Transcript:
         """The standard 30 s decoding; a transcript that repeats itself is decoded again at Whisper's
@@ -324,6 +341,7 @@ class Transcriber:
             avg_logprob=float(np.mean(logprobs)) if logprobs else 0.0,
             rejected=rejected,
             language=info.language or "",
+            language_probability=float(getattr(info, "language_probability", 0.0) or 0.0),
         )
 
     def _is_hallucination(self, no_speech_prob: float, avg_logprob: float) -> bool:
