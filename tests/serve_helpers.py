@@ -213,8 +213,9 @@ def ravdess_stream(ravdess_dir, actor: int, emotions: list[str], gap_s: float = 
     return compose(clips, gap_s)
 
 
-def load_real_engine(**engine_config):
-    """The shipped models behind an Engine; skips the test when a part is not installed."""
+def load_real_engine(options=None, **engine_config):
+    """The shipped models behind an Engine (`options`: memocmt.serve.cli.ModelOptions, default its defaults);
+    skips the test when a part is not installed."""
     import pytest
 
     from memocmt.live.errors import LiveError
@@ -224,6 +225,6 @@ def load_real_engine(**engine_config):
     for module in ("faster_whisper", "onnxruntime", "webrtcvad"):
         pytest.importorskip(module)
     try:
-        return load_engine(ModelOptions(), EngineConfig(**engine_config))
+        return load_engine(options or ModelOptions(), EngineConfig(**engine_config))
     except (LiveError, RuntimeError) as e:
         pytest.skip(f"the shipped models cannot be loaded here: {e}")

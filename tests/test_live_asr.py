@@ -212,7 +212,9 @@ def test_auto_language_detects_once_then_decodes_with_short_context(speech):
             states, lengths = encoder(mel, torch.tensor([mel.shape[-1]]))
         return states[0, -1, : int(lengths[0])].numpy()
 
-    transcriber = Transcriber(AsrConfig(model="whisper-base", language="auto"))
+    shared = Transcriber(AsrConfig(model="whisper-base", language="auto"))  # a server's: sessions differ in language
+    assert not shared.attach_encoder(encode) and shared.context == "full"
+    transcriber = Transcriber(AsrConfig(model="whisper-base", language="auto", sticky_language=True))
     assert transcriber.language is None and transcriber.attach_encoder(encode)
     first = transcriber.transcribe(speech[0])
     assert first.context == "full" and first.language == "en" and first.language_probability >= 0.8

@@ -57,7 +57,7 @@ def test_several_clients_stream_real_speech_at_once(server, ravdess_dir):
         assert messages[-1]["summary"]["dropped_utterances"] == 0
 
 
-def test_remote_cli_prints_the_same_jsonl_as_a_local_session(engine, ravdess_dir, tmp_path, capsys):
+def test_remote_cli_prints_the_same_jsonl_as_a_local_session(ravdess_dir, tmp_path, capsys):
     import soundfile as sf
 
     from memocmt.live.vad import VadConfig
@@ -67,12 +67,20 @@ def test_remote_cli_prints_the_same_jsonl_as_a_local_session(engine, ravdess_dir
     remote, local = tmp_path / "remote.jsonl", tmp_path / "local.jsonl"
     # no speculation on either side: whether a tentative segment (shorter audio, so a transcript that may differ) is
     # recognised ahead depends on each pipeline's timing; the final segments are the same
+    # and the language given on both sides: a server does not carry one session's detected language into the next
     config = ServerConfig(max_sessions=4, vad=VadConfig(speculate_ms=0))
-    with ServerThread(create_app(engine, config)) as quiet:
-        assert live_cli.cli(["--server", quiet.ws, "--input", str(wav), "--fast", "--jsonl", str(remote), "--plain"]) == 0
+    from memocmt.serve.cli import ModelOptions
+
+    english = load_real_engine(ModelOptions(language="en"))
+    try:
+        with ServerThread(create_app(english, config)) as quiet:
+            assert live_cli.cli(["--server", quiet.ws, "--input", str(wav), "--fast", "--jsonl", str(remote), "--plain"]) == 0
+    finally:
+        english.close()
     shown = capsys.readouterr().out
     assert "utterances: 2" in shown and "door" in shown.lower()
-    assert live_cli.cli(["--input", str(wav), "--fast", "--jsonl", str(local), "--plain", "--speculate-ms", "0"]) == 0
+    assert live_cli.cli(["--input", str(wav), "--fast", "--jsonl", str(local), "--plain", "--speculate-ms", "0",
+                         "--language", "en"]) == 0
     remote_lines = [json.loads(line) for line in remote.read_text().splitlines()]
     local_lines = [json.loads(line) for line in local.read_text().splitlines()]
     # utterances, then their revisions in hindsight when the session ends (one voice, heard twice)

@@ -69,6 +69,9 @@ class AsrConfig:
     context: str = "short"  # "short": decode from an attached encoder at the utterance's length; "full": 30 s window
     context_pad_s: float = 1.0  # silence appended before a short-context encoder pass
     context_repetition_penalty: float = 1.0  # short context: >1 damps loops on audio cut mid-word, but costs words (benchmarks/studies/asr_context.py)
+    # language None/"auto" with a multilingual model and short context: keep the first sure detection for later
+    # utterances (one speaker's session: memocmt-live). Off where one transcriber serves many sessions (the server).
+    sticky_language: bool = False
 
 
 @dataclass
@@ -191,6 +194,9 @@ class Transcriber:
         Whisper encoder; says in one log line why not otherwise. Returns whether it is used."""
         if encoder is None or self.config.context != "short":
             return False
+        if self.language is None and not self.config.sticky_language:
+            log.info("ASR: full 30 s context (short-context decoding needs a known language; pass --language)")
+            return False
         if self.device != "cpu":
             log.info("ASR: full 30 s context (on %s the 30 s encoder pass is cheap)", self.device)
             return False
@@ -260,7 +266,7 @@ class Transcriber:
                     self.retries += 1
             self.fallbacks += 1
         transcript = self._without_loops(audio, start)
-        if (short and self.language is None and transcript.text
+        if (short and self.language is None and self.config.sticky_language and transcript.text
                 and transcript.language_probability >= STICKY_LANGUAGE_PROBABILITY):
             # --language auto: once the full-context detection is sure, later utterances decode with short
             # context in that language (until one of them falls back to full context and is heard in another)

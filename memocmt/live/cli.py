@@ -76,16 +76,16 @@ class ModelOptions:
         """The fields a program has options for, from its parsed arguments; the others keep their defaults."""
         return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
 
-    def asr_config(self, context: str | None = None, bundle: Any = None) -> AsrConfig:
+    def asr_config(self, context: str | None = None, bundle: Any = None, sticky_language: bool = False) -> AsrConfig:
         """The `memocmt.live.asr.AsrConfig` of these options, in `context` (None: `asr_context`). Without
         --asr-model, the ASR is the built-in Whisper whose encoder the emotion `bundle` uses (so the two share
-        one encoder pass), else the offline tiny.en."""
+        one encoder pass), else the offline tiny.en. `sticky_language`: see AsrConfig (one session per transcriber)."""
         from memocmt.live.asr import AsrConfig, asr_model_for
 
         return AsrConfig(
             model=self.asr_model or asr_model_for(bundle), device=self.asr_device, compute_type=self.compute_type,
             beam_size=self.beam_size, language=self.language, cpu_threads=self.asr_threads,
-            context=context or self.asr_context, context_pad_s=self.asr_context_pad,
+            context=context or self.asr_context, context_pad_s=self.asr_context_pad, sticky_language=sticky_language,
         )
 
     def load_emotion(self, track_speakers: bool = True, speakers: str = "auto",
@@ -281,7 +281,8 @@ def _run(args) -> int:
                                        hindsight=not args.no_hindsight)
         if args.speakers != "one" and emotion.adapter is not None and not emotion.tracks_speakers:
             log.info("this model has no voice signatures: every voice shares one adaptation window")
-    transcriber = Transcriber(options.asr_config(bundle=emotion.bundle if emotion is not None else None))
+    transcriber = Transcriber(options.asr_config(bundle=emotion.bundle if emotion is not None else None,
+                                                 sticky_language=True))  # this process is one session
     if emotion is not None:
         transcriber.attach_encoder(emotion.bundle.whisper_encoder())
     transcriber.warm_up()
