@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -226,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "ravdess-a01-a20"), help="RAVDESS folder")
     p.add_argument("--modes", default="batched,unbatched", help="servers to compare: batched, unbatched")
     p.add_argument("--out", help="write the JSON results here")
+    p.add_argument("--server-args", default="", help="more memocmt-serve options for every server, e.g. '--language en'")
     args = p.parse_args(argv)
     counts = [int(c) for c in args.clients.split(",")]
     if not counts or min(counts) < 1 or max(counts) > MAX_CLIENTS:
@@ -236,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     audios = [client_audio(data, 1 + i % 20, args.seconds) for i in range(max(counts))]
     modes = {"batched": [], "unbatched": ["--no-batching"]}
     chosen = [m for m in args.modes.split(",") if m]
-    servers = {m: Server(m, modes[m], max(counts)) for m in chosen}
+    servers = {m: Server(m, shlex.split(args.server_args) + modes[m], max(counts)) for m in chosen}
     record = {"machine": machine_info(), "command": "python benchmarks/serve_load.py " + " ".join(argv or sys.argv[1:]),
               "frame_ms": FRAME_MS, "gap_s": GAP_S, "runs": []}
     try:
