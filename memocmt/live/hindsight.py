@@ -10,7 +10,8 @@ of that moment. What was shown at the time is not rewritten: each new answer is 
 it, which the view, the JSONL and the session summary report.
 
 Memory is bounded: at most `max_kept` utterances are held (Whisper tiny.en's states for 3 s of
-speech take about 0.6 MB in float16); when more arrive, the oldest is given up unrevised.
+speech take about 0.6 MB in float16, Whisper base's about 1 MB); when more arrive, the oldest is given up
+unrevised.
 """
 
 from __future__ import annotations
