@@ -56,7 +56,7 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from memocmt.corpora import build_nemo, build_ravdess  # noqa: E402
 from memocmt.manifest import merge_manifests, read_manifest, write_manifest  # noqa: E402
-from memocmt.perturb import parse_perturbations  # noqa: E402
+from memocmt.perturb import Acoustic, parse_perturbations  # noqa: E402
 from memocmt.trainer.parallel import cpu_workers, map_forked  # noqa: E402
 from memocmt.trainer.train import TrainConfig, load_config, train  # noqa: E402
 
@@ -315,8 +315,9 @@ def fill_cache(runs: list[Run], manifest_path: Path) -> None:
     cache.fill_audio([u.audio for u in manifest.items])
     perturbed = {c for r in runs for c in r.config.perturb_corpora}
     train_audio = [u.audio for u in manifest.split("train").items if u.corpus in perturbed]
+    clips = [str(a) for a in train_audio]  # babble is made from the training clips, as memocmt.trainer.train does
     for p in parse_perturbations(config.perturb):
-        cache.fill_audio(train_audio, perturbation=p)
+        cache.fill_audio(train_audio, perturbation=p.with_sources(clips) if isinstance(p, Acoustic) else p)
 
 
 if __name__ == "__main__":
