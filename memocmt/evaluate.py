@@ -48,7 +48,10 @@ class Predictor(Protocol):
 
     def encode(self, audios: list[np.ndarray] | None, texts: list[str] | None) -> tuple: ...  # (audio, text) encodings
 
-    def classify_batch(self, audio, text, speaker_stats: np.ndarray | None = None) -> list[Prediction]: ...
+    def classify_batch(self, audio, text, speaker_stats: np.ndarray | None = None,
+                       language: str | None = None) -> list[Prediction]: ...
+
+    def reads_text(self, language: str | None) -> bool: ...  # the language policy (memocmt.language_policy)
 
     def predict_batch(self, audios: list[np.ndarray] | None, texts: list[str] | None,
                       speaker_stats: np.ndarray | None = None) -> list[Prediction]: ...
@@ -263,7 +266,7 @@ def evaluate_speaker_utterances(predictor: Predictor, manifest: Manifest, speake
         targets, probs, predictions = [], [], []
         for batch, audio, text in batches:
             batch_stats = None if stats_of is None else np.stack([stats_of[i] for i in batch])
-            for i, p in zip(batch, predictor.classify_batch(audio, text, batch_stats)):
+            for i, p in zip(batch, _classify(predictor, audio, text, batch_stats, [items[i].language for i in batch])):
                 u = items[i]
                 targets.append(index[u.label])
                 probs.append([p.probabilities[label] for label in labels])
@@ -303,6 +306,18 @@ def evaluate_speaker_utterances(predictor: Predictor, manifest: Manifest, speake
 # A speaker with fewer utterances than this in the data (or a row without a speaker) is not
 # described by them alone: its statistics pool them with the model's prior, as live does.
 FEW_SPEAKER_UTTERANCES = 10
+
+
+def _classify(predictor, audio, text, stats, languages: list[str | None]) -> list[Prediction]:
+    """A batch classified as live classifies it: a row in a language the model does not read (its manifest
+    `language`) from the audio alone (memocmt.language_policy); every other row with its transcript."""
+    policy = getattr(predictor, "reads_text", None)
+    foreign = [lang for lang in languages if policy is not None and not policy(lang)]
+    read = predictor.classify_batch(audio, text, stats)
+    if not foreign:
+        return read
+    unread = predictor.classify_batch(audio, text, stats, language=foreign[0])  # the head only runs twice
+    return [r if policy(lang) else u for r, u, lang in zip(read, unread, languages)]
 
 
 def _speaker_stats(stats: np.ndarray, speakers: list, k: int, prior: np.ndarray | None, seed: int) -> list[np.ndarray]:

@@ -27,6 +27,7 @@ from .config import MemoCMTConfig, preset
 from .encoders import AudioEncoder, TextEncoder, load_audio_encoder, load_text_encoder
 from .features import extract_features, pad_batch
 from .fusion import EnsembleHead, FusionHead
+from .language_policy import has_audio_fallback, reads_text
 from .results import Prediction
 from .speakers import VoiceProjection
 
@@ -210,18 +211,31 @@ class MemoCMT(nn.Module):
                 text = Encoding(*self.encode_text(batch.input_ids, batch.text_mask))
         return audio, text
 
+    def reads_text(self, language: str | None) -> bool:
+        """Whether the transcript of an utterance in `language` ("" or None: unknown) is read, or the utterance is
+        classified by the late fusion's audio-only members (memocmt.language_policy), as the ONNX bundle does."""
+        return not has_audio_fallback(self.config) or reads_text(self.config.text_languages, language)
+
     @torch.inference_mode()
     def classify_batch(self, audio: Encoding | None, text: Encoding | None,
-                       speaker_stats: np.ndarray | None = None) -> list[Prediction]:
-        """Predictions from a batch's encodings; `speaker_stats` (B, 2, L, D) as in `predict_batch`."""
+                       speaker_stats: np.ndarray | None = None, language: str | None = None) -> list[Prediction]:
+        """Predictions from a batch's encodings; `speaker_stats` (B, 2, L, D) as in `predict_batch`. With a
+        `language` the model does not read (see reads_text), from the audio alone."""
         stats = None
         if speaker_stats is not None and self.speaker_norm:
             stats = torch.as_tensor(np.asarray(speaker_stats, dtype=np.float32)).to(self.device)
+        read_text = self.reads_text(language)
         with self._eval_mode():
-            logits = self.head(*(audio if audio is not None else (None, None)),
-                               *(text if text is not None else (None, None)), stats)
+            if read_text:
+                logits = self.head(*(audio if audio is not None else (None, None)),
+                                   *(text if text is not None else (None, None)), stats)
+            else:
+                logits = self.head.audio_logits(*audio, stats)
         probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-        return [Prediction.from_probabilities(self.labels, p) for p in probs]
+        predictions = [Prediction.from_probabilities(self.labels, p) for p in probs]
+        for prediction in predictions:
+            prediction.read_text = read_text and self.config.modalities in ("both", "text")
+        return predictions
 
     def predict_batch(self, audios: list[np.ndarray] | None, texts: list[str] | None,
                       speaker_stats: np.ndarray | None = None) -> list[Prediction]:

@@ -71,3 +71,30 @@ def test_foreign_language_uses_the_audio_only_members(members, tmp_path):  # noq
     assert not plain.audio_fallback and plain.reads_text("pl")  # without text_languages every transcript is read
     with pytest.raises(ValueError, match="no audio-only output"):
         plain.logits(*plain.encode(clips[:1], TEXTS[:1]), read_text=False)
+
+
+def test_evaluation_classifies_foreign_rows_from_audio_as_live_does(members, tmp_path):  # noqa: F811
+    """memocmt-eval applies the policy per row: a manifest row in a language the head does not read is scored
+    from the audio-only members, in PyTorch as in the ONNX bundle."""
+    import soundfile as sf
+
+    from memocmt.ensemble import build_ensemble
+    from memocmt.evaluate import evaluate_manifest
+    from memocmt.manifest import Manifest, Utterance
+
+    _, paths = members
+    ensemble = build_ensemble(paths)
+    ensemble.config = ensemble.config.replace(text_languages=["en"])
+    clips = _clips()
+    rows = []
+    for i, (clip, text) in enumerate(zip(clips, TEXTS)):
+        path = tmp_path / f"clip{i}.wav"
+        sf.write(path, clip, 16000)
+        rows.append(Utterance(path, text, ensemble.labels[0], f"s{i}", "test", id=f"c{i}",
+                              language="en" if i % 2 else "de"))
+    result = evaluate_manifest(ensemble, Manifest.from_items(rows, ensemble.labels), batch_size=len(rows))
+    audio_only = _probs(load_checkpoint(paths[1]).predict_batch(clips, None))
+    fused = _probs(ensemble.predict_batch(clips, TEXTS))
+    for i, probs in enumerate(result.probabilities):
+        assert np.allclose(probs, (fused if i % 2 else audio_only)[i], atol=1e-4), i
+    assert ensemble.reads_text("en") and not ensemble.reads_text("de") and ensemble.reads_text(None)
