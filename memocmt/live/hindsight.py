@@ -72,10 +72,18 @@ class Hindsight:
             raise ValueError(f"Hindsight needs a window of at least 1 and max_kept >= 0, not {window} and {max_kept}.")
         self.window, self.max_kept = window, max_kept
         self._kept: OrderedDict[int, tuple[Hashable, Kept]] = OrderedDict()  # by index, oldest first
+        self._heard: dict[Hashable, int] = {}  # voice -> utterances committed
         self.given_up = 0  # utterances dropped unrevised because too many were held
 
     def __len__(self) -> int:
         return len(self._kept)
+
+    def heard(self, voice: Hashable, item: Kept) -> list[Kept]:
+        """`voice` said `item` (committed): hold it while the voice is young, and return the voice's held
+        utterances once it has been heard `window` times (to classify again now)."""
+        count = self._heard[voice] = self._heard.get(voice, 0) + 1
+        self.keep(voice, count, item)
+        return self.due(voice, count)
 
     def keep(self, voice: Hashable, heard: int, item: Kept) -> None:
         """`item` was the `heard`-th utterance of `voice`: held while the voice's window is not yet full."""

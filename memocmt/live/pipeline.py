@@ -90,7 +90,6 @@ class BundleEmotionModel:
         self._tentative: np.ndarray | None = None  # statistics of a tentative utterance not yet confirmed
         self._held: tuple | None = None  # (voice, audio, text, language, prediction) of the last committed utterance
         self._held_tentative: tuple | None = None  # ... of the last tentative one
-        self._heard: dict = {}  # voice -> committed utterances
         if getattr(bundle, "speaker_norm", ""):
             from memocmt.voice import tracker_voices
 
@@ -151,13 +150,11 @@ class BundleEmotionModel:
             return []
         voice, audio, text, language, prediction = self._held
         self._held = None
-        heard = self._heard[voice] = self._heard.get(voice, 0) + 1
         from memocmt.bundle import to_host
 
-        self.hindsight.keep(voice, heard, Kept(index, host_copy(audio, to_host),
-                                               None if text is None else host_copy(text, to_host, np.float32),
-                                               language, prediction))
-        return self._revise(voice, self.hindsight.due(voice, heard))
+        kept = Kept(index, host_copy(audio, to_host), None if text is None else host_copy(text, to_host, np.float32),
+                    language, prediction)
+        return self._revise(voice, self.hindsight.heard(voice, kept))
 
     def settle_all(self) -> list[Revision]:
         """The session ends: every held utterance classified again with its voice's statistics now."""

@@ -272,9 +272,9 @@ class BundleBackend:
         return self.bundle.classify_batch(audio, text, speaker_stats)
 
     def hold(self, encoding: Any) -> Any:
-        if encoding is None:
-            return None
-        return self._audio_cls(np.asarray(encoding.states, dtype=np.float16), np.asarray(encoding.lengths).copy())
+        from memocmt.live.hindsight import host_copy
+
+        return None if encoding is None else host_copy(encoding, _host)
 
     def new_tracker(self, speakers: str) -> Any:
         if not self.bundle.speaker_norm:

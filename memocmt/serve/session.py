@@ -107,7 +107,6 @@ class StreamSession:
         self.tracker = engine.emotion.new_tracker(options.speakers) if engine.emotion is not None else None
         self._tentative_stats = None  # audio statistics of a tentative utterance, counted once it is confirmed
         self.hindsight = (Hindsight(self.tracker.window) if self.tracker is not None and options.hindsight else None)
-        self._heard: dict = {}  # voice -> utterances committed (hindsight)
         self._encodings: dict[int, tuple] = {}  # id(result) -> (audio, text, language) while it waits for an index
         self.summary = SummaryBuilder()
         self.queue: asyncio.Queue = asyncio.Queue(maxsize=max(1, self.limits.queue_depth))
@@ -280,11 +279,10 @@ class StreamSession:
         if self.hindsight is None or kept is None or result.prediction is None:
             return
         voice = result.prediction.speaker
-        heard = self._heard[voice] = self._heard.get(voice, 0) + 1
         audio, text, language = kept
-        self.hindsight.keep(voice, heard, Kept(result.index, self.engine.emotion.hold(audio), text, language,
+        due = self.hindsight.heard(voice, Kept(result.index, self.engine.emotion.hold(audio), text, language,
                                                result.prediction))
-        await self._revise(await self._classify_again(voice, self.hindsight.due(voice, heard)))
+        await self._revise(await self._classify_again(voice, due))
 
     async def _classify_again(self, voice, kept: list[Kept]) -> list[Revision]:
         if not kept:
