@@ -46,6 +46,7 @@ class FakeEmotion:
         self.audio_batchable = self.head_batchable = batchable
         self.delay_s = delay_s
         self.batches: dict[str, list[int]] = {"audio": [], "text": [], "fusion": []}
+        self.languages: list[str | None] = []  # of every utterance the fusion head classified, revisions included
         self.trackers: list[FakeTracker] = []
 
     def encode_audio_batch(self, audios):
@@ -66,7 +67,8 @@ class FakeEmotion:
     def classify_batch(self, items):
         self.batches["fusion"].append(len(items))
         out = []
-        for rms, text, stats in items:
+        for rms, text, stats, language in items:
+            self.languages.append(language)
             assert stats is not None and rms > 0
             label = "angry" if "loud" in text else "sad"
             probs = [0.1] * len(LABELS)
@@ -89,8 +91,9 @@ class FakeTranscriber:
     model_name = "fake-asr"
     context = "full"
 
-    def __init__(self, delay_s: float = 0.0):
+    def __init__(self, delay_s: float = 0.0, language: str = ""):
         self.delay_s = delay_s
+        self.language = language  # what every transcript says it is in ("": unknown)
         self.calls = 0
 
     def transcribe(self, audio: np.ndarray) -> Transcript:
@@ -98,7 +101,7 @@ class FakeTranscriber:
         time.sleep(self.delay_s)
         level = float(np.sqrt(np.mean(np.square(audio))))
         return Transcript(text="loud speech" if level > 0.05 else "quiet speech", asr_ms=self.delay_s * 1000,
-                          no_speech_prob=0.0, avg_logprob=-0.1)
+                          no_speech_prob=0.0, avg_logprob=-0.1, language=self.language)
 
 
 def free_socket() -> socket.socket:

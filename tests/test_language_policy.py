@@ -73,6 +73,46 @@ def test_foreign_language_uses_the_audio_only_members(members, tmp_path):  # noq
         plain.logits(*plain.encode(clips[:1], TEXTS[:1]), read_text=False)
 
 
+def test_server_batches_give_each_utterance_its_own_language(members, tmp_path):  # noqa: F811
+    """memocmt-serve's fusion batches mix utterances of every session and language: each gets what the bundle
+    gives it alone in its language, a foreign one from the audio-only members, fresh or kept for hindsight."""
+    pytest.importorskip("onnxruntime")
+    import asyncio
+
+    from memocmt.ensemble import build_ensemble
+    from memocmt.onnx.export import export_bundle
+    from memocmt.runtime import load_bundle
+    from memocmt.serve.engine import BundleBackend, Engine, FusionItem
+    from memocmt.speaker_norm import pool_stats
+
+    _, paths = members
+    ensemble = build_ensemble(paths)
+    ensemble.config = ensemble.config.replace(text_languages=["en", "pl"])
+    bundle = load_bundle(export_bundle(ensemble, tmp_path / "bundle").path, "cpu")
+    backend = BundleBackend(bundle)
+    clips = _clips()
+    audio, text = backend.encode_audio_batch(clips), backend.encode_text_batch(TEXTS)
+    stats = [pool_stats(backend.audio_stats(a), bundle.speaker_prior)[None] for a in audio]
+    languages = ["en", "de", None]
+    items = [FusionItem(a, t, s, lang) for a, t, s, lang in zip(audio, text, stats, languages)]
+    batched = backend.classify_batch(items)
+    alone = [bundle.classify(*item) for item in items]
+    assert np.allclose(_probs(batched), _probs(alone), atol=1e-5)
+    assert [p.read_text for p in batched] == [True, False, True]
+    german = _probs(batched[1:2])
+    assert np.allclose(german, _probs([bundle.classify(audio[1], text[1], stats[1], "fr")]), atol=1e-6)  # audio only
+    assert not np.allclose(german, _probs([bundle.classify(audio[1], text[1], stats[1], "en")]), atol=1e-3)
+    held = backend.classify_batch([item._replace(audio=backend.hold(item.audio)) for item in items])
+    assert [p.read_text for p in held] == [True, False, True]  # hindsight's float16 copies, the same policy
+
+    engine = Engine(backend, None)
+    try:
+        again = asyncio.run(engine.classify_again(audio[1], text[1], stats[1], "de"))
+    finally:
+        engine.close()
+    assert again.read_text is False and np.allclose(_probs([again]), german, atol=1e-5)
+
+
 def test_evaluation_classifies_foreign_rows_from_audio_as_live_does(members, tmp_path):  # noqa: F811
     """memocmt-eval applies the policy per row: a manifest row in a language the head does not read is scored
     from the audio-only members, in PyTorch as in the ONNX bundle."""

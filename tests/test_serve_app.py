@@ -84,6 +84,17 @@ def test_protocol_ready_utterances_done(speech):
     assert summary["end_reason"] == "stopped by the client"
 
 
+def test_the_fusion_head_hears_each_transcripts_language(speech):
+    """The server passes the transcript's language to the fusion head with every utterance and with its revision
+    in hindsight, so a model with a language policy can classify a foreign one from its audio alone."""
+    emotion = FakeEmotion()
+    with serve(emotion=emotion, transcriber=FakeTranscriber(language="de")) as server:
+        messages = stream(server.ws, speech)
+    utterances = [m for m in messages if m["type"] == "utterance"]
+    assert utterances and all(u["language"] == "de" for u in utterances)
+    assert emotion.languages == ["de"] * 2 * len(utterances)  # each utterance, then its revision
+
+
 def test_busy_when_every_slot_is_taken(speech):
     with serve(max_sessions=1) as server:
         with connect(server.ws) as first:

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, NamedTuple, Protocol
 
 import numpy as np
 
@@ -29,6 +29,16 @@ from memocmt.results import Prediction
 from memocmt.serve.batcher import FairQueue, MicroBatcher
 
 log = logging.getLogger("memocmt")
+
+
+class FusionItem(NamedTuple):
+    """One utterance for the fusion head: its encodings, its voice's statistics, and its transcript's language
+    (None: unknown), which decides whether the transcript is read (memocmt.language_policy)."""
+
+    audio: Any
+    text: Any
+    stats: np.ndarray | None
+    language: str | None = None
 
 
 class EmotionBackend(Protocol):
@@ -46,7 +56,8 @@ class EmotionBackend(Protocol):
     def audio_stats(self, encoding: Any) -> np.ndarray | None:
         """(1, 2, L, D) statistics of one encoding for speaker adaptation; None for a model without it."""
 
-    def classify_batch(self, items: list[tuple[Any, Any, np.ndarray | None]]) -> list[Prediction]: ...
+    def classify_batch(self, items: list[FusionItem]) -> list[Prediction]:
+        """One prediction per item, each what the model gives that utterance alone in its language."""
 
     def hold(self, encoding: Any) -> Any:
         """A compact copy of one audio encoding, kept to classify the utterance again in hindsight
@@ -167,9 +178,12 @@ class Engine:
         context, audio = job
         return self.transcriber(context).transcribe(audio)
 
-    async def classify_again(self, audio_encoding: Any, text_encoding: Any, stats: np.ndarray | None) -> Prediction:
-        """The fusion head on encodings kept from earlier (hindsight), batched with every session's utterances."""
-        return await asyncio.wrap_future(self.fusion_batcher.submit((audio_encoding, text_encoding, stats)))
+    async def classify_again(self, audio_encoding: Any, text_encoding: Any, stats: np.ndarray | None,
+                             language: str | None = None) -> Prediction:
+        """The fusion head on encodings kept from earlier (hindsight), batched with every session's utterances;
+        `language`: the transcript's, as when the utterance was first classified."""
+        return await asyncio.wrap_future(self.fusion_batcher.submit(FusionItem(audio_encoding, text_encoding, stats,
+                                                                               language)))
 
     def close(self) -> None:
         for worker in (self.audio_batcher, self.text_batcher, self.fusion_batcher, self.asr_queue):
@@ -216,7 +230,8 @@ class Engine:
                     signature = await voice_job if voice_job is not None else None
                     stats, voice = tracker.update(raw_stats, commit=commit, signature=signature)
                 text_encoding = await text_future
-                prediction = await asyncio.wrap_future(self.fusion_batcher.submit((audio_encoding, text_encoding, stats)))
+                prediction = await asyncio.wrap_future(
+                    self.fusion_batcher.submit(FusionItem(audio_encoding, text_encoding, stats, language)))
                 prediction.speaker = voice
                 timings["emotion"] = (time.perf_counter() - t0) * 1000
                 return Recognition(text, prediction, timings, speaker_stats=raw_stats, language=language,
@@ -264,12 +279,25 @@ class BundleBackend:
             return None
         return self.bundle.audio_stats(encoding)
 
-    def classify_batch(self, items: list[tuple[Any, Any, np.ndarray | None]]) -> list[Prediction]:
-        audio = _join([a for a, _, _ in items], self._audio_cls)
-        text = _join([t for _, t, _ in items], self._text_cls)
-        stats = [s for _, _, s in items]
+    def classify_batch(self, items: list[FusionItem]) -> list[Prediction]:
+        """The bundle reads the transcripts of a batch or none of them (Bundle.classify_batch's `language`):
+        the items are grouped by whether it reads theirs, one fusion call per group."""
+        groups: dict[bool, list[int]] = {}
+        for i, item in enumerate(items):
+            groups.setdefault(self.bundle.reads_text(item.language), []).append(i)
+        predictions: list[Prediction | None] = [None] * len(items)
+        for indices in groups.values():
+            for i, prediction in zip(indices, self._classify_group([items[i] for i in indices])):
+                predictions[i] = prediction
+        return predictions
+
+    def _classify_group(self, items: list[FusionItem]) -> list[Prediction]:
+        """Items the bundle treats alike (all transcripts read, or none): any one's language stands for all."""
+        audio = _join([item.audio for item in items], self._audio_cls)
+        text = _join([item.text for item in items], self._text_cls)
+        stats = [item.stats for item in items]
         speaker_stats = None if any(s is None for s in stats) else np.concatenate(stats).astype(np.float32)
-        return self.bundle.classify_batch(audio, text, speaker_stats)
+        return self.bundle.classify_batch(audio, text, speaker_stats, items[0].language)
 
     def hold(self, encoding: Any) -> Any:
         from memocmt.live.hindsight import host_copy

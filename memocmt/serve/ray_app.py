@@ -128,7 +128,7 @@ class RemoteEmotion:
         return encoding[1]
 
     def classify_batch(self, items):
-        calls = [self.handle.classify.remote((a[0], t, s)) for a, t, s in items]
+        calls = [self.handle.classify.remote(item._replace(audio=item.audio[0])) for item in items]
         return [c.result() for c in calls]
 
     def new_tracker(self, speakers: str):

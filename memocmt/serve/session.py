@@ -290,7 +290,7 @@ class StreamSession:
         stats = self.tracker.statistics(voice)
         revisions = []
         for item in kept:
-            prediction = await self.engine.classify_again(item.audio, item.text, stats)
+            prediction = await self.engine.classify_again(item.audio, item.text, stats, item.language)
             prediction.speaker = voice
             revisions.append(Revision(item.index, prediction, item.prediction))
         return revisions
