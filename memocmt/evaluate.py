@@ -415,6 +415,7 @@ def _audio_batches(items: list, batch_size: int, on_bad_file: str, skipped: list
     from tqdm.auto import tqdm
 
     from .audio import AudioError, check_audio, load_audio
+    from .perturb import as_trained
 
     bar = tqdm(total=len(items), desc=desc, disable=not progress, leave=False)
     for start in range(0, len(items), batch_size):
@@ -423,12 +424,7 @@ def _audio_batches(items: list, batch_size: int, on_bad_file: str, skipped: list
             u = items[i]
             try:
                 audio = check_audio(load_audio(u.audio), name=str(u.audio))
-                audio = perturbation.apply(audio, key=Path(u.audio).name) if perturbation else audio
-                if trim != "none":
-                    from .live.vad import apply_trim
-
-                    audio = apply_trim(audio, trim)
-                audios.append(audio)
+                audios.append(as_trained(audio, perturbation, trim, Path(u.audio).name))
             except (AudioError, OSError) as e:
                 if on_bad_file == "stop":
                     raise ManifestError(f"Row {u.line or i + 1}: cannot use {u.audio}: {e}") from e

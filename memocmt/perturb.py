@@ -33,6 +33,9 @@ from .audio import SAMPLE_RATE, AudioError
 from .degrade import KINDS, Condition, ConditionError
 
 BABBLE_SOURCES = 64  # clips the babble of a training run is made from (a fixed, seeded choice)
+# silence around a clip that an acoustic condition fills too: live, noise and a room's tail run through the pauses
+# around an utterance, and the segmenter cuts the utterance out of that (see as_trained)
+NOISE_CONTEXT_S = 1.0
 
 # effect -> (smallest, largest) amount that still sounds like speech
 EFFECTS = {"speed": (0.5, 2.0), "tempo": (0.5, 2.0), "pitch": (-1200.0, 1200.0)}
@@ -66,6 +69,11 @@ class Perturbation:
     @property
     def spec(self) -> str:
         return f"{self.effect} {self.amount:g}"
+
+    @property
+    def cache_key(self) -> str:
+        """What a cached copy depends on."""
+        return self.spec
 
     @property
     def name(self) -> str:
@@ -110,6 +118,11 @@ class Acoustic:
         return f"{self.condition.spec} @{digest}"
 
     @property
+    def cache_key(self) -> str:
+        """What a cached copy depends on: the spec, and the context the condition fills around the clip (as_trained)."""
+        return f"{self.spec} ctx={NOISE_CONTEXT_S:g}s"
+
+    @property
     def name(self) -> str:
         return self.condition.name
 
@@ -130,6 +143,23 @@ class Acoustic:
             raise PerturbError(f"Perturbation {self.condition.spec!r} needs babble clips; give them with with_sources().")
         sources = [_source_audio(s) for s in self.sources]
         return self.condition.apply(audio, key=key, sources=sources, sample_rate=sample_rate)
+
+
+def as_trained(audio: np.ndarray, perturbation: "Perturbation | Acoustic | None", trim: str, key: str) -> np.ndarray:
+    """A recorded clip as a model with `trim` (MemoCMTConfig.trim) is trained and scored on it, in `perturbation`
+    (None: as recorded; `key`, the file name, seeds its draw). An acoustic condition also fills NOISE_CONTEXT_S of
+    silence on each side of the clip, and the cut then finds the utterance in that as the live segmenter finds it
+    in a stream: babble next to the speech can lengthen it, babble alone is another utterance."""
+    from .live.vad import apply_trim
+
+    within = None
+    if isinstance(perturbation, Acoustic):
+        pad = int(round(NOISE_CONTEXT_S * SAMPLE_RATE))
+        within = (pad, pad + len(audio))
+        audio = np.pad(audio, (pad, pad))
+    if perturbation is not None:
+        audio = perturbation.apply(audio, key=key)
+    return apply_trim(audio, trim, within)
 
 
 @functools.lru_cache(maxsize=2 * BABBLE_SOURCES)

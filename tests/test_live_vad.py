@@ -7,7 +7,7 @@ import pytest
 
 from memocmt.audio import SAMPLE_RATE
 from memocmt.live.errors import LiveError
-from memocmt.live.vad import SileroClassifier, Segmenter, VadConfig, WebrtcClassifier
+from memocmt.live.vad import SileroClassifier, Segmenter, VadConfig, WebrtcClassifier, make_classifier
 
 FRAME = 480  # 30 ms
 
@@ -166,15 +166,31 @@ def test_trim_to_speech_cuts_a_clip_as_the_live_segmenter_does(speech):
     offset = next(i for i in range(len(clip)) if np.array_equal(clip[i : i + 64], trimmed[:64]))
     assert np.array_equal(clip[offset : offset + len(trimmed)], trimmed)  # one contiguous piece, untouched
     assert 0.3 * SAMPLE_RATE < offset < SAMPLE_RATE + len(speech) // 2  # the silence before the speech is cut
-    seg = Segmenter(WebrtcClassifier(), VadConfig(speculate_ms=0))
+    config = VadConfig(speculate_ms=0)  # the live default, which the training cut follows
+    seg = Segmenter(make_classifier(config), config)
     live = [s for s in seg.push(clip) + seg.flush()]
     assert len(live) == 1 and len(live[0].audio) - len(trimmed) >= 0.25 * SAMPLE_RATE  # live keeps the hangover for ASR
     # ... and the emotion model hears the same cut as training: pre-roll to the end of speech
     assert abs(len(live[0].speech_audio) - len(trimmed)) <= 0.03 * SAMPLE_RATE
-    tentative, final = (s for s in Segmenter(WebrtcClassifier(), VadConfig()).push(clip))
+    tentative, final = (s for s in Segmenter(make_classifier(VadConfig()), VadConfig()).push(clip))
     assert tentative.tentative and np.array_equal(tentative.speech_audio, final.speech_audio)
     assert np.array_equal(trim_to_speech(quiet), quiet)  # nothing to cut to: unchanged
     assert np.array_equal(clip[offset + len(trimmed) - 480: offset + len(trimmed)], trimmed[-480:])
     assert apply_trim(clip, "none") is clip and np.array_equal(apply_trim(clip, "vad"), trimmed)
     with pytest.raises(ValueError, match="trim"):
         apply_trim(clip, "silence")
+
+
+def test_trim_within_keeps_the_utterance_and_drops_noise_speech_beside_it(speech):
+    from memocmt.live.vad import apply_trim, trim_to_speech
+
+    gap = np.zeros(SAMPLE_RATE, dtype=np.float32)
+    audio = np.concatenate([speech[::-1], gap, speech])  # the reversed speech stands for babble in the context
+    own = (len(speech) + len(gap), len(audio))
+    cut = trim_to_speech(audio, within=own)
+    offset = next(i for i in range(len(audio)) if np.array_equal(audio[i : i + 256], cut[:256]))
+    assert offset >= len(speech)  # nothing of the other talker
+    assert abs(len(cut) - len(trim_to_speech(speech))) <= 0.03 * SAMPLE_RATE  # the cut the clip gets alone
+    assert len(trim_to_speech(audio)) > len(speech) + len(gap)  # without `within`, both are taken
+    assert np.array_equal(apply_trim(audio, "none", own), audio[own[0]:])  # no cut: the clip's own span
+    assert np.array_equal(trim_to_speech(np.zeros(SAMPLE_RATE, np.float32), within=(100, 200)), np.zeros(100))

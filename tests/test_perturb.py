@@ -162,3 +162,17 @@ def test_training_draws_noisy_copies(tiny, tmp_path, caplog):  # noqa: F811
     with caplog.at_level("INFO", logger="memocmt"):
         train(config, tmp_path / "run", progress=False)
     assert "as itself or as one of its 3 perturbed copies (pink 5:30, babble 5:25, room 0.3:0.6 1:2)" in caplog.text
+
+
+def test_noisy_copies_are_cut_from_noise_around_the_clip_as_live(speech):
+    from memocmt.live.vad import trim_to_speech
+    from memocmt.perturb import NOISE_CONTEXT_S, as_trained
+
+    (pink,) = parse_perturbations(["pink 20"])
+    assert pink.cache_key != pink.spec and pink.spec == "pink 20"  # copies cut the earlier way are not reused
+    noisy = as_trained(speech, pink, "none", "clip.wav")
+    assert len(noisy) == len(speech) and np.abs(noisy - speech).max() > 0  # its own span, noise over it
+    cut = as_trained(speech, pink, "vad", "clip.wav")
+    assert 0.5 * len(trim_to_speech(speech)) < len(cut) < len(speech) + 2 * NOISE_CONTEXT_S * 16000
+    assert np.array_equal(cut, as_trained(speech, pink, "vad", "clip.wav"))  # seeded by the file name
+    assert np.array_equal(as_trained(speech, None, "vad", "clip.wav"), trim_to_speech(speech))

@@ -340,13 +340,16 @@ class Segmenter:
         return segment
 
 
-def trim_to_speech(audio: np.ndarray, config: VadConfig | None = None) -> np.ndarray:
+def trim_to_speech(audio: np.ndarray, config: VadConfig | None = None,
+                   within: tuple[int, int] | None = None) -> np.ndarray:
     """A recorded utterance cut as the live segmenter cuts speech from a stream for the emotion model
     (`Segment.speech_audio`): from the pre-roll before its first speech frame to the end of its
     last (pauses inside are kept, so a clip the live path would split stays one utterance). Training and evaluation of a model whose
     config has `trim: vad` see clips this way, so that their speaker statistics, voice signatures
-    and prior match what live segments give. Audio in which the VAD finds no speech is returned
-    unchanged."""
+    and prior match what live segments give. `within` (first, end sample): the utterance's own span in
+    `audio`, which also holds a noisy context around it; segments wholly outside it (noise the VAD takes for
+    speech) are not the utterance, as live they are results of their own. Audio in which the VAD finds no
+    speech is returned unchanged (its `within` span, if given)."""
     config = config or VadConfig(aggressiveness=TRIM_AGGRESSIVENESS)
     if config.speculate_ms or config.max_utterance_s < 1e6:
         config = dataclasses.replace(config, speculate_ms=0, max_utterance_s=1e9)
@@ -355,23 +358,28 @@ def trim_to_speech(audio: np.ndarray, config: VadConfig | None = None) -> np.nda
     lead = np.zeros(segmenter._pre_roll_frames * segmenter.frame, dtype=np.float32)  # silence before the clip, as in a stream
     tail = np.zeros((segmenter._hangover_frames + 1) * segmenter.frame, dtype=np.float32)
     segments = segmenter.push(np.concatenate([lead, audio, tail])) + segmenter.flush()
+    if within is not None:
+        segments = [s for s in segments if round(s.start_s * SAMPLE_RATE) - len(lead) < within[1]
+                    and round(s.end_s * SAMPLE_RATE) - len(lead) > within[0]]
     if not segments:
-        return audio
+        return audio if within is None else audio[within[0]: within[1]]
     first = max(0, round(segments[0].start_s * SAMPLE_RATE) - len(lead) - segmenter._pre_roll_frames * segmenter.frame)
     last = min(len(audio), round(segments[-1].end_s * SAMPLE_RATE) - len(lead))
     return audio[first:last] if last - first > 0 else audio
 
 
-TRIM_AGGRESSIVENESS = 2  # the webrtcvad setting of the "vad" cut the models were trained on (kept when the live default moved)
+TRIM_AGGRESSIVENESS = 3  # the webrtcvad setting of the "vad" cut: the live default (earlier models were cut at 2)
 TRIMS = ("none", "vad")  # how a model's training and evaluation cut recorded clips (MemoCMTConfig.trim)
-# what the "vad" cut is, for cache keys: clips cut to the end of speech (earlier: to the end of the hangover)
-TRIM_VERSIONS = {"vad": "vad-speech-end"}
+# what the "vad" cut is, for cache keys: clips cut to the end of speech at aggressiveness 3 (earlier: at 2; before
+# that, to the end of the hangover)
+TRIM_VERSIONS = {"vad": "vad-speech-end-a3"}
 
 
-def apply_trim(audio: np.ndarray, trim: str) -> np.ndarray:
-    """`audio` as a model with `trim` sees a recorded clip: as it is ("none") or cut to speech ("vad")."""
+def apply_trim(audio: np.ndarray, trim: str, within: tuple[int, int] | None = None) -> np.ndarray:
+    """`audio` as a model with `trim` sees a recorded clip: as it is ("none") or cut to speech ("vad");
+    `within`: the clip's own span when `audio` also holds a context around it (see trim_to_speech)."""
     if trim == "none":
-        return audio
+        return audio if within is None else audio[within[0]: within[1]]
     if trim == "vad":
-        return trim_to_speech(audio)
+        return trim_to_speech(audio, within=within)
     raise ValueError(f"Unknown trim {trim!r}; choose one of {', '.join(TRIMS)}.")

@@ -56,7 +56,7 @@ def audio_key(path: str | os.PathLike, perturbation: Perturbation | None = None,
     """Cache key of a file's states, or of its perturbed copy's, as cut by `trim` (MemoCMTConfig.trim)."""
     from ..live.vad import TRIM_VERSIONS
 
-    return audio_file_key(path) + (f"|{perturbation.spec}" if perturbation else "") + (
+    return audio_file_key(path) + (f"|{perturbation.cache_key}" if perturbation else "") + (
         f"|trim={TRIM_VERSIONS.get(trim, trim)}" if trim != "none" else "")
 
 
@@ -204,14 +204,12 @@ class EmbeddingCache:
 
 def _load(path: Path, perturbation: Perturbation | None, trim: str = "none") -> np.ndarray:
     """A clip as training sees it: decoded, perturbed (if given), then cut by `trim`."""
-    audio = check_audio(load_audio(path), name=str(path))
-    if perturbation:
-        audio = check_audio(perturbation.apply(audio, key=path.name), name=f"{path} ({perturbation.spec})")
-    if trim != "none":
-        from ..live.vad import apply_trim
+    from ..perturb import as_trained
 
-        audio = apply_trim(audio, trim)
-    return audio
+    audio = check_audio(load_audio(path), name=str(path))
+    if perturbation is None:
+        return as_trained(audio, None, trim, path.name)
+    return check_audio(as_trained(audio, perturbation, trim, path.name), name=f"{path} ({perturbation.spec})")
 
 
 @dataclass
