@@ -29,6 +29,18 @@ def test_loops_are_recognised_and_ordinary_text_is_not():
     assert not ends_in_loop([])
 
 
+def test_text_whisper_places_after_the_speech_is_cut_off():
+    from memocmt.live.asr import within
+
+    ts = 1000  # timestamp_begin; a timestamp token is ts + 20 ms steps
+    said_twice = [ts + 0, 1, 2, 3, ts + 90, ts + 90, 1, 2, 3, ts + 180]  # <0.00> a b c <1.80><1.80> a b c <3.60>
+    assert within(said_twice, ts, 1.7) == [1, 2, 3]  # the repeat starts after the 1.7 s of speech
+    assert within(said_twice, ts, 2.0) == [1, 2, 3, 1, 2, 3]  # both lie in the speech: kept
+    assert within([ts + 0, 4, 5], ts, 1.0) == [4, 5]  # a segment cut short by the length limit
+    assert within([ts + 60, 4, ts + 70], ts, 1.0) == []  # text only in the silence pad
+    assert within([4, 5], ts, 1.0) == [4, 5]  # no timestamps: everything
+
+
 def test_bad_context_settings_are_refused():
     with pytest.raises(LiveError, match="context"):
         Transcriber(AsrConfig(context="medium"))
@@ -97,7 +109,7 @@ def test_short_context_transcribes_speech_and_rejects_silence(whisper_encoder, s
 def test_a_runaway_output_is_retranscribed_the_standard_way(whisper_encoder, speech, monkeypatch):
     t = Transcriber(AsrConfig())
     assert t.attach_encoder(whisper_encoder)
-    monkeypatch.setattr(asr, "MAX_TOKENS_PER_S", 0.0)  # every output is over its length budget
+    monkeypatch.setattr(asr, "ends_in_loop", lambda tokens, min_repeats=3: True)  # every short output loops
     result = t.transcribe(speech[0])
     assert result.context == "full" and t.fallbacks == 1 and t.retries == 1  # retried without repeats first
     assert {"happy", "morning"} <= words(result.text)

@@ -11,9 +11,10 @@ is ~270 ms of the ~350 ms a tiny.en transcription costs on 2 CPU cores. When the
 model's audio encoder is the same Whisper encoder (the default bundle), `attach_encoder`
 hands the transcriber that encoder: the utterance plus `context_pad_s` of silence is encoded
 at its own length and Whisper's decoder runs on those states. The encoder is checked against
-CTranslate2's own on a 30 s test signal when it is attached; an output that runs past a
-length budget or ends in a repeated loop (Whisper's failure mode on short contexts) is
-thrown away and the utterance is transcribed the standard way.
+CTranslate2's own on a 30 s test signal when it is attached. Decoding is timestamped and text
+Whisper places after the end of the speech is dropped (`within`): on a short context it tends to
+say the utterance again in the silence pad. An output that still runs past a length budget or
+ends in a repeated loop is thrown away and the utterance is transcribed the standard way.
 
 Measured with benchmarks/studies/asr_context.py (2-core CPU): on 60 complete synthetic utterances
 (3.1 s, known words) WER 21.1% with the 30 s window, 15.1% with the short context, which is
@@ -225,7 +226,8 @@ class Transcriber:
         multilingual = self._model.model.is_multilingual
         self._tokenizer = Tokenizer(self._model.hf_tokenizer, multilingual, task="transcribe",
                                     language=language if multilingual else None)
-        self._prompt = list(self._tokenizer.sot_sequence) + [self._tokenizer.no_timestamps]
+        # with timestamps: Whisper says where each piece of text lies, so text it places in the silence pad is dropped
+        self._prompt = list(self._tokenizer.sot_sequence)
 
     def _encoder_similarity(self, encoder: EncoderFn) -> float:
         """Cosine similarity of `encoder`'s and CTranslate2's encoder outputs for one 30 s test signal."""
@@ -313,7 +315,7 @@ class Transcriber:
             suppress_blank=True, suppress_tokens=[-1], repetition_penalty=c.context_repetition_penalty,
             no_repeat_ngram_size=no_repeat,
         )[0]
-        tokens = result.sequences_ids[0]
+        tokens = within(result.sequences_ids[0], self._tokenizer.timestamp_begin, audio.size / SAMPLE_RATE)
         if len(tokens) >= budget or ends_in_loop(tokens):
             log.debug("short-context ASR output discarded (%d tokens): %r", len(tokens), self._tokenizer.decode(tokens))
             return None
@@ -367,6 +369,27 @@ class Transcriber:
         if avg_logprob < c.min_logprob or no_speech_prob > c.max_no_speech_prob:
             return True
         return no_speech_prob > c.no_speech_threshold and avg_logprob < c.logprob_threshold
+
+
+def within(tokens: list[int], timestamp_begin: int, duration_s: float) -> list[int]:
+    """The text tokens of a timestamped decoding whose segments start before `duration_s`. On a short
+    context Whisper tends to say the utterance again in the silence after it ("Kids are talking by the
+    door. Kids are talking by the door. ..."); with timestamps it places those repeats at or after the
+    end of the speech, where they are cut off. Timestamp tokens are `timestamp_begin` + 20 ms steps."""
+    kept: list[int] = []
+    start: float | None = None  # the open segment's start
+    for token in tokens:
+        if token >= timestamp_begin:
+            time_s = (token - timestamp_begin) * 0.02
+            if start is None:
+                if time_s >= duration_s:
+                    break
+                start = time_s
+            else:
+                start = None  # the closing timestamp of a segment
+            continue
+        kept.append(token)
+    return kept
 
 
 def ends_in_loop(tokens: list[int], min_repeats: int = 3) -> bool:
