@@ -90,18 +90,25 @@ class FakeTranscriber:
 
     model_name = "fake-asr"
     context = "full"
+    batchable = True
 
     def __init__(self, delay_s: float = 0.0, language: str = ""):
         self.delay_s = delay_s
         self.language = language  # what every transcript says it is in ("": unknown)
         self.calls = 0
+        self.batches: list[int] = []  # utterances per call
 
     def transcribe(self, audio: np.ndarray) -> Transcript:
+        return self.transcribe_batch([audio])[0]
+
+    def transcribe_batch(self, audios: list[np.ndarray]) -> list[Transcript]:
+        """Several utterances in the time of one."""
         self.calls += 1
+        self.batches.append(len(audios))
         time.sleep(self.delay_s)
-        level = float(np.sqrt(np.mean(np.square(audio))))
-        return Transcript(text="loud speech" if level > 0.05 else "quiet speech", asr_ms=self.delay_s * 1000,
-                          no_speech_prob=0.0, avg_logprob=-0.1, language=self.language)
+        levels = [float(np.sqrt(np.mean(np.square(audio)))) for audio in audios]
+        return [Transcript(text="loud speech" if level > 0.05 else "quiet speech", asr_ms=self.delay_s * 1000,
+                           no_speech_prob=0.0, avg_logprob=-0.1, language=self.language) for level in levels]
 
 
 def free_socket() -> socket.socket:

@@ -132,15 +132,57 @@ def test_sessions_are_isolated_and_emotion_batches_across_them(speech):
     assert max(emotion.batches["audio"]) > 1  # four sessions' utterances shared graph calls
 
 
+@pytest.mark.parametrize("batchable", [True, False])
+def test_waiting_utterances_of_several_sessions_share_one_asr_call(speech, batchable):
+    transcriber = FakeTranscriber(delay_s=0.3)
+    transcriber.batchable = batchable  # False: a recogniser that would transcribe a batch one by one anyway
+    results: dict[str, list[dict]] = {}
+    with serve(transcriber=transcriber) as server:
+        def run(name, scale):
+            results[name] = stream(server.ws, np.clip(speech * scale, -1, 1))
+
+        threads = [threading.Thread(target=run, args=(f"{kind}{i}", scale))
+                   for i in range(2) for kind, scale in (("loud", 1.0), ("quiet", 0.02))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        metrics = get(server.http + "/metrics")[1]
+    for name, messages in results.items():  # a batch mixes sessions; each gets its own transcripts back
+        texts = {m["text"] for m in messages if m["type"] == "utterance"}
+        assert texts == {"loud speech" if name.startswith("loud") else "quiet speech"}, name
+        assert messages[-1]["type"] == "done" and messages[-1]["summary"]["dropped_utterances"] == 0
+    if batchable:
+        assert 1 < max(transcriber.batches) <= len(results)  # at most one utterance per session in a call
+    else:
+        assert set(transcriber.batches) == {1}  # so no result waits for the others' decoding
+    assert 'memocmt_batch_size_count{graph="asr"}' in metrics
+
+
 def test_unbatched_config_runs_one_at_a_time(speech):
-    emotion = FakeEmotion()
-    with serve(emotion=emotion, engine_config=EngineConfig(max_batch=1)) as server:
+    emotion, transcriber = FakeEmotion(), FakeTranscriber(delay_s=0.1)
+    with serve(emotion=emotion, transcriber=transcriber,
+               engine_config=EngineConfig(max_batch=1, asr_max_batch=1)) as server:
         threads = [threading.Thread(target=stream, args=(server.ws, speech)) for _ in range(2)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(60)
     assert set(emotion.batches["audio"]) == {1} and set(emotion.batches["fusion"]) == {1}
+    assert set(transcriber.batches) == {1}
+
+
+def test_batching_options():
+    from memocmt.serve.cli import batching_config, build_parser, cli
+
+    parser = build_parser()
+    assert batching_config(parser.parse_args([])).asr_max_batch == EngineConfig().asr_max_batch
+    config = batching_config(parser.parse_args(["--asr-max-batch", "3", "--max-batch", "5"]))
+    assert (config.max_batch, config.asr_max_batch) == (5, 3)
+    config = batching_config(parser.parse_args(["--asr-max-batch", "3", "--no-batching"]))
+    assert (config.max_batch, config.asr_max_batch) == (1, 1)
+    with pytest.raises(SystemExit):
+        cli(["--asr-max-batch", "0"])
 
 
 def test_bad_clients_get_one_sentence_and_the_session_survives(speech):

@@ -131,3 +131,119 @@ def test_fair_queue_discard_cancels_a_gone_session():
     finally:
         gate.set()
         fair.close()
+
+
+def _recording_fair_queue(max_batch: int, gate: threading.Event, **kwargs):
+    """A FairQueue whose calls wait for `gate` and record what ran together: ('one', item) or ('batch', items)."""
+    calls = []
+
+    def one(item):
+        gate.wait(5)
+        calls.append(("one", item))
+        return item.upper()
+
+    def batch(items):
+        gate.wait(5)
+        calls.append(("batch", list(items)))
+        return [item.upper() for item in items]
+
+    return FairQueue("asr", one, max_per_key=4, max_batch=max_batch, batch_fn=batch, **kwargs), calls
+
+
+def test_fair_queue_batches_waiting_sessions_round_robin_one_item_each():
+    gate = threading.Event()
+    fair, calls = _recording_fair_queue(3, gate)
+    try:
+        first = fair.submit("w", "w0")  # runs alone at once, while the others queue
+        time.sleep(0.05)
+        futures = [fair.submit("a", f"a{i}") for i in range(3)]
+        futures += [fair.submit(key, f"{key}0") for key in "bcd"]
+        gate.set()
+        assert first.result(5) == "W0" and [f.result(5) for f in futures] == ["A0", "A1", "A2", "B0", "C0", "D0"]
+        # turns: a b c | d a (a went to the back of the line) | a
+        assert calls == [("one", "w0"), ("batch", ["a0", "b0", "c0"]), ("batch", ["d0", "a1"]), ("one", "a2")]
+        assert fair.served == 7
+    finally:
+        fair.close()
+
+
+def test_fair_queue_never_waits_to_fill_a_batch():
+    sizes = []
+    fair = FairQueue("asr", lambda item: sizes.append(1) or item, max_batch=8,
+                     batch_fn=lambda items: sizes.append(len(items)) or items)
+    try:
+        start = time.monotonic()
+        assert fair.submit("a", 1).result(5) == 1
+        assert time.monotonic() - start < 0.5 and sizes == [1]  # a lone item runs on its own, at once
+    finally:
+        fair.close()
+
+
+def test_fair_queue_batches_similar_sizes_and_a_passed_over_session_keeps_its_turn():
+    gate = threading.Event()
+    observed = []
+    fair, calls = _recording_fair_queue(4, gate, size=len, spread=1.25, on_batch=lambda n, s: observed.append(n))
+    try:
+        fair.submit("w", "w")
+        time.sleep(0.05)
+        futures = [fair.submit("a", "aaaa"), fair.submit("b", "b" * 20), fair.submit("c", "cccc"),
+                   fair.submit("d", "ddddd"), fair.submit("e", "e" * 22)]
+        gate.set()
+        for f in futures:
+            f.result(5)
+        assert calls == [("one", "w"), ("batch", ["aaaa", "cccc", "ddddd"]), ("batch", ["b" * 20, "e" * 22])]
+        assert observed == [1, 3, 2]
+    finally:
+        fair.close()
+
+
+def test_fair_queue_batches_only_items_of_one_group():
+    gate = threading.Event()
+    fair, calls = _recording_fair_queue(4, gate, group=lambda item: None if item.startswith("x") else item[1])
+    try:
+        fair.submit("w", "w0")
+        time.sleep(0.05)
+        futures = [fair.submit(key, item) for key, item in
+                   [("a", "a1"), ("b", "x1"), ("c", "c2"), ("d", "d1"), ("e", "e2"), ("f", "x2")]]
+        gate.set()
+        for f in futures:
+            f.result(5)
+        # group None (x..) always runs alone; a1 and d1 share group "1", c2 and e2 group "2"
+        assert calls == [("one", "w0"), ("batch", ["a1", "d1"]), ("one", "x1"), ("batch", ["c2", "e2"]), ("one", "x2")]
+    finally:
+        fair.close()
+
+
+def test_a_failing_batch_runs_its_items_alone_so_only_the_bad_one_fails():
+    gate = threading.Event()
+    ran_alone = []
+
+    def one(item):
+        gate.wait(5)
+        ran_alone.append(item)
+        if item == "bad":
+            raise ValueError("bad item")
+        return item
+
+    def batch(items):
+        if "bad" in items:
+            raise ValueError("bad item")
+        return items
+
+    fair = FairQueue("asr", one, max_batch=4, batch_fn=batch)
+    try:
+        fair.submit("w", "w")
+        time.sleep(0.05)
+        good, bad = fair.submit("a", "good"), fair.submit("b", "bad")
+        gate.set()
+        assert good.result(5) == "good"
+        with pytest.raises(ValueError, match="bad item"):
+            bad.result(5)
+        assert ran_alone == ["w", "good", "bad"]
+    finally:
+        fair.close()
+
+
+def test_a_fair_queue_batch_needs_a_batch_function():
+    with pytest.raises(ValueError, match="batch_fn"):
+        FairQueue("asr", lambda item: item, max_batch=2)

@@ -16,6 +16,11 @@ Whisper places after the end of the speech is dropped (`within`): on a short con
 say the utterance again in the silence pad. An output that still runs past a length budget or
 ends in a repeated loop is thrown away and the utterance is transcribed the standard way.
 
+`Transcriber.transcribe_batch` decodes several utterances (a server's, from different sessions)
+in one CTranslate2 call: each is padded with silence to the longest one's length, so the states
+the decoder attends to hold more trailing silence than a lone pass would; each output still gets
+the checks above, and one that fails them is retried and falls back as a lone one is.
+
 Measured with benchmarks/studies/asr_context.py (2-core CPU): on 60 complete synthetic utterances
 (3.1 s, known words) WER 21.1% with the 30 s window, 15.1% with the short context, which is
 4.3x faster (p50); on 60 RAVDESS clips cut mid-word at 2.39 s the short context loops on 39,
@@ -49,7 +54,9 @@ LOOP_REPEATS = 3  # a block of words said this many times in a row is a decoding
 LOOP_REPEATS_ONE_WORD = 5  # one word: people do say "no, no, no"; five times is a loop
 FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)  # Whisper's own fallback schedule, tried when a transcript loops
 
-# float32 16 kHz audio -> the final Whisper encoder states (frames, d_model), at the audio's own length
+# float32 16 kHz audio -> the final Whisper encoder states (frames, d_model), at the audio's own length. An
+# encoder may also have a `batch(audios) -> [states, ...]` method that encodes several equal-length audios at once
+# (memocmt-serve's, which batches them with the emotion model's passes); without it they are encoded one by one.
 EncoderFn = Callable[[np.ndarray], np.ndarray]
 
 
@@ -183,7 +190,12 @@ class Transcriber:
         self._short_language: str | None = None  # what short-context decoding is in (--language auto: once detected)
         self.fallbacks = 0  # short-context outputs thrown away and re-transcribed the standard way
         self.retries = 0  # short-context outputs decoded again without repeated 3-grams
-        self._states: np.ndarray | None = None  # the last short-context encoder pass (for a retry)
+
+    @property
+    def batchable(self) -> bool:
+        """Whether `transcribe_batch` decodes utterances together now: short context in a known language (else it
+        transcribes them one by one)."""
+        return self._encoder is not None and (self._short_language is not None or not self._model.model.is_multilingual)
 
     @property
     def context(self) -> str:
@@ -253,22 +265,38 @@ class Transcriber:
 
     def transcribe(self, audio: np.ndarray) -> Transcript:
         """Transcribe float32 16 kHz mono audio; non-speech segments are dropped."""
+        return self.transcribe_batch([audio])[0]
+
+    def transcribe_batch(self, audios: list[np.ndarray]) -> list[Transcript]:
+        """Transcribe several utterances at once (a server's, from different sessions), one Transcript each.
+
+        With short context the utterances are encoded and decoded together: each is followed by silence up to
+        the longest one's length plus the context pad (so their encoder states have one length), and one
+        CTranslate2 call decodes them all. Each output is then checked as a lone one is (its own length budget,
+        loops, non-speech); those that fail are decoded again from their states with no repeated 3-grams (again
+        together), and one that still fails is transcribed alone with the 30 s window, as are utterances that
+        short context does not take (full context, a language not known yet, longer than the window).
+        A batch of one is exactly `transcribe`."""
         start = time.perf_counter()
         pad = int(self.config.context_pad_s * SAMPLE_RATE)
-        short = self._encoder is not None and audio.size + pad <= WINDOW_S * SAMPLE_RATE
-        if short and (self._short_language is not None or not self._model.model.is_multilingual):
-            # a runaway or looping output is decoded again from the same encoder pass with no 3-gram repeated (about
-            # a tenth of the 30 s decoding's cost) before falling back to the standard 30 s window
-            for no_repeat in (0, 3):
-                transcript = self._transcribe_short(audio, pad, start, no_repeat)
-                if transcript is not None and repeated_words(transcript.text) is None:
-                    transcript.language = self._short_language or ""
-                    return transcript
-                if no_repeat == 0:
-                    self.retries += 1
-            self.fallbacks += 1
+        fits = [self._encoder is not None and audio.size + pad <= WINDOW_S * SAMPLE_RATE for audio in audios]
+        short = [i for i, fit in enumerate(fits) if fit] if self.batchable else []
+        results: list[Transcript | None] = [None] * len(audios)
+        if short:
+            for i, transcript in zip(short, self._transcribe_short([audios[i] for i in short], pad, start)):
+                results[i] = transcript
+                if transcript is None:
+                    self.fallbacks += 1
+        for i, audio in enumerate(audios):
+            if results[i] is None:
+                results[i] = self._transcribe_standard(audio, start, fits[i])
+        return results
+
+    def _transcribe_standard(self, audio: np.ndarray, start: float, fits_short: bool) -> Transcript:
+        """The 30 s window (`_without_loops`); with --language auto and sticky_language, a sure detection sets
+        the language of short-context decoding for later utterances that fit it."""
         transcript = self._without_loops(audio, start)
-        if (short and self.language is None and self.config.sticky_language and transcript.text
+        if (fits_short and self.language is None and self.config.sticky_language and transcript.text
                 and transcript.language_probability >= STICKY_LANGUAGE_PROBABILITY):
             # --language auto: once the full-context detection is sure, later utterances decode with short
             # context in that language (until one of them falls back to full context and is heard in another)
@@ -294,28 +322,57 @@ class Transcriber:
             transcript.text, transcript.collapsed = collapse_repeats(transcript.text), True
         return transcript
 
-    def _transcribe_short(self, audio: np.ndarray, pad: int, start: float, no_repeat: int = 0) -> Transcript | None:
-        """Decode from an own-length encoder pass; None when the output ran away or looped. `no_repeat` > 0 forbids
-        repeating any n-gram of that size (a retry); the encoder pass of the first try is reused."""
+    def _transcribe_short(self, audios: list[np.ndarray], pad: int, start: float) -> list[Transcript | None]:
+        """Decode utterances from one own-length encoder pass, all in one call. The runaway or looping outputs are
+        decoded again from their states with no 3-gram repeated (about a tenth of the 30 s decoding's cost), again
+        in one call; None for one that still fails (the caller falls back to the 30 s window)."""
+        encoder_start = time.perf_counter()
+        states = self._encode_short(audios, max(audio.size for audio in audios) + pad)
+        encoder_ms = (time.perf_counter() - encoder_start) * 1000
+        transcripts = self._decode_short(states, audios, start, encoder_ms)
+        failed = [i for i, transcript in enumerate(transcripts) if transcript is None]
+        if failed:  # decoded again together, each from its own states of the first pass
+            self.retries += len(failed)
+            again = self._decode_short(states[failed], [audios[i] for i in failed], start, encoder_ms, no_repeat=3)
+            for i, transcript in zip(failed, again):
+                transcripts[i] = transcript
+        return transcripts
+
+    def _encode_short(self, audios: list[np.ndarray], length: int) -> np.ndarray:
+        """(utterances, frames, d_model) final encoder states of `audios`, each followed by silence up to `length`
+        samples; several at once when the encoder has a `batch` method (see EncoderFn)."""
+        padded = [np.concatenate([audio, np.zeros(length - audio.size, dtype=np.float32)]) for audio in audios]
+        encode_batch = getattr(self._encoder, "batch", None)
+        if encode_batch is not None and len(padded) > 1:
+            states = encode_batch(padded)
+        else:
+            states = [self._encoder(audio) for audio in padded]
+        return np.ascontiguousarray(np.stack(states), dtype=np.float32)
+
+    def _decode_short(self, states: np.ndarray, audios: list[np.ndarray], start: float, encoder_ms: float,
+                      no_repeat: int = 0) -> list[Transcript | None]:
+        """One CTranslate2 decoding of `states` (one row per utterance of `audios`), each output checked by
+        `_short_transcript`. `no_repeat` > 0 forbids repeating any n-gram of that size (a retry)."""
         import ctranslate2
 
         c = self.config
-        encoder_start = time.perf_counter()
-        if no_repeat and self._states is not None:
-            states = self._states
-        else:
-            states = self._encoder(np.concatenate([audio, np.zeros(pad, dtype=np.float32)]))
-            states = self._states = np.ascontiguousarray(states[None], dtype=np.float32)
-        encoder_ms = (time.perf_counter() - encoder_start) * 1000
-        budget = int(np.ceil(audio.size / SAMPLE_RATE * MAX_TOKENS_PER_S)) + 8
-        # CTranslate2 shortens its output as it nears max_length: leave twice the budget.
-        result = self._model.model.generate(
-            ctranslate2.StorageView.from_array(states), [self._prompt], beam_size=c.beam_size,
-            max_length=len(self._prompt) + 2 * budget, return_scores=True, return_no_speech_prob=True,
+        budgets = [int(np.ceil(audio.size / SAMPLE_RATE * MAX_TOKENS_PER_S)) + 8 for audio in audios]
+        # CTranslate2 shortens its output as it nears max_length: leave twice the (longest) budget.
+        results = self._model.model.generate(
+            ctranslate2.StorageView.from_array(states), [self._prompt] * len(audios), beam_size=c.beam_size,
+            max_length=len(self._prompt) + 2 * max(budgets), return_scores=True, return_no_speech_prob=True,
             suppress_blank=True, suppress_tokens=[-1], repetition_penalty=c.context_repetition_penalty,
             no_repeat_ngram_size=no_repeat,
-        )[0]
-        tokens = within(result.sequences_ids[0], self._tokenizer.timestamp_begin, audio.size / SAMPLE_RATE)
+        )
+        return [self._short_transcript(result, budget, audio.size / SAMPLE_RATE, start, encoder_ms)
+                for result, budget, audio in zip(results, budgets, audios)]
+
+    def _short_transcript(self, result: Any, budget: int, duration_s: float, start: float,
+                          encoder_ms: float) -> Transcript | None:
+        """The Transcript of one short-context output of an utterance of `duration_s` (the rest of its states are
+        padding, see `within`); None when it ran past its length `budget` (tokens) or repeats itself. Text that
+        Whisper thinks is not speech is emptied."""
+        tokens = within(result.sequences_ids[0], self._tokenizer.timestamp_begin, duration_s)
         if len(tokens) >= budget or ends_in_loop(tokens):
             log.debug("short-context ASR output discarded (%d tokens): %r", len(tokens), self._tokenizer.decode(tokens))
             return None
@@ -325,9 +382,13 @@ class Transcriber:
         if self._is_hallucination(result.no_speech_prob, avg_logprob):
             log.debug("rejected ASR output %r (no_speech %.2f, logprob %.2f)", text, result.no_speech_prob, avg_logprob)
             text, rejected = "", 1
+        if repeated_words(text) is not None:
+            log.debug("short-context ASR output repeats itself: %r", text)
+            return None
         return Transcript(
             text=text, asr_ms=(time.perf_counter() - start) * 1000, no_speech_prob=result.no_speech_prob,
-            avg_logprob=0.0 if rejected else avg_logprob, rejected=rejected, context="short", encoder_ms=encoder_ms,
+            avg_logprob=0.0 if rejected else avg_logprob, rejected=rejected, language=self._short_language or "",
+            context="short", encoder_ms=encoder_ms,
         )
 
     def _transcribe_full(self, audio: np.ndarray, start: float, temperature: float = 0.0) -> Transcript:

@@ -69,7 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     bat.add_argument("--max-batch", type=int, default=e.max_batch, help=f"utterances per emotion graph call (default: {e.max_batch})")
     bat.add_argument("--batch-wait-ms", type=float, default=e.batch_wait_ms,
                      help=f"how long a call waits for more utterances (default: {e.batch_wait_ms:g})")
-    bat.add_argument("--no-batching", action="store_true", help="one utterance per graph call")
+    bat.add_argument("--asr-max-batch", type=int, default=e.asr_max_batch,
+                     help="utterances of different sessions Whisper decodes in one call when they are waiting "
+                          f"together (default: {e.asr_max_batch}; 1: one at a time)")
+    bat.add_argument("--no-batching", action="store_true", help="one utterance per graph call and per Whisper decoding")
     mod = p.add_argument_group("models")
     add_shared_option(mod, "--model", help="exported MemoCMT bundle (default: the runtime's default bundle)")
     add_shared_option(mod, "--no-emotion", help="transcripts only")
@@ -92,7 +95,7 @@ def cli(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.host not in LOOPBACK and not args.token and not args.insecure:
         parser.error(f"listening on {args.host} lets other machines connect: pass --token SECRET, or --insecure")
-    for name in ("max_sessions", "max_frame_bytes", "queue_depth", "max_batch"):
+    for name in ("max_sessions", "max_frame_bytes", "queue_depth", "max_batch", "asr_max_batch"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.no_emotion and args.model:
@@ -110,6 +113,15 @@ def cli(argv: list[str] | None = None) -> int:
         return 130
 
 
+def batching_config(args):
+    """The EngineConfig of the batching options; --no-batching: one utterance per graph call and per Whisper call."""
+    from memocmt.serve.engine import EngineConfig
+
+    if args.no_batching:
+        return EngineConfig(max_batch=1, batch_wait_ms=args.batch_wait_ms, asr_max_batch=1)
+    return EngineConfig(max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms, asr_max_batch=args.asr_max_batch)
+
+
 def _run(args) -> int:
     try:
         import uvicorn
@@ -118,12 +130,11 @@ def _run(args) -> int:
     except ImportError as e:
         raise LiveError(f"memocmt-serve needs {e.name}; pip install 'memocmt-live[serve]'.") from None
     from memocmt.live.vad import VadConfig
-    from memocmt.serve.engine import EngineConfig
     from memocmt.serve.session import ServerConfig, SessionLimits
 
     vad = VadConfig(backend=args.vad, hangover_ms=args.hangover_ms)
     vad.validate()
-    engine_config = EngineConfig(max_batch=1 if args.no_batching else args.max_batch, batch_wait_ms=args.batch_wait_ms)
+    engine_config = batching_config(args)
     options = ModelOptions.from_args(args)
     print(f"{PROG}: loading models ...", file=sys.stderr, flush=True)
     engine = load_engine(options, engine_config)

@@ -4,7 +4,8 @@
                                      encoder passes (short-context ASR), grouped by length
     text encoder   --MicroBatcher--
     fusion head    --MicroBatcher--  each utterance with its own session's voice statistics
-    Whisper        --FairQueue-----  one decode at a time, sessions take turns
+    Whisper        --FairQueue-----  sessions take turns; utterances of several sessions that
+                                     wait together (of similar lengths) are decoded in one call
 
 A session's state (VAD, voices, summary) never enters here: `Engine.recognize` takes the
 session's `SpeakerTracker` as an argument. int8 bundles run their graphs one utterance at a
@@ -76,14 +77,19 @@ class Recognizer(Protocol):
 
     def transcribe(self, audio: np.ndarray) -> Transcript: ...
 
+    # optional: `batchable` (bool) and transcribe_batch(audios) -> one Transcript each, several utterances in one
+    # call when batchable is True (memocmt.live.asr.Transcriber)
+
 
 @dataclass
 class EngineConfig:
     max_batch: int = 8  # utterances per graph call (1: no batching)
     batch_wait_ms: float = 5.0  # how long the oldest item waits for company
-    length_spread: float = 1.25  # longest/shortest audio in one batch (an utterance and its 1 s-padded ASR pass stay apart)
+    length_spread: float = 1.25  # longest/shortest audio in one batch (an utterance and its 1 s-padded ASR pass stay
+    # apart), and in one Whisper decoding (each utterance is padded to the longest)
     max_queue: int = 256  # items waiting per graph before new work is refused
     asr_per_session: int = 4  # ASR jobs one session may have waiting
+    asr_max_batch: int = 8  # utterances of different sessions Whisper decodes in one call when they wait (1: one at a time)
 
 
 @dataclass
@@ -130,7 +136,10 @@ class Engine:
         """Use `transcriber_factory(context)` for ASR (after construction, so a factory may attach
         `whisper_encoder()`); the default context's recogniser loads now, so errors surface at start-up."""
         self._factory = transcriber_factory
-        self.asr_queue = FairQueue("asr", self._transcribe, self.config.asr_per_session)
+        c = self.config
+        self.asr_queue = FairQueue("asr", self._transcribe, c.asr_per_session, max_batch=c.asr_max_batch,
+                                   batch_fn=self._transcribe_batch, size=lambda job: len(job[1]),
+                                   spread=c.length_spread, group=self._asr_group, on_batch=self._observer("asr"))
         self.transcriber(self.asr_context)
 
     # ------------------------------------------------------------------ models
@@ -153,6 +162,11 @@ class Engine:
         def encode(samples: np.ndarray) -> np.ndarray:
             return self.emotion.whisper_states(self.audio_batcher(samples))
 
+        def batch(audios: list[np.ndarray]) -> list[np.ndarray]:  # a batch of ASR passes, all queued at once
+            jobs = [self.audio_batcher.submit(samples) for samples in audios]
+            return [self.emotion.whisper_states(job.result()) for job in jobs]
+
+        encode.batch = batch
         return encode
 
     def transcriber(self, context: str | None = None) -> Recognizer:
@@ -177,6 +191,16 @@ class Engine:
     def _transcribe(self, job: tuple[str, np.ndarray]) -> Transcript:
         context, audio = job
         return self.transcriber(context).transcribe(audio)
+
+    def _asr_group(self, job: tuple[str, np.ndarray]) -> str | None:
+        """Jobs of one ASR context batch when its recogniser is loaded and decodes a batch in one call
+        (`batchable`); otherwise (None) each runs alone, so no result waits for another's decoding."""
+        context = job[0]
+        return context if getattr(self._transcribers.get(context), "batchable", False) else None
+
+    def _transcribe_batch(self, jobs: list[tuple[str, np.ndarray]]) -> list[Transcript]:
+        """Utterances of several sessions, of one ASR context (`_asr_group`), in one call."""
+        return self.transcriber(jobs[0][0]).transcribe_batch([audio for _context, audio in jobs])
 
     async def classify_again(self, audio_encoding: Any, text_encoding: Any, stats: np.ndarray | None,
                              language: str | None = None) -> Prediction:
