@@ -51,7 +51,7 @@ def build(args, path: Path, realtime: bool):
 
     vad = VadConfig(backend=args.vad, hangover_ms=args.hangover_ms, speculate_ms=args.speculate_ms)
     transcriber = Transcriber(AsrConfig(model=args.asr_model, device=args.asr_device, context=args.asr_context,
-                                       language=args.language))
+                                       language=args.language, sticky_language=True))  # one session, as memocmt-live
     emotion = load_emotion_model(args.model, None if args.emotion_device == "auto" else args.emotion_device,
                                  args.emotion_threads or None) if args.model else None
     if emotion is not None:

@@ -86,29 +86,50 @@ class FakeEmotion:
 
 
 class FakeTranscriber:
-    """'loud speech' or 'quiet speech' by the utterance's level, so each session's results show its own audio."""
+    """'loud speech' or 'quiet speech' by the utterance's level, so each session's results show its own audio.
+
+    In a language given (a code) it "decodes with short context" in that language and may batch; in "auto" it
+    "detects" `spoken` with the 30 s window, as sure as the next of `probabilities` (the last one repeats), one
+    utterance at a time. `multilingual=False` stands for an English-only model."""
 
     model_name = "fake-asr"
     context = "full"
-    batchable = True
 
-    def __init__(self, delay_s: float = 0.0, language: str = ""):
+    def __init__(self, delay_s: float = 0.0, spoken: str = "en", probabilities=(1.0,), language: str | None = None,
+                 multilingual: bool = True, batches: bool = True):
         self.delay_s = delay_s
-        self.language = language  # what every transcript says it is in ("": unknown)
-        self.calls = 0
-        self.batches: list[int] = []  # utterances per call
+        self.spoken = spoken  # what a detection finds
+        self.probabilities = list(probabilities)
+        self.language = language  # the server's --language (None: detected)
+        self.multilingual = multilingual
+        self.batches_together = batches  # False: a recogniser that would transcribe a batch one by one anyway
+        self.calls: list[tuple[str | None, list[str]]] = []  # (language, each transcript's context) of every call
 
-    def transcribe(self, audio: np.ndarray) -> Transcript:
-        return self.transcribe_batch([audio])[0]
+    @property
+    def batches(self) -> list[int]:
+        """Utterances per call."""
+        return [len(contexts) for _language, contexts in self.calls]
 
-    def transcribe_batch(self, audios: list[np.ndarray]) -> list[Transcript]:
+    def batchable(self, language: str | None = None) -> bool:
+        return self.batches_together and language not in (None, "auto")
+
+    def transcribe(self, audio: np.ndarray, language: str | None = None) -> Transcript:
+        return self.transcribe_batch([audio], language)[0]
+
+    def transcribe_batch(self, audios: list[np.ndarray], language: str | None = None) -> list[Transcript]:
         """Several utterances in the time of one."""
-        self.calls += 1
-        self.batches.append(len(audios))
         time.sleep(self.delay_s)
+        given = language not in (None, "auto")
+        probability = 1.0 if given else self.probabilities[0]
+        if not given and len(self.probabilities) > 1:
+            self.probabilities.pop(0)
         levels = [float(np.sqrt(np.mean(np.square(audio)))) for audio in audios]
-        return [Transcript(text="loud speech" if level > 0.05 else "quiet speech", asr_ms=self.delay_s * 1000,
-                           no_speech_prob=0.0, avg_logprob=-0.1, language=self.language) for level in levels]
+        transcripts = [Transcript(text="loud speech" if level > 0.05 else "quiet speech", asr_ms=self.delay_s * 1000,
+                                  no_speech_prob=0.0, avg_logprob=-0.1, language=language if given else self.spoken,
+                                  context="short" if given else "full", language_probability=probability)
+                       for level in levels]
+        self.calls.append((language, [t.context for t in transcripts]))
+        return transcripts
 
 
 def free_socket() -> socket.socket:

@@ -58,8 +58,8 @@ def alone(transcriber, speech):
 
 
 def test_only_short_context_in_a_known_language_decodes_a_batch_together(engine, transcriber):
-    assert transcriber.batchable
-    assert not engine.transcriber("full").batchable  # the server then runs its utterances one at a time
+    assert transcriber.batchable() and transcriber.batchable("en") and not transcriber.batchable("auto")
+    assert not engine.transcriber("full").batchable("en")  # the server then runs its utterances one at a time
 
 
 def test_a_batch_gives_each_utterance_the_words_it_gets_alone(transcriber, speech, alone):

@@ -174,7 +174,7 @@ def test_repeated_words_are_found_anywhere_and_collapsed():
 def test_a_transcript_that_repeats_itself_is_decoded_again(transcriber, monkeypatch):
     calls = []
 
-    def decode(audio, start, temperature=0.0):
+    def decode(audio, start, temperature=0.0, language=None):
         calls.append(temperature)
         text = "dogs are sitting by the dogs are sitting by the dogs are sitting by the" if temperature < 0.4 else \
             "dogs are sitting by the door"
@@ -184,8 +184,9 @@ def test_a_transcript_that_repeats_itself_is_decoded_again(transcriber, monkeypa
     result = transcriber.transcribe(np.zeros(SAMPLE_RATE, dtype=np.float32))
     assert calls == [0.0, 0.2, 0.4] and result.text == "dogs are sitting by the door"
     assert result.redecoded == 2 and not result.collapsed
-    monkeypatch.setattr(transcriber, "_transcribe_full", lambda audio, start, temperature=0.0: asr.Transcript(
-        text="by the by the by the by the", asr_ms=1.0, no_speech_prob=0.0, avg_logprob=-0.2))
+    monkeypatch.setattr(transcriber, "_transcribe_full", lambda audio, start, temperature=0.0, language=None:
+                        asr.Transcript(text="by the by the by the by the", asr_ms=1.0, no_speech_prob=0.0,
+                                       avg_logprob=-0.2))
     result = transcriber.transcribe(np.zeros(SAMPLE_RATE, dtype=np.float32))
     assert result.text == "by the" and result.collapsed and result.redecoded == len(asr.FALLBACK_TEMPERATURES)
 
@@ -225,7 +226,11 @@ def test_auto_language_detects_once_then_decodes_with_short_context(speech):
         return states[0, -1, : int(lengths[0])].numpy()
 
     shared = Transcriber(AsrConfig(model="whisper-base", language="auto"))  # a server's: sessions differ in language
-    assert not shared.attach_encoder(encode) and shared.context == "full"
+    assert shared.attach_encoder(encode) and shared.batchable("en") and not shared.batchable()
+    assert shared.transcribe(speech[0]).context == "full"  # no language given: detected, and kept by no one
+    given = shared.transcribe(speech[1], language="en")  # a session's own language: short context in it
+    assert given.context == "short" and given.language == "en"
+    assert shared.transcribe(speech[1]).context == "full" and shared.transcribe(speech[1], "auto").context == "full"
     transcriber = Transcriber(AsrConfig(model="whisper-base", language="auto", sticky_language=True))
     assert transcriber.language is None and transcriber.attach_encoder(encode)
     first = transcriber.transcribe(speech[0])

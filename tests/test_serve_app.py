@@ -88,7 +88,7 @@ def test_the_fusion_head_hears_each_transcripts_language(speech):
     """The server passes the transcript's language to the fusion head with every utterance and with its revision
     in hindsight, so a model with a language policy can classify a foreign one from its audio alone."""
     emotion = FakeEmotion()
-    with serve(emotion=emotion, transcriber=FakeTranscriber(language="de")) as server:
+    with serve(emotion=emotion, transcriber=FakeTranscriber(spoken="de")) as server:
         messages = stream(server.ws, speech)
     utterances = [m for m in messages if m["type"] == "utterance"]
     assert utterances and all(u["language"] == "de" for u in utterances)
@@ -134,12 +134,12 @@ def test_sessions_are_isolated_and_emotion_batches_across_them(speech):
 
 @pytest.mark.parametrize("batchable", [True, False])
 def test_waiting_utterances_of_several_sessions_share_one_asr_call(speech, batchable):
-    transcriber = FakeTranscriber(delay_s=0.3)
-    transcriber.batchable = batchable  # False: a recogniser that would transcribe a batch one by one anyway
+    transcriber = FakeTranscriber(delay_s=0.3, batches=batchable)  # False: it would transcribe a batch one by one
     results: dict[str, list[dict]] = {}
     with serve(transcriber=transcriber) as server:
-        def run(name, scale):
-            results[name] = stream(server.ws, np.clip(speech * scale, -1, 1))
+        def run(name, scale):  # in a language given: batchable from the first utterance
+            results[name] = stream(server.ws, np.clip(speech * scale, -1, 1),
+                                   start={**START, "overflow": "wait", "language": "en"})
 
         threads = [threading.Thread(target=run, args=(f"{kind}{i}", scale))
                    for i in range(2) for kind, scale in (("loud", 1.0), ("quiet", 0.02))]
@@ -157,6 +157,88 @@ def test_waiting_utterances_of_several_sessions_share_one_asr_call(speech, batch
     else:
         assert set(transcriber.batches) == {1}  # so no result waits for the others' decoding
     assert 'memocmt_batch_size_count{graph="asr"}' in metrics
+
+
+def test_each_session_keeps_its_own_language(speech):
+    """A session that names its language is transcribed in it from its first utterance; one in "auto" with the
+    30 s window (detection) until a detection is sure, then in the detected language; neither changes the other's."""
+    from memocmt.live.asr import STICKY_LANGUAGE_PROBABILITY
+    from memocmt.live.vad import VadConfig
+
+    unsure, sure = STICKY_LANGUAGE_PROBABILITY - 0.1, STICKY_LANGUAGE_PROBABILITY
+    transcriber = FakeTranscriber(delay_s=0.1, spoken="de", probabilities=(unsure, sure))
+    results: dict[str, list[dict]] = {}
+    # no tentative utterances: each final one is transcribed once, so the calls can be counted
+    with serve(transcriber=transcriber, vad=VadConfig(speculate_ms=0)) as server:
+        def run(language):
+            results[language] = stream(server.ws, speech, start={**START, "overflow": "wait", "language": language})
+
+        threads = [threading.Thread(target=run, args=(language,)) for language in ("en", "auto")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    for language, spoken in (("en", "en"), ("auto", "de")):
+        messages = results[language]
+        assert messages[0]["type"] == "ready" and messages[0]["asr_language"] == language
+        utterances = [m for m in messages if m["type"] == "utterance"]
+        assert len(utterances) == len(SENTENCES) and messages[-1]["type"] == "done"
+        assert [u["language"] for u in utterances] == [spoken] * len(SENTENCES)
+        assert all(u["asr_language"] == language for u in utterances)  # the setting; "language" says what was heard
+    per_language = {}
+    for language, contexts in transcriber.calls:
+        per_language.setdefault(language, []).extend(contexts)
+    # "en": short context from the first utterance; "auto": the 30 s window until the second, sure, detection
+    assert per_language == {"en": ["short"] * 3, "auto": ["full"] * 2, "de": ["short"]}
+    languages = [language for language, _contexts in transcriber.calls if language != "en"]
+    assert languages == ["auto", "auto", "de"]
+
+
+def test_a_batch_holds_utterances_of_one_language(speech):
+    """Utterances of sessions in different languages that wait together are decoded in one call per language."""
+    transcriber = FakeTranscriber(delay_s=0.3)
+    results: dict[str, list[dict]] = {}
+    with serve(transcriber=transcriber) as server:
+        def run(name, language):
+            results[name] = stream(server.ws, speech, start={**START, "overflow": "wait", "language": language})
+
+        threads = [threading.Thread(target=run, args=(f"{language}{i}", language))
+                   for i in range(2) for language in ("en", "pl")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    for name, messages in results.items():
+        utterances = [m for m in messages if m["type"] == "utterance"]
+        assert len(utterances) == len(SENTENCES) and messages[-1]["type"] == "done", name
+        assert {u["language"] for u in utterances} == {name[:2]}, name  # each transcribed in its session's language
+    assert max(transcriber.batches) == 2  # batched, two sessions per language: never the four together
+    assert {language for language, _contexts in transcriber.calls} == {"en", "pl"}
+
+
+def test_a_language_the_asr_model_cannot_transcribe_is_refused(speech):
+    """A bad `language` in start gets one sentence, and the client may start again; an English-only model takes
+    only English, and "auto" is English there; without a language in start, a session takes the server's."""
+    for transcriber, refused, taken in ((FakeTranscriber(), [("xx", "not a language code"), (5, "language must be")],
+                                         ("PL", "pl")),
+                                        (FakeTranscriber(multilingual=False), [("pl", "English-only")], ("auto", "en"))):
+        with serve(transcriber=transcriber) as server:
+            with connect(server.ws) as ws:
+                for language, words in refused:
+                    ws.send(json.dumps({**START, "language": language}))
+                    reply = json.loads(ws.recv(10))
+                    assert reply["type"] == "error" and words in reply["message"], reply
+                ws.send(json.dumps({**START, "language": taken[0]}))
+                ready = json.loads(ws.recv(10))
+                assert ready["type"] == "ready" and ready["asr_language"] == taken[1]
+            body = get(server.http + "/metrics")[1]
+            assert f"memocmt_protocol_errors_total {len(refused)}.0" in body and "memocmt_sessions_total 1.0" in body
+    transcriber = FakeTranscriber(language="pl")  # memocmt-serve --language pl
+    with serve(transcriber=transcriber) as server:
+        messages = stream(server.ws, speech[: 3 * SAMPLE_RATE])
+        assert messages[0]["asr_language"] == "pl" and messages[-1]["type"] == "done"
+        assert {language for language, _contexts in transcriber.calls} == {"pl"}
+        assert json.loads(get(server.http + "/healthz")[1])["asr_language"] == "pl"
 
 
 def test_unbatched_config_runs_one_at_a_time(speech):

@@ -17,15 +17,17 @@ def test_start_defaults_and_round_trip():
     options = StartOptions.parse({"type": "start"})
     assert (options.sample_rate, options.format, options.channels, options.speakers) == (16000, "pcm_s16le", 1, "auto")
     assert options.hindsight
-    again = StartOptions.parse(StartOptions(44100, "pcm_f32le", 2, "one", "full", "wait", False).to_message())
-    assert again == StartOptions(44100, "pcm_f32le", 2, "one", "full", "wait", False)
+    assert options.language is None  # the server's --language
+    again = StartOptions.parse(StartOptions(44100, "pcm_f32le", 2, "one", "full", "wait", False, "pl").to_message())
+    assert again == StartOptions(44100, "pcm_f32le", 2, "one", "full", "wait", False, "pl")
+    assert "language" not in StartOptions().to_message()
 
 
 @pytest.mark.parametrize("field,value,words", [
     ("sample_rate", 100, "sample_rate"), ("sample_rate", "16000", "sample_rate"), ("sample_rate", True, "sample_rate"),
     ("format", "mp3", "format"), ("channels", 0, "channels"), ("speakers", "many", "speakers"),
     ("asr_context", "long", "asr_context"), ("overflow", "block", "overflow"), ("volume", 3, "Unknown field"),
-    ("hindsight", "yes", "hindsight"),
+    ("hindsight", "yes", "hindsight"), ("language", 5, "language"), ("language", "", "language"),
 ])
 def test_start_rejects_bad_fields_in_one_sentence(field, value, words):
     with pytest.raises(ProtocolError, match=words) as info:

@@ -13,6 +13,7 @@ pytest.importorskip("websockets")
 
 from memocmt.audio import SAMPLE_RATE  # noqa: E402
 from memocmt.live import cli as live_cli  # noqa: E402
+from memocmt.live.asr import STICKY_LANGUAGE_PROBABILITY  # noqa: E402
 from memocmt.serve.app import create_app  # noqa: E402
 from memocmt.serve.session import ServerConfig  # noqa: E402
 from tests.serve_helpers import ServerThread, load_real_engine, ravdess_stream, stream  # noqa: E402
@@ -90,6 +91,40 @@ def test_remote_cli_prints_the_same_jsonl_as_a_local_session(ravdess_dir, tmp_pa
         assert (r.get("text"), r["label"], r["speaker"], r["index"]) == (l.get("text"), l["label"], l["speaker"], l["index"])
         assert r["confidence"] == pytest.approx(l["confidence"], abs=0.02)
         assert r["model"] == l["model"] and r["asr_context"] == l["asr_context"]
+
+
+def test_each_session_is_transcribed_in_its_own_language(engine, server, ravdess_dir, monkeypatch):
+    """A session that names English decodes with short context from its first utterance; the next one, in "auto"
+    (the server has no --language), with the 30 s window until a detection is sure, then with short context in
+    English. The first one's language does not carry over to the second."""
+    transcriber = engine.transcriber()
+    if transcriber.context != "short" or not transcriber.multilingual:
+        pytest.skip("no short context with a multilingual Whisper here")
+    calls: list[tuple[str | None, list[str], list[float]]] = []
+    transcribe_batch = transcriber.transcribe_batch
+
+    def record(audios, language=None):
+        transcripts = transcribe_batch(audios, language)
+        calls.append((language, [t.context for t in transcripts], [t.language_probability for t in transcripts]))
+        return transcripts
+
+    monkeypatch.setattr(transcriber, "transcribe_batch", record)
+    audio = ravdess_stream(ravdess_dir, 7, ["neutral", "happy", "sad"])
+    for language in ("en", "auto"):
+        del calls[:]
+        messages = stream(server.ws, audio, start={"type": "start", "overflow": "wait", "language": language})
+        assert messages[0]["asr_language"] == language and messages[-1]["type"] == "done"
+        utterances = [m for m in messages if m["type"] == "utterance"]
+        assert len(utterances) == 3 and all(u["language"] == "en" for u in utterances), utterances
+        languages = [call[0] for call in calls]
+        if language == "en":
+            assert set(languages) == {"en"} and calls[0][1] == ["short"], calls
+        else:
+            detecting = languages.index("en")  # the first call after a sure detection
+            assert detecting >= 1 and set(languages[:detecting]) == {"auto"} and set(languages[detecting:]) == {"en"}
+            assert all(call[1] == ["full"] for call in calls[:detecting]), calls
+            assert calls[detecting - 1][2][0] >= STICKY_LANGUAGE_PROBABILITY, calls
+            assert "short" in [context for call in calls[detecting:] for context in call[1]], calls
 
 
 def test_remote_cli_reports_a_busy_server_in_one_sentence(engine, ravdess_dir, tmp_path, capsys):

@@ -76,12 +76,13 @@ def measure(transcriber, audios: list[np.ndarray], repeats: int) -> dict:
         order = ("one", "batched") if r % 2 == 0 else ("batched", "one")
         for variant in order:
             if variant == "one":
-                ms, one = timed(lambda: [transcriber._decode_short(s, [a], 0.0, 0.0)[0] for s, a in zip(alone, audios)])
+                ms, one = timed(lambda: [transcriber._decode_short(s, [a], 0.0, 0.0, "en")[0]
+                                         for s, a in zip(alone, audios)])
                 times["decode_one_at_a_time"].append(ms)
                 ms, single = timed(lambda: [transcriber.transcribe(a) for a in audios])
                 times["end_to_end_one_at_a_time"].append(ms)
             else:
-                ms, batched = timed(lambda: transcriber._decode_short(together, audios, 0.0, 0.0))
+                ms, batched = timed(lambda: transcriber._decode_short(together, audios, 0.0, 0.0, "en"))
                 times["decode_batched"].append(ms)
                 ms, many = timed(lambda: transcriber.transcribe_batch(audios))
                 times["end_to_end_batched"].append(ms)

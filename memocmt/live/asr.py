@@ -16,8 +16,13 @@ Whisper places after the end of the speech is dropped (`within`): on a short con
 say the utterance again in the silence pad. An output that still runs past a length budget or
 ends in a repeated loop is thrown away and the utterance is transcribed the standard way.
 
-`Transcriber.transcribe_batch` decodes several utterances (a server's, from different sessions)
-in one CTranslate2 call: each is padded with silence to the longest one's length, so the states
+Short context needs the language to prompt Whisper with. `transcribe(audio, language)` takes it per call
+(a server's sessions each have their own: memocmt.serve.session); without one, a transcriber decodes in
+its own `AsrConfig.language`, or, with `sticky_language` (memocmt-live), in the first language it detected
+surely (`sure_language`).
+
+`Transcriber.transcribe_batch` decodes several utterances (a server's, from different sessions, all in
+one language) in one CTranslate2 call: each is padded with silence to the longest one's length, so the states
 the decoder attends to hold more trailing silence than a lone pass would; each output still gets
 the checks above, and one that fails them is retried and falls back as a lone one is.
 
@@ -68,7 +73,8 @@ class AsrConfig:
     device: str = "auto"  # "auto" picks CUDA when CTranslate2 sees a GPU
     compute_type: str = "auto"  # "auto": int8 on CPU, float16 on CUDA
     beam_size: int = 1  # greedy decoding; 5 is Whisper's default but slower
-    language: str | None = None  # a code ("pl"), or "auto"/None: "en" for English-only (.en) models, else detected per utterance
+    language: str | None = None  # a code ("pl"), or "auto"/None: "en" for English-only (.en) models, else detected per
+    # utterance; a call's own language overrides it (Transcriber.transcribe)
     cpu_threads: int = 0  # 0: one per core, at most 4 (CTranslate2's own default of 4 oversubscribes 2 cores)
     no_speech_threshold: float = 0.6  # with a low log-probability: the segment is not speech
     logprob_threshold: float = -1.0  # average token log-probability below this is suspicious
@@ -78,7 +84,8 @@ class AsrConfig:
     context_pad_s: float = 1.0  # silence appended before a short-context encoder pass
     context_repetition_penalty: float = 1.0  # short context: >1 damps loops on audio cut mid-word, but costs words (benchmarks/studies/asr_context.py)
     # language None/"auto" with a multilingual model and short context: keep the first sure detection for later
-    # utterances (one speaker's session: memocmt-live). Off where one transcriber serves many sessions (the server).
+    # utterances (one speaker's session: memocmt-live). Off where one transcriber serves many sessions (the server,
+    # whose sessions keep their own language and pass it with each call).
     sticky_language: bool = False
 
 
@@ -101,6 +108,14 @@ class Transcript:
 
 STICKY_LANGUAGE_PROBABILITY = 0.8  # a detection this sure sets the language of short-context decoding (auto)
 DEFAULT_ASR = "whisper-tiny.en"  # what the offline default (AsrConfig.model None) loads
+
+
+def sure_language(transcript: Any) -> str | None:
+    """The detected language of a transcript (anything with `text`, `language`, `language_probability`) that is
+    sure enough to decode the speaker's next utterances in (STICKY_LANGUAGE_PROBABILITY, and words); else None."""
+    if transcript.text and transcript.language and transcript.language_probability >= STICKY_LANGUAGE_PROBABILITY:
+        return transcript.language
+    return None
 
 
 def _builtin_model_path(name: str) -> Path | None:
@@ -187,15 +202,29 @@ class Transcriber:
         if not 0.0 <= config.context_pad_s <= 5.0:
             raise LiveError(f"The ASR context padding must be between 0 and 5 s, not {config.context_pad_s}.")
         self._encoder: EncoderFn | None = None
-        self._short_language: str | None = None  # what short-context decoding is in (--language auto: once detected)
+        self._short_language: str | None = None  # short context for calls without a language (auto: once detected)
+        self._prompts: dict[str | None, tuple[Any, list[int]]] = {}  # language -> (tokenizer, short-context prompt)
         self.fallbacks = 0  # short-context outputs thrown away and re-transcribed the standard way
         self.retries = 0  # short-context outputs decoded again without repeated 3-grams
 
     @property
-    def batchable(self) -> bool:
-        """Whether `transcribe_batch` decodes utterances together now: short context in a known language (else it
-        transcribes them one by one)."""
-        return self._encoder is not None and (self._short_language is not None or not self._model.model.is_multilingual)
+    def multilingual(self) -> bool:
+        """Whether the model transcribes other languages than English (not an English-only .en model)."""
+        return self._model.model.is_multilingual
+
+    def batchable(self, language: str | None = None) -> bool:
+        """Whether `transcribe_batch` decodes utterances in `language` (as `transcribe` takes it) together now: short
+        context in a known language (else it transcribes them one by one)."""
+        return self._encoder is not None and self._languages(language)[0] is not None
+
+    def _languages(self, language: str | None) -> tuple[str | None, str | None]:
+        """The (short-context, 30 s window) languages of a call in `language`: a code, or "auto" (detected; en for an
+        English-only model), for both; None: the transcriber's own, the first sure detection with sticky_language for
+        short context and `AsrConfig.language` for the 30 s window. None in the result: detected."""
+        if language is None:
+            return self._short_language, self.language
+        code = whisper_language(language, multilingual=self.multilingual, model=self.model_name)
+        return code, code
 
     @property
     def context(self) -> str:
@@ -206,9 +235,6 @@ class Transcriber:
         """Decode from `encoder`'s states (see the module docstring) if it is this model's
         Whisper encoder; says in one log line why not otherwise. Returns whether it is used."""
         if encoder is None or self.config.context != "short":
-            return False
-        if self.language is None and not self.config.sticky_language:
-            log.info("ASR: full 30 s context (short-context decoding needs a known language; pass --language)")
             return False
         if self.device != "cpu":
             log.info("ASR: full 30 s context (on %s the 30 s encoder pass is cheap)", self.device)
@@ -225,21 +251,25 @@ class Transcriber:
         self._encoder = encoder
         self._speak(self.language)
         log.info("ASR: short context, decoding from %s's Whisper encoder pass (similarity %.4f)%s", name, similarity,
-                 "" if self.language else "; the language is detected on full-context utterances until one is sure")
+                 "" if self.language else "; the language is detected on full-context utterances until one is sure"
+                 if self.config.sticky_language else "; in the language each call gives (else the 30 s window)")
         return True
 
     def _speak(self, language: str | None) -> None:
-        """Short-context decoding in `language` from now on (None: not known yet, decode with full context)."""
+        """Short-context decoding in `language` from now on, for calls that give none (None: not known yet, decode
+        them with full context)."""
         self._short_language = language
-        if language is None and self._model.model.is_multilingual:
-            return
-        from faster_whisper.tokenizer import Tokenizer
 
-        multilingual = self._model.model.is_multilingual
-        self._tokenizer = Tokenizer(self._model.hf_tokenizer, multilingual, task="transcribe",
-                                    language=language if multilingual else None)
-        # with timestamps: Whisper says where each piece of text lies, so text it places in the silence pad is dropped
-        self._prompt = list(self._tokenizer.sot_sequence)
+    def _prompt(self, language: str) -> tuple[Any, list[int]]:
+        """The tokenizer and the short-context decoder prompt in `language`, made once per language."""
+        key = language if self.multilingual else None  # an English-only model has no language token
+        if key not in self._prompts:
+            from faster_whisper.tokenizer import Tokenizer
+
+            tokenizer = Tokenizer(self._model.hf_tokenizer, self.multilingual, task="transcribe", language=key)
+            # with timestamps: Whisper says where each piece of text lies, so text it puts in the silence pad is dropped
+            self._prompts[key] = tokenizer, list(tokenizer.sot_sequence)
+        return self._prompts[key]
 
     def _encoder_similarity(self, encoder: EncoderFn) -> float:
         """Cosine similarity of `encoder`'s and CTranslate2's encoder outputs for one 30 s test signal."""
@@ -263,12 +293,16 @@ class Transcriber:
         """Decode one short silence so the first utterance does not pay for lazy initialisation."""
         self.transcribe(np.zeros(8000, dtype=np.float32))
 
-    def transcribe(self, audio: np.ndarray) -> Transcript:
-        """Transcribe float32 16 kHz mono audio; non-speech segments are dropped."""
-        return self.transcribe_batch([audio])[0]
+    def transcribe(self, audio: np.ndarray, language: str | None = None) -> Transcript:
+        """Transcribe float32 16 kHz mono audio in `language`: a code (short context prompted in it when an encoder is
+        attached), "auto" (detected with the 30 s window; en for an English-only model), or None: the transcriber's
+        own (AsrConfig.language; with sticky_language, short context once a detection is sure). A code the model
+        cannot transcribe raises LanguageError. Non-speech segments are dropped."""
+        return self.transcribe_batch([audio], language)[0]
 
-    def transcribe_batch(self, audios: list[np.ndarray]) -> list[Transcript]:
-        """Transcribe several utterances at once (a server's, from different sessions), one Transcript each.
+    def transcribe_batch(self, audios: list[np.ndarray], language: str | None = None) -> list[Transcript]:
+        """Transcribe several utterances in one `language` (as `transcribe`) at once (a server's, from different
+        sessions), one Transcript each.
 
         With short context the utterances are encoded and decoded together: each is followed by silence up to
         the longest one's length plus the context pad (so their encoder states have one length), and one
@@ -278,62 +312,67 @@ class Transcriber:
         short context does not take (full context, a language not known yet, longer than the window).
         A batch of one is exactly `transcribe`."""
         start = time.perf_counter()
+        short_language, full_language = self._languages(language)
         pad = int(self.config.context_pad_s * SAMPLE_RATE)
         fits = [self._encoder is not None and audio.size + pad <= WINDOW_S * SAMPLE_RATE for audio in audios]
-        short = [i for i, fit in enumerate(fits) if fit] if self.batchable else []
+        short = [i for i, fit in enumerate(fits) if fit] if short_language is not None else []  # fits: an encoder
         results: list[Transcript | None] = [None] * len(audios)
         if short:
-            for i, transcript in zip(short, self._transcribe_short([audios[i] for i in short], pad, start)):
+            decoded = self._transcribe_short([audios[i] for i in short], pad, start, short_language)
+            for i, transcript in zip(short, decoded):
                 results[i] = transcript
                 if transcript is None:
                     self.fallbacks += 1
+        # --language auto in memocmt-live (no language of the call's own): a sure detection is kept
+        sticky = language is None and self.language is None and self.config.sticky_language
         for i, audio in enumerate(audios):
             if results[i] is None:
-                results[i] = self._transcribe_standard(audio, start, fits[i])
+                results[i] = self._transcribe_standard(audio, start, full_language, sticky and fits[i])
         return results
 
-    def _transcribe_standard(self, audio: np.ndarray, start: float, fits_short: bool) -> Transcript:
-        """The 30 s window (`_without_loops`); with --language auto and sticky_language, a sure detection sets
-        the language of short-context decoding for later utterances that fit it."""
-        transcript = self._without_loops(audio, start)
-        if (fits_short and self.language is None and self.config.sticky_language and transcript.text
-                and transcript.language_probability >= STICKY_LANGUAGE_PROBABILITY):
-            # --language auto: once the full-context detection is sure, later utterances decode with short
-            # context in that language (until one of them falls back to full context and is heard in another)
-            if transcript.language != self._short_language:
-                log.info("ASR: %s detected (p %.2f); short-context decoding in it", transcript.language,
-                         transcript.language_probability)
-                self._speak(transcript.language)
+    def _transcribe_standard(self, audio: np.ndarray, start: float, language: str | None, sticky: bool) -> Transcript:
+        """The 30 s window (`_without_loops`) in `language` (None: detected); with `sticky`, a sure detection sets
+        the language of short-context decoding for later utterances that give none."""
+        transcript = self._without_loops(audio, start, language)
+        detected = sure_language(transcript) if sticky else None
+        # once the full-context detection is sure, later utterances decode with short context in that language
+        # (until one of them falls back to full context and is heard in another)
+        if detected is not None and detected != self._short_language:
+            log.info("ASR: %s detected (p %.2f); short-context decoding in it", detected,
+                     transcript.language_probability)
+            self._speak(detected)
         return transcript
 
-    def _without_loops(self, audio: np.ndarray, start: float) -> Transcript:
-        """The standard 30 s decoding; a transcript that repeats itself is decoded again at Whisper's
-        fallback temperatures, and if every one loops, the repeats are cut to one copy."""
-        transcript = self._transcribe_full(audio, start)
+    def _without_loops(self, audio: np.ndarray, start: float, language: str | None) -> Transcript:
+        """The standard 30 s decoding in `language` (None: detected); a transcript that repeats itself is decoded
+        again at Whisper's fallback temperatures, and if every one loops, the repeats are cut to one copy."""
+        transcript = self._transcribe_full(audio, start, language=language)
         redecoded = 0
         for temperature in FALLBACK_TEMPERATURES:
             if repeated_words(transcript.text) is None:
                 break
             log.debug("ASR output repeats itself, decoding again at temperature %.1f: %r", temperature, transcript.text)
             redecoded += 1
-            transcript = self._transcribe_full(audio, start, temperature)
+            transcript = self._transcribe_full(audio, start, temperature, language)
         transcript.redecoded = redecoded
         if repeated_words(transcript.text) is not None:
             transcript.text, transcript.collapsed = collapse_repeats(transcript.text), True
         return transcript
 
-    def _transcribe_short(self, audios: list[np.ndarray], pad: int, start: float) -> list[Transcript | None]:
-        """Decode utterances from one own-length encoder pass, all in one call. The runaway or looping outputs are
-        decoded again from their states with no 3-gram repeated (about a tenth of the 30 s decoding's cost), again
-        in one call; None for one that still fails (the caller falls back to the 30 s window)."""
+    def _transcribe_short(self, audios: list[np.ndarray], pad: int, start: float,
+                          language: str) -> list[Transcript | None]:
+        """Decode utterances in `language` from one own-length encoder pass, all in one call. The runaway or looping
+        outputs are decoded again from their states with no 3-gram repeated (about a tenth of the 30 s decoding's
+        cost), again in one call; None for one that still fails (the caller falls back to the 30 s window)."""
         encoder_start = time.perf_counter()
         states = self._encode_short(audios, max(audio.size for audio in audios) + pad)
         encoder_ms = (time.perf_counter() - encoder_start) * 1000
-        transcripts = self._decode_short(states, audios, start, encoder_ms)
+        transcripts = self._decode_short(states, audios, start, encoder_ms, language)
         failed = [i for i, transcript in enumerate(transcripts) if transcript is None]
         if failed:  # decoded again together, each from its own states of the first pass
             self.retries += len(failed)
-            again = self._decode_short(states[failed], [audios[i] for i in failed], start, encoder_ms, no_repeat=3)
+            again = self._decode_short(states[failed], [audios[i] for i in failed], start, encoder_ms, language,
+                                       no_repeat=3)
             for i, transcript in zip(failed, again):
                 transcripts[i] = transcript
         return transcripts
@@ -350,35 +389,36 @@ class Transcriber:
         return np.ascontiguousarray(np.stack(states), dtype=np.float32)
 
     def _decode_short(self, states: np.ndarray, audios: list[np.ndarray], start: float, encoder_ms: float,
-                      no_repeat: int = 0) -> list[Transcript | None]:
-        """One CTranslate2 decoding of `states` (one row per utterance of `audios`), each output checked by
-        `_short_transcript`. `no_repeat` > 0 forbids repeating any n-gram of that size (a retry)."""
+                      language: str, no_repeat: int = 0) -> list[Transcript | None]:
+        """One CTranslate2 decoding of `states` (one row per utterance of `audios`) in `language`, each output checked
+        by `_short_transcript`. `no_repeat` > 0 forbids repeating any n-gram of that size (a retry)."""
         import ctranslate2
 
         c = self.config
+        tokenizer, prompt = self._prompt(language)
         budgets = [int(np.ceil(audio.size / SAMPLE_RATE * MAX_TOKENS_PER_S)) + 8 for audio in audios]
         # CTranslate2 shortens its output as it nears max_length: leave twice the (longest) budget.
         results = self._model.model.generate(
-            ctranslate2.StorageView.from_array(states), [self._prompt] * len(audios), beam_size=c.beam_size,
-            max_length=len(self._prompt) + 2 * max(budgets), return_scores=True, return_no_speech_prob=True,
+            ctranslate2.StorageView.from_array(states), [prompt] * len(audios), beam_size=c.beam_size,
+            max_length=len(prompt) + 2 * max(budgets), return_scores=True, return_no_speech_prob=True,
             suppress_blank=True, suppress_tokens=[-1], repetition_penalty=c.context_repetition_penalty,
             no_repeat_ngram_size=no_repeat,
         )
-        return [self._short_transcript(result, budget, audio.size / SAMPLE_RATE, start, encoder_ms)
+        return [self._short_transcript(result, budget, audio.size / SAMPLE_RATE, start, encoder_ms, tokenizer, language)
                 for result, budget, audio in zip(results, budgets, audios)]
 
-    def _short_transcript(self, result: Any, budget: int, duration_s: float, start: float,
-                          encoder_ms: float) -> Transcript | None:
-        """The Transcript of one short-context output of an utterance of `duration_s` (the rest of its states are
-        padding, see `within`); None when it ran past its length `budget` (tokens) or repeats itself. Text that
-        Whisper thinks is not speech is emptied."""
-        tokens = within(result.sequences_ids[0], self._tokenizer.timestamp_begin, duration_s)
+    def _short_transcript(self, result: Any, budget: int, duration_s: float, start: float, encoder_ms: float,
+                          tokenizer: Any, language: str) -> Transcript | None:
+        """The Transcript of one short-context output in `language` of an utterance of `duration_s` (the rest of its
+        states are padding, see `within`); None when it ran past its length `budget` (tokens) or repeats itself.
+        Text that Whisper thinks is not speech is emptied."""
+        tokens = within(result.sequences_ids[0], tokenizer.timestamp_begin, duration_s)
         if len(tokens) >= budget or ends_in_loop(tokens):
-            log.debug("short-context ASR output discarded (%d tokens): %r", len(tokens), self._tokenizer.decode(tokens))
+            log.debug("short-context ASR output discarded (%d tokens): %r", len(tokens), tokenizer.decode(tokens))
             return None
         # As faster-whisper: the score is the length-normalised log-probability; average over tokens + end.
         avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
-        text, rejected = self._tokenizer.decode(tokens).strip(), 0
+        text, rejected = tokenizer.decode(tokens).strip(), 0
         if self._is_hallucination(result.no_speech_prob, avg_logprob):
             log.debug("rejected ASR output %r (no_speech %.2f, logprob %.2f)", text, result.no_speech_prob, avg_logprob)
             text, rejected = "", 1
@@ -387,15 +427,17 @@ class Transcriber:
             return None
         return Transcript(
             text=text, asr_ms=(time.perf_counter() - start) * 1000, no_speech_prob=result.no_speech_prob,
-            avg_logprob=0.0 if rejected else avg_logprob, rejected=rejected, language=self._short_language or "",
+            avg_logprob=0.0 if rejected else avg_logprob, rejected=rejected, language=language,
             context="short", encoder_ms=encoder_ms,
         )
 
-    def _transcribe_full(self, audio: np.ndarray, start: float, temperature: float = 0.0) -> Transcript:
+    def _transcribe_full(self, audio: np.ndarray, start: float, temperature: float = 0.0,
+                         language: str | None = None) -> Transcript:
+        """One 30 s window decoding in `language` (None: detected, with its probability)."""
         c = self.config
         segments, info = self._model.transcribe(
             audio,
-            language=self.language,
+            language=language,
             beam_size=c.beam_size,
             condition_on_previous_text=False,
             without_timestamps=True,

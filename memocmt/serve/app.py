@@ -211,7 +211,8 @@ def _open_session(ws, options: StartOptions, engine: Engine, config: ServerConfi
                             record=lambda result: jsonl_record(result, meta), limits=config.limits, metrics=metrics)
     client = ws.client
     meta.update({"device": f"websocket {client.host if client else '?'} ({options.sample_rate} Hz, {options.format})",
-                 **engine.meta(options.asr_context), "speaker_tracking": session.tracks_speakers})
+                 **engine.meta(options.asr_context), "asr_language": session.language,  # its setting: a code or auto
+                 "speaker_tracking": session.tracks_speakers})
     session.meta = meta
     metrics.sessions.inc()
     log.info("session %s started: %s", session_id, meta["device"])

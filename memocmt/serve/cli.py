@@ -83,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_shared_option(mod, "--compute-type")
     add_shared_option(mod, "--asr-threads")
     add_shared_option(mod, "--asr-context", help="default ASR context of a session (a client may ask for the other)")
-    mod.add_argument("--language", help="spoken language code (default: en for .en models)")
+    mod.add_argument("--language", metavar="auto|en|pl|...",
+                     help="spoken language of a session whose start message names none (default: auto, each session "
+                          "detects its own; en for English-only .en models)")
     add_shared_option(mod, "--vad", help="VAD of every session (default: webrtc)")
     add_shared_option(mod, "--hangover-ms")
     add_shared_option(p, "-v", "--verbose")

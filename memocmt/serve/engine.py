@@ -5,10 +5,11 @@
     text encoder   --MicroBatcher--
     fusion head    --MicroBatcher--  each utterance with its own session's voice statistics
     Whisper        --FairQueue-----  sessions take turns; utterances of several sessions that
-                                     wait together (of similar lengths) are decoded in one call
+                                     wait together (of similar lengths, in one language) are
+                                     decoded in one call
 
-A session's state (VAD, voices, summary) never enters here: `Engine.recognize` takes the
-session's `SpeakerTracker` as an argument. int8 bundles run their graphs one utterance at a
+A session's state (VAD, voices, summary, language) never enters here: `Engine.recognize` takes the
+session's `SpeakerTracker` and language as arguments. int8 bundles run their graphs one utterance at a
 time (batching would change their answers, see memocmt.runtime), so their batchers take
 batches of one.
 """
@@ -25,6 +26,7 @@ from typing import Any, Callable, NamedTuple, Protocol
 import numpy as np
 
 from memocmt.audio import SAMPLE_RATE
+from memocmt.languages import AUTO, whisper_language
 from memocmt.live.asr import Transcript
 from memocmt.results import Prediction
 from memocmt.serve.batcher import FairQueue, MicroBatcher
@@ -74,11 +76,15 @@ class EmotionBackend(Protocol):
 class Recognizer(Protocol):
     model_name: str
     context: str
+    language: str | None  # the server's --language (None: detected; en for an English-only model)
+    multilingual: bool  # False for an English-only (.en) model
 
-    def transcribe(self, audio: np.ndarray) -> Transcript: ...
+    def transcribe(self, audio: np.ndarray, language: str | None = None) -> Transcript:
+        """One utterance in `language`: a code, "auto" (detected), or None (its own `language`), as
+        memocmt.live.asr.Transcriber.transcribe."""
 
-    # optional: `batchable` (bool) and transcribe_batch(audios) -> one Transcript each, several utterances in one
-    # call when batchable is True (memocmt.live.asr.Transcriber)
+    # optional: `batchable(language) -> bool` and transcribe_batch(audios, language) -> one Transcript each, several
+    # utterances in one call when batchable(language) is True (memocmt.live.asr.Transcriber)
 
 
 @dataclass
@@ -101,6 +107,7 @@ class Recognition:
     speaker_stats: np.ndarray | None = None  # the utterance's own audio statistics (to commit a tentative one)
     language: str | None = None  # the transcript's language (detected with language "auto")
     encodings: tuple | None = None  # (audio, text) encodings on the host, to classify it again in hindsight
+    language_probability: float = 0.0  # how sure the detection was (1.0 for a language given)
 
 
 class Engine:
@@ -138,7 +145,7 @@ class Engine:
         self._factory = transcriber_factory
         c = self.config
         self.asr_queue = FairQueue("asr", self._transcribe, c.asr_per_session, max_batch=c.asr_max_batch,
-                                   batch_fn=self._transcribe_batch, size=lambda job: len(job[1]),
+                                   batch_fn=self._transcribe_batch, size=lambda job: len(job[-1]),
                                    spread=c.length_spread, group=self._asr_group, on_batch=self._observer("asr"))
         self.transcriber(self.asr_context)
 
@@ -185,22 +192,33 @@ class Engine:
         """The model fields of every utterance line, as `memocmt-live --jsonl` writes them."""
         asr = self.transcriber(context) if self._factory is not None else None
         return {"asr_model": asr.model_name if asr else None, "model": getattr(self.emotion, "name", None),
-                "asr_context": asr.context if asr else None,
-                "asr_language": getattr(getattr(asr, "config", None), "language", None) or "auto"}
+                "asr_context": asr.context if asr else None, "asr_language": self.language(context=context)}
 
-    def _transcribe(self, job: tuple[str, np.ndarray]) -> Transcript:
-        context, audio = job
-        return self.transcriber(context).transcribe(audio)
+    def language(self, requested: str | None = None, context: str | None = None) -> str:
+        """A session's spoken language: `requested` (its start message's: a code, or "auto"), else the server's
+        --language, checked against the ASR model (memocmt.languages); a code, or "auto": detected. An English-only
+        model is always "en". Raises memocmt.languages.LanguageError for one the model cannot transcribe."""
+        asr = self.transcriber(context) if self._factory is not None else None
+        if requested is None:
+            requested = getattr(asr, "language", None)
+        return whisper_language(requested, multilingual=getattr(asr, "multilingual", True),
+                                model=getattr(asr, "model_name", "")) or AUTO
 
-    def _asr_group(self, job: tuple[str, np.ndarray]) -> str | None:
-        """Jobs of one ASR context batch when its recogniser is loaded and decodes a batch in one call
-        (`batchable`); otherwise (None) each runs alone, so no result waits for another's decoding."""
-        context = job[0]
-        return context if getattr(self._transcribers.get(context), "batchable", False) else None
+    def _transcribe(self, job: tuple[str, str | None, np.ndarray]) -> Transcript:
+        context, language, audio = job
+        return self.transcriber(context).transcribe(audio, language=language)
 
-    def _transcribe_batch(self, jobs: list[tuple[str, np.ndarray]]) -> list[Transcript]:
-        """Utterances of several sessions, of one ASR context (`_asr_group`), in one call."""
-        return self.transcriber(jobs[0][0]).transcribe_batch([audio for _context, audio in jobs])
+    def _asr_group(self, job: tuple[str, str | None, np.ndarray]) -> tuple[str, str | None] | None:
+        """Jobs of one ASR context and language batch when its recogniser is loaded and decodes a batch in that
+        language in one call (`batchable`); otherwise (None) each runs alone, so no result waits for another's."""
+        context, language, _audio = job
+        batchable = getattr(self._transcribers.get(context), "batchable", None)
+        return (context, language) if batchable is not None and batchable(language) else None
+
+    def _transcribe_batch(self, jobs: list[tuple[str, str | None, np.ndarray]]) -> list[Transcript]:
+        """Utterances of several sessions, of one ASR context and language (`_asr_group`), in one call."""
+        context, language, _audio = jobs[0]
+        return self.transcriber(context).transcribe_batch([audio for _c, _l, audio in jobs], language=language)
 
     async def classify_again(self, audio_encoding: Any, text_encoding: Any, stats: np.ndarray | None,
                              language: str | None = None) -> Prediction:
@@ -218,11 +236,12 @@ class Engine:
 
     async def recognize(self, session: str, audio: np.ndarray, tracker: Any, context: str | None = None,
                         drop_empty: bool = True, commit: bool = True,
-                        emotion_audio: np.ndarray | None = None) -> Recognition:
-        """Transcript and emotion of one utterance of `session`; the audio encoder starts at once
-        and runs while Whisper decodes, the text encoder and fusion head follow the transcript.
-        With `commit=False` (a tentative segment) the session's speaker tracker is left as it was.
-        `emotion_audio`: what the emotion model hears, if not all of `audio` (Segment.speech_audio)."""
+                        emotion_audio: np.ndarray | None = None, language: str | None = None) -> Recognition:
+        """Transcript and emotion of one utterance of `session`, spoken in `language` (a code, or "auto": detected;
+        the session's, see `language`; None: the server's --language); the audio encoder starts at once and runs while Whisper decodes, the text encoder and
+        fusion head follow the transcript. With `commit=False` (a tentative segment) the session's speaker tracker
+        is left as it was. `emotion_audio`: what the emotion model hears, if not all of `audio`
+        (Segment.speech_audio)."""
         timings: dict[str, float] = {}
         started = time.perf_counter()
         encoded, encoded_at = None, []
@@ -233,13 +252,15 @@ class Engine:
         voice_job = None
         if getattr(tracker, "needs_audio", False):  # the speaker embedding runs while Whisper decodes
             voice_job = asyncio.get_running_loop().run_in_executor(None, tracker.signature, None, audio)
-        text, language = "", None
+        text, spoken, probability = "", None, 0.0
         try:
             if self.asr_queue is not None:
-                transcript = await asyncio.wrap_future(self.asr_queue.submit(session, (context or self.asr_context, audio)))
+                job = (context or self.asr_context, language, audio)
+                transcript = await asyncio.wrap_future(self.asr_queue.submit(session, job))
                 timings["asr"] = transcript.asr_ms
                 text = transcript.text
-                language = getattr(transcript, "language", None) or None
+                spoken = getattr(transcript, "language", None) or None
+                probability = getattr(transcript, "language_probability", 0.0)
                 if not text and drop_empty:
                     return Recognition("", None, timings, dropped=True)
             prediction = None
@@ -255,12 +276,12 @@ class Engine:
                     stats, voice = tracker.update(raw_stats, commit=commit, signature=signature)
                 text_encoding = await text_future
                 prediction = await asyncio.wrap_future(
-                    self.fusion_batcher.submit(FusionItem(audio_encoding, text_encoding, stats, language)))
+                    self.fusion_batcher.submit(FusionItem(audio_encoding, text_encoding, stats, spoken)))
                 prediction.speaker = voice
                 timings["emotion"] = (time.perf_counter() - t0) * 1000
-                return Recognition(text, prediction, timings, speaker_stats=raw_stats, language=language,
-                                   encodings=(audio_encoding, text_encoding))
-            return Recognition(text, prediction, timings, language=language)
+                return Recognition(text, prediction, timings, speaker_stats=raw_stats, language=spoken,
+                                   encodings=(audio_encoding, text_encoding), language_probability=probability)
+            return Recognition(text, prediction, timings, language=spoken, language_probability=probability)
         finally:
             if encoded is not None and not encoded.done():
                 encoded.cancel()

@@ -4,7 +4,9 @@ Client -> server: one `start` message, then binary frames of raw PCM (any size, 
 anywhere, even inside a sample), then `stop`. Server -> client: `ready` once, one `utterance`
 per utterance, a `revision` when an earlier utterance is classified again in hindsight
 (memocmt.live.hindsight; `"hindsight": false` in `start` turns them off), `error` for a message
-it cannot use, `done` with the session summary after `stop`, or `busy` when every slot is taken. Pure parsing and building; no I/O.
+it cannot use (also a `language` the server's Whisper cannot transcribe, which the session checks),
+`done` with the session summary after `stop`, or `busy` when every slot is taken. Pure parsing and
+building; no I/O.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class StartOptions:
     asr_context: str | None = None  # "short" / "full"; None: the server's default
     overflow: str = "drop"  # "drop": live audio, lose the oldest utterance when behind; "wait": lose nothing
     hindsight: bool = True  # classify a voice's first utterances again once it is well known (`revision` messages)
+    language: str | None = None  # spoken language: a code ("en"), or "auto" (detected); None: the server's --language
 
     @property
     def frame_bytes(self) -> int:
@@ -52,7 +55,8 @@ class StartOptions:
     @classmethod
     def parse(cls, message: dict) -> "StartOptions":
         """Validate a decoded `start` message; raises ProtocolError naming the first bad field."""
-        known = {"type", "sample_rate", "format", "channels", "speakers", "asr_context", "overflow", "hindsight"}
+        known = {"type", "sample_rate", "format", "channels", "speakers", "asr_context", "overflow", "hindsight",
+                 "language"}
         unknown = sorted(set(message) - known)
         if unknown:
             raise ProtocolError(f"Unknown field{'s' if len(unknown) > 1 else ''} in start: {', '.join(unknown)}.")
@@ -77,13 +81,18 @@ class StartOptions:
         hindsight = message.get("hindsight", True)
         if not isinstance(hindsight, bool):
             raise ProtocolError(f"hindsight must be true or false, not {hindsight!r}.")
-        return cls(rate, fmt, channels, speakers, context, overflow, hindsight)
+        language = message.get("language")  # whether the server's Whisper knows it: memocmt.serve.session
+        if language is not None and (not isinstance(language, str) or not language.strip()):
+            raise ProtocolError(f'language must be a language code such as "en", or "auto", not {language!r}.')
+        return cls(rate, fmt, channels, speakers, context, overflow, hindsight, language)
 
     def to_message(self) -> dict:
         message = {"type": "start", "sample_rate": self.sample_rate, "format": self.format, "channels": self.channels,
                    "speakers": self.speakers, "overflow": self.overflow, "hindsight": self.hindsight}
         if self.asr_context is not None:
             message["asr_context"] = self.asr_context
+        if self.language is not None:
+            message["language"] = self.language
         return message
 
 

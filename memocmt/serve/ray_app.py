@@ -100,11 +100,13 @@ class AsrWorker:
         self.model_name = self.transcriber.model_name
 
     def describe(self) -> dict:
-        return {"model_name": self.model_name}
+        return {"model_name": self.model_name, "language": self.transcriber.language,
+                "multilingual": self.transcriber.multilingual}
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
-    async def transcribe(self, audios: list[np.ndarray]) -> list[Any]:
-        return await asyncio.to_thread(lambda: [self.transcriber.transcribe(a) for a in audios])
+    async def transcribe(self, jobs: list[tuple[np.ndarray, str | None]]) -> list[Any]:
+        """(audio, language) of utterances, each in its session's language."""
+        return await asyncio.to_thread(lambda: [self.transcriber.transcribe(a, language) for a, language in jobs])
 
 
 class RemoteEmotion:
@@ -150,10 +152,11 @@ class RemoteTranscriber:
 
     def __init__(self, handle):
         self.handle = handle
-        self.model_name = _off_loop(handle.describe)["model_name"]
+        info = _off_loop(handle.describe)
+        self.model_name, self.language, self.multilingual = info["model_name"], info["language"], info["multilingual"]
 
-    def transcribe(self, audio: np.ndarray):
-        return self.handle.transcribe.remote(audio).result()
+    def transcribe(self, audio: np.ndarray, language: str | None = None):
+        return self.handle.transcribe.remote((audio, language)).result()
 
 
 def _off_loop(method) -> Any:

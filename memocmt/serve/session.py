@@ -8,6 +8,14 @@ task takes them in order and awaits the shared `Engine`. A tentative utterance (
 before the hangover ended) is recognised only when nothing newer waits, and its result is
 reused when the final utterance covers the same speech (memocmt.live.speculation), as in
 memocmt.live.pipeline.
+
+Each session keeps its spoken language (`StreamSession.language`): the one its `start` message names,
+else the server's `--language`, else "auto": its utterances are then transcribed with Whisper's 30 s
+window, which detects the language, until one detection is sure (memocmt.live.asr.sure_language);
+from then on they are transcribed in that language, with short context, as `memocmt-live --language
+auto` does (unlike memocmt-live, an utterance that falls back to the 30 s window is then transcribed
+in it too, not detected again). One session's language never changes another's: the shared
+transcriber takes it with each utterance.
 """
 
 from __future__ import annotations
@@ -21,13 +29,15 @@ from typing import Any, Awaitable, Callable
 import numpy as np
 
 from memocmt.audio import SAMPLE_RATE
+from memocmt.languages import AUTO, LanguageError
+from memocmt.live.asr import sure_language
 from memocmt.live.hindsight import Hindsight, Kept, Revision
 from memocmt.live.speculation import Pending, Speculation, reuse
 from memocmt.live.summary import SummaryBuilder, UtteranceResult
 from memocmt.live.vad import Segment, Segmenter, VadConfig
 from memocmt.serve.batcher import Overloaded
 from memocmt.serve.engine import Engine
-from memocmt.serve.protocol import StartOptions
+from memocmt.serve.protocol import ProtocolError, StartOptions
 
 log = logging.getLogger("memocmt")
 
@@ -90,11 +100,16 @@ class PcmDecoder:
 
 
 class StreamSession:
-    """A client's stream; `send` delivers one message to that client (and may raise when it is gone)."""
+    """A client's stream; `send` delivers one message to that client (and may raise when it is gone).
+    Raises ProtocolError for a `language` the server's Whisper cannot transcribe."""
 
     def __init__(self, session_id: str, options: StartOptions, engine: Engine, segmenter: Segmenter,
                  send: Callable[[dict], Awaitable[None]], record: Callable[[UtteranceResult], dict],
                  limits: SessionLimits | None = None, metrics: Any = None):
+        try:
+            self.language = engine.language(options.language, options.asr_context)  # a code, or "auto" until detected
+        except LanguageError as e:
+            raise ProtocolError(str(e)) from None
         self.id = session_id
         self.options = options
         self.engine = engine
@@ -243,11 +258,15 @@ class StreamSession:
         try:
             found = await self.engine.recognize(
                 self.id, segment.audio, self.tracker, self.options.asr_context,
-                commit=not segment.tentative, emotion_audio=segment.speech_audio)
+                commit=not segment.tentative, emotion_audio=segment.speech_audio, language=self.language)
         except Overloaded as e:
             self._dropped(segment)
             log.warning("session %s: %s", self.id, e)
             return None
+        if self.language == AUTO and (detected := sure_language(found)) is not None:
+            log.info("session %s: %s detected (p %.2f); its utterances are transcribed in it from now on", self.id,
+                     detected, found.language_probability)
+            self.language = detected
         timings.update(found.timings_ms)
         if found.dropped:
             if not segment.tentative:
