@@ -58,7 +58,7 @@ def test_several_clients_stream_real_speech_at_once(server, ravdess_dir):
         assert messages[-1]["summary"]["dropped_utterances"] == 0
 
 
-def test_remote_cli_prints_the_same_jsonl_as_a_local_session(ravdess_dir, tmp_path, capsys):
+def test_remote_cli_prints_the_same_jsonl_as_a_local_session(engine, ravdess_dir, tmp_path, capsys):
     import soundfile as sf
 
     from memocmt.live.vad import VadConfig
@@ -68,16 +68,11 @@ def test_remote_cli_prints_the_same_jsonl_as_a_local_session(ravdess_dir, tmp_pa
     remote, local = tmp_path / "remote.jsonl", tmp_path / "local.jsonl"
     # no speculation on either side: whether a tentative segment (shorter audio, so a transcript that may differ) is
     # recognised ahead depends on each pipeline's timing; the final segments are the same
-    # and the language given on both sides: a server does not carry one session's detected language into the next
+    # and the language given on both sides (the client sends it in `start`): short context from the first utterance
     config = ServerConfig(max_sessions=4, vad=VadConfig(speculate_ms=0))
-    from memocmt.serve.cli import ModelOptions
-
-    english = load_real_engine(ModelOptions(language="en"))
-    try:
-        with ServerThread(create_app(english, config)) as quiet:
-            assert live_cli.cli(["--server", quiet.ws, "--input", str(wav), "--fast", "--jsonl", str(remote), "--plain"]) == 0
-    finally:
-        english.close()
+    with ServerThread(create_app(engine, config)) as quiet:
+        assert live_cli.cli(["--server", quiet.ws, "--input", str(wav), "--fast", "--jsonl", str(remote), "--plain",
+                             "--language", "en"]) == 0
     shown = capsys.readouterr().out
     assert "utterances: 2" in shown and "door" in shown.lower()
     assert live_cli.cli(["--input", str(wav), "--fast", "--jsonl", str(local), "--plain", "--speculate-ms", "0",
@@ -91,6 +86,7 @@ def test_remote_cli_prints_the_same_jsonl_as_a_local_session(ravdess_dir, tmp_pa
         assert (r.get("text"), r["label"], r["speaker"], r["index"]) == (l.get("text"), l["label"], l["speaker"], l["index"])
         assert r["confidence"] == pytest.approx(l["confidence"], abs=0.02)
         assert r["model"] == l["model"] and r["asr_context"] == l["asr_context"]
+        assert r["asr_language"] == l["asr_language"] == "en"
 
 
 def test_each_session_is_transcribed_in_its_own_language(engine, server, ravdess_dir, monkeypatch):

@@ -151,7 +151,9 @@ def run_remote(args, source: Any) -> int:
     stream = RemoteStream(args.server, token=os.environ.get("MEMOCMT_TOKEN"))
     options = protocol.StartOptions(sample_rate=int(source.sample_rate), speakers=args.speakers,
                                     asr_context=args.asr_context, overflow="drop" if realtime else "wait",
-                                    hindsight=not args.no_hindsight)
+                                    hindsight=not args.no_hindsight,
+                                    # --language auto (the default) leaves the language to the server's --language
+                                    language=None if args.language in (None, "auto") else args.language)
     try:
         ready = stream.start(options)
     except LiveError:
