@@ -29,6 +29,19 @@ def test_loops_are_recognised_and_ordinary_text_is_not():
     assert not ends_in_loop([])
 
 
+def test_a_sentence_said_twice_on_a_short_context_is_kept_once():
+    from memocmt.live.asr import DOUBLED_MIN_WORDS, collapse_repeats
+
+    def once(text):
+        return collapse_repeats(text, repeats=2, min_n=DOUBLED_MIN_WORDS)
+
+    assert once("Dogs are sitting by the door. Dogs are sitting by the door.") == "Dogs are sitting by the door."
+    assert once("Kids are talking. Kids are talking.") == "Kids are talking."
+    assert once("No, no. Kids are talking by the door.") == "No, no. Kids are talking by the door."  # short phrases stay
+    assert once("Kids are talking but kids are talking.") == "Kids are talking but kids are talking."  # not in a row
+    assert collapse_repeats("I said yes, I said yes") == "I said yes, I said yes"  # the loop check wants three
+
+
 def test_text_whisper_places_after_the_speech_is_cut_off():
     from memocmt.live.asr import within
 

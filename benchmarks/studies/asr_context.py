@@ -89,7 +89,7 @@ def measure(items, short, full) -> dict:
 
 def main() -> None:
     from benchmarks.machine import machine_info
-    from memocmt.live.asr import AsrConfig, Transcriber
+    from memocmt.live.asr import AsrConfig, Transcriber, asr_model_for
     from memocmt.live.pipeline import load_emotion_model
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -100,9 +100,10 @@ def main() -> None:
     p.add_argument("--model", help="emotion bundle whose Whisper encoder is used (default: the shipped model)")
     args = p.parse_args()
 
-    full = Transcriber(AsrConfig(context="full"))
-    short = Transcriber(AsrConfig(context="short", context_pad_s=args.pad))
     emotion = load_emotion_model(args.model)
+    asr_model = asr_model_for(emotion.bundle)  # the Whisper whose encoder the bundle uses, as memocmt-live picks it
+    full = Transcriber(AsrConfig(model=asr_model, context="full", language="en"))
+    short = Transcriber(AsrConfig(model=asr_model, context="short", context_pad_s=args.pad, language="en"))
     if not short.attach_encoder(emotion.bundle.whisper_encoder()):
         sys.exit("The emotion model's audio encoder is not this Whisper model's; nothing to compare.")
     full.warm_up()

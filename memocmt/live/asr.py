@@ -57,6 +57,7 @@ MAX_TOKENS_PER_S = 8.0  # ~2x fast speech; a short-context output longer than th
 MIN_ENCODER_COSINE = 0.98  # an attached encoder must reproduce CTranslate2's (int8 noise stays above 0.99)
 LOOP_REPEATS = 3  # a block of words said this many times in a row is a decoding loop ("by the kids are talking by the ...")
 LOOP_REPEATS_ONE_WORD = 5  # one word: people do say "no, no, no"; five times is a loop
+DOUBLED_MIN_WORDS = 3  # short context: a phrase this long said twice in a row is Whisper repeating the utterance
 FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)  # Whisper's own fallback schedule, tried when a transcript loops
 
 # float32 16 kHz audio -> the final Whisper encoder states (frames, d_model), at the audio's own length. An
@@ -425,10 +426,13 @@ class Transcriber:
         if repeated_words(text) is not None:
             log.debug("short-context ASR output repeats itself: %r", text)
             return None
+        # Speech that runs to the end of the utterance (cut mid-word) leaves no silence to place a repeat in:
+        # Whisper then says the sentence twice within it. A phrase of 3+ words twice in a row is cut to once.
+        said_once = collapse_repeats(text, repeats=2, min_n=DOUBLED_MIN_WORDS)
         return Transcript(
-            text=text, asr_ms=(time.perf_counter() - start) * 1000, no_speech_prob=result.no_speech_prob,
+            text=said_once, asr_ms=(time.perf_counter() - start) * 1000, no_speech_prob=result.no_speech_prob,
             avg_logprob=0.0 if rejected else avg_logprob, rejected=rejected, language=language,
-            context="short", encoder_ms=encoder_ms,
+            context="short", encoder_ms=encoder_ms, collapsed=said_once != text,
         )
 
     def _transcribe_full(self, audio: np.ndarray, start: float, temperature: float = 0.0,
@@ -510,24 +514,26 @@ def _words(text: str) -> list[str]:
     return [w.strip(".,!?;:\"'()[]-").lower() for w in text.split()]
 
 
-def repeated_words(text: str, max_n: int = 8) -> tuple[int, int] | None:
+def repeated_words(text: str, max_n: int = 8, repeats: int | None = None, min_n: int = 1) -> tuple[int, int] | None:
     """(start word, block length) of the first block of 2..max_n words said LOOP_REPEATS times in a row
     (or one word LOOP_REPEATS_ONE_WORD times), ignoring case and punctuation; None when the text does not
-    loop. "kids are talking by the kids are talking by the kids are talking by the kids" -> (0, 5)."""
+    loop. "kids are talking by the kids are talking by the kids are talking by the kids" -> (0, 5).
+    `repeats` and `min_n`: look for blocks of at least `min_n` words said that many times instead."""
     words = _words(text)
-    for n in range(1, max_n + 1):
-        repeats = LOOP_REPEATS_ONE_WORD if n == 1 else LOOP_REPEATS
-        for i in range(0, len(words) - n * repeats + 1):
+    for n in range(min_n, max_n + 1):
+        times = repeats or (LOOP_REPEATS_ONE_WORD if n == 1 else LOOP_REPEATS)
+        for i in range(0, len(words) - n * times + 1):
             block = words[i : i + n]
-            if all(words[i + r * n : i + (r + 1) * n] == block for r in range(1, repeats)):
+            if all(words[i + r * n : i + (r + 1) * n] == block for r in range(1, times)):
                 return i, n
     return None
 
 
-def collapse_repeats(text: str, max_n: int = 8) -> str:
-    """`text` with every loop of `repeated_words` cut to one copy of its block (and a trailing partial copy dropped)."""
+def collapse_repeats(text: str, max_n: int = 8, repeats: int | None = None, min_n: int = 1) -> str:
+    """`text` with every loop of `repeated_words` (with the same `repeats` and `min_n`) cut to one copy of its block
+    (and a trailing partial copy dropped)."""
     tokens = text.split()
-    while (found := repeated_words(" ".join(tokens), max_n)) is not None:
+    while (found := repeated_words(" ".join(tokens), max_n, repeats, min_n)) is not None:
         i, n = found
         words = _words(" ".join(tokens))
         j = i + n
