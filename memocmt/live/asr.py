@@ -26,10 +26,9 @@ one language) in one CTranslate2 call: each is padded with silence to the longes
 the decoder attends to hold more trailing silence than a lone pass would; each output still gets
 the checks above, and one that fails them is retried and falls back as a lone one is.
 
-Measured with benchmarks/studies/asr_context.py (2-core CPU): on 60 complete synthetic utterances
-(3.1 s, known words) WER 21.1% with the 30 s window, 15.1% with the short context, which is
-4.3x faster (p50); on 60 RAVDESS clips cut mid-word at 2.39 s the short context loops on 39,
-which fall back, so quality holds (WER 17.5% vs 18.3%) but those cost both passes.
+Measured with benchmarks/studies/asr_context.py (Whisper base, 2-core CPU): on 60 complete synthetic
+utterances (3.1 s, known words) WER 16.2% with the 30 s window, 18.4% with the short context, which is
+about 5x faster (p50); on 60 RAVDESS clips cut mid-word at 2.39 s 16.7% and 16.4%, no fallbacks.
 """
 
 from __future__ import annotations
