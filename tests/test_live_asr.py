@@ -219,8 +219,9 @@ def test_the_default_asr_follows_the_emotion_bundles_whisper_encoder():
     assert ModelOptions(asr_model="small.en").asr_config(bundle=base).model == "small.en"  # the user's choice wins
 
 
-def test_auto_language_detects_once_then_decodes_with_short_context(speech):
-    """--language auto with a multilingual Whisper: full context until the detection is sure, then short context."""
+def test_auto_language_detects_once_then_decodes_with_short_context(speech, monkeypatch):
+    """--language auto with a multilingual Whisper: the language is detected from the utterance's own encoder
+    pass and, when sure, decoded with short context in it; unsure, the 30 s window detects it."""
     torch = pytest.importorskip("torch")
     from memocmt.features import log_mel_spectrogram
     from memocmt.wheel_models import ModelFilesError, whisper_model_dir
@@ -240,14 +241,20 @@ def test_auto_language_detects_once_then_decodes_with_short_context(speech):
 
     shared = Transcriber(AsrConfig(model="whisper-base", language="auto"))  # a server's: sessions differ in language
     assert shared.attach_encoder(encode) and shared.batchable("en") and not shared.batchable()
-    assert shared.transcribe(speech[0]).context == "full"  # no language given: detected, and kept by no one
+    detected = shared.transcribe(speech[0])  # no language given: detected from the short pass, and kept by no one
+    assert detected.context == "short" and detected.language == "en" and detected.language_probability >= 0.8
+    assert not shared.batchable()
+    with monkeypatch.context() as unsure:
+        unsure.setattr(asr, "STICKY_LANGUAGE_PROBABILITY", 1.01)  # no detection is sure enough
+        assert shared.transcribe(speech[0]).context == "full"
     given = shared.transcribe(speech[1], language="en")  # a session's own language: short context in it
     assert given.context == "short" and given.language == "en"
-    assert shared.transcribe(speech[1]).context == "full" and shared.transcribe(speech[1], "auto").context == "full"
+    assert shared.transcribe(speech[1], "auto").context == "short" and not shared.batchable()
     transcriber = Transcriber(AsrConfig(model="whisper-base", language="auto", sticky_language=True))
     assert transcriber.language is None and transcriber.attach_encoder(encode)
     first = transcriber.transcribe(speech[0])
-    assert first.context == "full" and first.language == "en" and first.language_probability >= 0.8
+    assert first.context == "short" and first.language == "en" and first.language_probability >= 0.8
+    assert transcriber.batchable()  # kept: memocmt-live's session speaks it
     second = transcriber.transcribe(speech[1])
     assert second.context == "short" and second.language == "en"
     assert len(words(second.text) & words(SENTENCES[1])) >= len(words(SENTENCES[1])) - 2, second.text

@@ -10,9 +10,9 @@ reused when the final utterance covers the same speech (memocmt.live.speculation
 memocmt.live.pipeline.
 
 Each session keeps its spoken language (`StreamSession.language`): the one its `start` message names,
-else the server's `--language`, else "auto": its utterances are then transcribed with Whisper's 30 s
-window, which detects the language, until one detection is sure (memocmt.live.asr.sure_language);
-from then on they are transcribed in that language, with short context, as `memocmt-live --language
+else the server's `--language`, else "auto": the language of its utterances is then detected (from their own encoder pass, else with
+Whisper's 30 s window) until one detection is sure (memocmt.live.asr.sure_language); from then on they
+are transcribed in that language, with short context, as `memocmt-live --language
 auto` does (unlike memocmt-live, an utterance that falls back to the 30 s window is then transcribed
 in it too, not detected again). One session's language never changes another's: the shared
 transcriber takes it with each utterance.
