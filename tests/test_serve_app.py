@@ -60,6 +60,22 @@ def get(url: str, headers: dict | None = None) -> tuple[int, str]:
 def kinds(messages: list[dict]) -> list[str]:
     return [m["type"] for m in messages]
 
+def stream_loud_and_quiet(server, speech, start=None) -> dict[str, list[dict]]:
+    """Four sessions at once, two of `speech` loud and two very quiet: each session's messages by name."""
+    results: dict[str, list[dict]] = {}
+
+    def run(name, scale):
+        results[name] = stream(server.ws, np.clip(speech * scale, -1, 1), **({"start": start} if start else {}))
+
+    threads = [threading.Thread(target=run, args=(f"{kind}{i}", scale))
+               for i in range(2) for kind, scale in (("loud", 1.0), ("quiet", 0.02))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
 
 def test_protocol_ready_utterances_done(speech):
     with serve() as server:
@@ -113,17 +129,8 @@ def test_busy_when_every_slot_is_taken(speech):
 
 def test_sessions_are_isolated_and_emotion_batches_across_them(speech):
     emotion = FakeEmotion(delay_s=0.05)
-    results: dict[str, list[dict]] = {}
     with serve(emotion=emotion, engine_config=EngineConfig(max_batch=8, batch_wait_ms=20)) as server:
-        def run(name, scale):
-            results[name] = stream(server.ws, np.clip(speech * scale, -1, 1))
-
-        threads = [threading.Thread(target=run, args=(f"{kind}{i}", scale))
-                   for i in range(2) for kind, scale in (("loud", 1.0), ("quiet", 0.02))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
+        results = stream_loud_and_quiet(server, speech)
     for name, messages in results.items():
         texts = {m["text"] for m in messages if m["type"] == "utterance"}
         assert texts == {"loud speech" if name.startswith("loud") else "quiet speech"}, name
@@ -135,18 +142,8 @@ def test_sessions_are_isolated_and_emotion_batches_across_them(speech):
 @pytest.mark.parametrize("batchable", [True, False])
 def test_waiting_utterances_of_several_sessions_share_one_asr_call(speech, batchable):
     transcriber = FakeTranscriber(delay_s=0.3, batches=batchable)  # False: it would transcribe a batch one by one
-    results: dict[str, list[dict]] = {}
-    with serve(transcriber=transcriber) as server:
-        def run(name, scale):  # in a language given: batchable from the first utterance
-            results[name] = stream(server.ws, np.clip(speech * scale, -1, 1),
-                                   start={**START, "overflow": "wait", "language": "en"})
-
-        threads = [threading.Thread(target=run, args=(f"{kind}{i}", scale))
-                   for i in range(2) for kind, scale in (("loud", 1.0), ("quiet", 0.02))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
+    with serve(transcriber=transcriber) as server:  # in a language given: batchable from the first utterance
+        results = stream_loud_and_quiet(server, speech, start={**START, "overflow": "wait", "language": "en"})
         metrics = get(server.http + "/metrics")[1]
     for name, messages in results.items():  # a batch mixes sessions; each gets its own transcripts back
         texts = {m["text"] for m in messages if m["type"] == "utterance"}
