@@ -60,6 +60,7 @@ def get(url: str, headers: dict | None = None) -> tuple[int, str]:
 def kinds(messages: list[dict]) -> list[str]:
     return [m["type"] for m in messages]
 
+
 def stream_loud_and_quiet(server, speech, start=None) -> dict[str, list[dict]]:
     """Four sessions at once, two of `speech` loud and two very quiet: each session's messages by name."""
     results: dict[str, list[dict]] = {}
