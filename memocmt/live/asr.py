@@ -295,8 +295,9 @@ class Transcriber:
 
     def transcribe(self, audio: np.ndarray, language: str | None = None) -> Transcript:
         """Transcribe float32 16 kHz mono audio in `language`: a code (short context prompted in it when an encoder is
-        attached), "auto" (detected with the 30 s window; en for an English-only model), or None: the transcriber's
-        own (AsrConfig.language; with sticky_language, short context once a detection is sure). A code the model
+        attached), "auto" (detected: from the utterance's own encoder pass when one is attached and the detection is
+        sure, else with the 30 s window; en for an English-only model), or None: the transcriber's own
+        (AsrConfig.language; with sticky_language, short context in the first sure detection from then on). A code the model
         cannot transcribe raises LanguageError. Non-speech segments are dropped."""
         return self.transcribe_batch([audio], language)[0]
 
@@ -309,7 +310,8 @@ class Transcriber:
         CTranslate2 call decodes them all. Each output is then checked as a lone one is (its own length budget,
         loops, non-speech); those that fail are decoded again from their states with no repeated 3-grams (again
         together), and one that still fails is transcribed alone with the 30 s window, as are utterances that
-        short context does not take (full context, a language not known yet, longer than the window).
+        short context does not take (full context, a language not known yet and not detected surely from a lone
+        utterance's own pass, longer than the window).
         A batch of one is exactly `transcribe`."""
         start = time.perf_counter()
         short_language, full_language = self._languages(language)
