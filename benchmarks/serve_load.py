@@ -13,6 +13,14 @@ throughput, utterances lost (dropped by the server or never answered), batch siz
         --out benchmarks/results/serve/serve_load.json
 
 Bounded: at most 16 clients, 120 s of speech per client, and a wall-clock limit per run.
+
+A soak (`--soak-minutes M`, at most 60): one run of the largest --clients count against the batched
+server, each client streaming M minutes (its actor's clips over and over); the server's RSS is
+sampled every 30 s, and the latency of the first and last tenth of the utterances is reported,
+so growth in either shows:
+
+    python benchmarks/serve_load.py --clients 8 --soak-minutes 30 --modes batched \
+        --out benchmarks/results/serve/soak_8x30min.json
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ sys.path.insert(0, str(REPO))
 
 MAX_CLIENTS = 16
 MAX_SECONDS = 120.0
+MAX_SOAK_MINUTES = 60.0
+RSS_EVERY_S = 30.0
 FRAME_MS = 40
 GAP_S = 1.0
 EMOTIONS = {"01": "neutral", "03": "happy", "04": "sad", "05": "angry"}
@@ -51,14 +61,15 @@ def client_audio(data_dir: Path, actor: int, seconds: float) -> tuple[np.ndarray
     gap = np.zeros(int(GAP_S * SAMPLE_RATE), dtype=np.float32)
     parts, ends, n = [gap], [], len(gap)
     rng = np.random.default_rng(actor)
-    for f in rng.permutation(files):
-        clip = load_audio(f)
-        parts += [clip, gap]
-        n += len(clip)
-        ends.append(n / SAMPLE_RATE)
-        n += len(gap)
-        if n / SAMPLE_RATE >= seconds:
-            break
+    clips = [load_audio(f) for f in rng.permutation(files)]
+    while n / SAMPLE_RATE < seconds:  # the actor's clips over and over for a long stream
+        for clip in clips:
+            parts += [clip, gap]
+            n += len(clip)
+            ends.append(n / SAMPLE_RATE)
+            n += len(gap)
+            if n / SAMPLE_RATE >= seconds:
+                break
     return np.concatenate(parts), ends
 
 
@@ -183,11 +194,15 @@ def run(server: Server, n: int, audios: list, wall_limit_s: float) -> dict:
                                 daemon=True) for i in range(n)]
     start = time.monotonic()
     rss_peak = server.rss_mb()
+    rss_timeline = [(0.0, rss_peak)]  # (s, MB) every RSS_EVERY_S
     for t in threads:
         t.start()
     while any(t.is_alive() for t in threads) and time.monotonic() - start < wall_limit_s:
         time.sleep(0.5)
-        rss_peak = max(rss_peak, server.rss_mb())
+        rss = server.rss_mb()
+        rss_peak = max(rss_peak, rss)
+        if time.monotonic() - start >= rss_timeline[-1][0] + RSS_EVERY_S:
+            rss_timeline.append((round(time.monotonic() - start, 1), rss))
     wall = time.monotonic() - start
     after = scrape(server.http)
     latencies = [x for o in outs for x in o.get("latencies", [])]
@@ -212,10 +227,21 @@ def run(server: Server, n: int, audios: list, wall_limit_s: float) -> dict:
         "p95_s": round(float(np.percentile(latencies, 95)), 3) if latencies else None,
         "max_s": round(float(np.max(latencies)), 3) if latencies else None,
         "throughput_utt_per_s": round(answered / wall, 2), "batch_size": batches, "server_stages_ms": stages,
-        "rss_mb_peak": rss_peak, "timed_out": any(t.is_alive() for t in threads),
+        "rss_mb_peak": rss_peak, "rss_mb_timeline": rss_timeline, "timed_out": any(t.is_alive() for t in threads),
+        "p95_s_first_tenth": _tenth_p95(outs, first=True), "p95_s_last_tenth": _tenth_p95(outs, first=False),
         "load_average_end": [round(x, 2) for x in os.getloadavg()],  # other work on the machine shows here
         "errors": [o["error"] for o in outs if "error" in o],
     }
+
+
+def _tenth_p95(outs: list[dict], first: bool) -> float | None:
+    """p95 latency (s) over the first or last tenth of each client's utterances."""
+    values = []
+    for o in outs:
+        latencies = o.get("latencies", [])
+        k = max(1, len(latencies) // 10)
+        values += latencies[:k] if first else latencies[-k:]
+    return round(float(np.percentile(values, 95)), 3) if values else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,11 +254,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--modes", default="batched,unbatched", help="servers to compare: batched, unbatched")
     p.add_argument("--out", help="write the JSON results here")
     p.add_argument("--server-args", default="", help="more memocmt-serve options for every server, e.g. '--language en'")
+    p.add_argument("--soak-minutes", type=float, help=f"one long run of the largest client count instead (at most "
+                                                      f"{MAX_SOAK_MINUTES:.0f})")
     args = p.parse_args(argv)
     counts = [int(c) for c in args.clients.split(",")]
     if not counts or min(counts) < 1 or max(counts) > MAX_CLIENTS:
         p.error(f"--clients must be between 1 and {MAX_CLIENTS}")
-    if not 5 <= args.seconds <= MAX_SECONDS:
+    if args.soak_minutes is not None:
+        if not 1 <= args.soak_minutes <= MAX_SOAK_MINUTES:
+            p.error(f"--soak-minutes must be between 1 and {MAX_SOAK_MINUTES:.0f}")
+        counts, args.seconds = [max(counts)], args.soak_minutes * 60
+    elif not 5 <= args.seconds <= MAX_SECONDS:
         p.error(f"--seconds must be between 5 and {MAX_SECONDS:.0f}")
     data = Path(args.data)
     audios = [client_audio(data, 1 + i % 20, args.seconds) for i in range(max(counts))]
