@@ -133,6 +133,13 @@ class RemoteEmotion:
         calls = [self.handle.classify.remote(item._replace(audio=item.audio[0])) for item in items]
         return [c.result() for c in calls]
 
+    def hold(self, encoding):
+        """A float16 host copy of an (encoding, statistics) pair, kept to classify the utterance again in hindsight."""
+        from memocmt.live.hindsight import host_copy
+
+        audio, stats = encoding
+        return host_copy(audio, np.asarray), stats
+
     def new_tracker(self, speakers: str):
         if not self._info["speaker_norm"]:
             return None
